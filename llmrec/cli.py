@@ -1,0 +1,63 @@
+"""`llmrec <group> <command>`: each command is a thin wrapper over a library function.
+
+Subcommand groups live beside the code they drive (``llmrec/<pkg>/commands.py``, each with
+``register(subparsers)``); this module only wires them up and turns llmrec errors into exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from llmrec.errors import LlmrecError
+
+# Modules that contribute subcommand groups; each has register(subparsers).
+COMMAND_MODULES = (
+    "llmrec.commands_core",
+    "llmrec.items.commands",
+    "llmrec.evaluation.commands",
+    "llmrec.lm.commands",
+)
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=None, default=str))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmrec", description="LLM personalization toolkit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="group", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # group not built yet in this checkout
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args) or 0)
+    except LlmrecError as exc:
+        print(f"llmrec: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

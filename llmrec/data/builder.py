@@ -1,0 +1,110 @@
+"""Validating construction of ``InteractionData``: every bad record is an error naming file, record, field."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from llmrec.data.schema import Interaction, InteractionData, Item
+from llmrec.errors import DataError
+
+
+def field_str(rec: dict[str, Any], name: str, path: Path | str, record: str | int, required: bool = True) -> str | None:
+    value = rec.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise DataError("missing required field", path=path, record=record, field=name)
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataError(f"expected a string or integer id, got {type(value).__name__}", path=path, record=record, field=name)
+    return str(value).strip()
+
+
+def field_int(rec: dict[str, Any], name: str, path: Path | str, record: str | int) -> int:
+    value = rec.get(name)
+    if value is None or value == "":
+        raise DataError("missing required field", path=path, record=record, field=name)
+    if isinstance(value, bool):
+        raise DataError("expected an integer, got a boolean", path=path, record=record, field=name)
+    if isinstance(value, int):
+        return value
+    try:
+        as_float = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"expected an integer, got {value!r}", path=path, record=record, field=name) from None
+    if not math.isfinite(as_float) or as_float != int(as_float):
+        raise DataError(f"expected an integer, got {value!r}", path=path, record=record, field=name)
+    return int(as_float)
+
+
+def field_float(rec: dict[str, Any], name: str, path: Path | str, record: str | int, required: bool = False) -> float | None:
+    value = rec.get(name)
+    if value is None or value == "":
+        if required:
+            raise DataError("missing required field", path=path, record=record, field=name)
+        return None
+    if isinstance(value, bool):
+        raise DataError("expected a number, got a boolean", path=path, record=record, field=name)
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"expected a number, got {value!r}", path=path, record=record, field=name) from None
+    if not math.isfinite(out):
+        raise DataError(f"expected a finite number, got {value!r}", path=path, record=record, field=name)
+    return out
+
+
+class DatasetBuilder:
+    """Collects items then interactions, checking ids, references and rating range as it goes."""
+
+    def __init__(self, name: str, rating_range: tuple[float, float] | None = None, source: str = "") -> None:
+        self.name = name
+        self.rating_range = rating_range
+        self.source = source
+        self.items: dict[str, Item] = {}
+        self._item_where: dict[str, str] = {}
+        self.interactions: list[Interaction] = []
+        self.users: dict[str, dict[str, Any]] = {}
+
+    def add_item(self, item_id: str, title: str | None, attributes: dict[str, Any], *, path: Path | str, record: str | int) -> None:
+        if item_id in self.items:
+            raise DataError(
+                f"duplicate item id {item_id!r} (first seen at {self._item_where[item_id]})",
+                path=path, record=record, field="item_id",
+            )
+        if title is None or not str(title).strip():
+            raise DataError(f"item {item_id!r} has no title text", path=path, record=record, field="title")
+        self.items[item_id] = Item(item_id, str(title).strip(), attributes)
+        self._item_where[item_id] = f"{record}"
+
+    def add_user(self, user_id: str, features: dict[str, Any], *, path: Path | str, record: str | int) -> None:
+        if user_id in self.users:
+            raise DataError(f"duplicate user id {user_id!r}", path=path, record=record, field="user_id")
+        self.users[user_id] = features
+
+    def add_interaction(
+        self,
+        user_id: str,
+        item_id: str,
+        timestamp: int,
+        rating: float | None,
+        text: str | None,
+        *,
+        path: Path | str,
+        record: str | int,
+    ) -> None:
+        if item_id not in self.items:
+            raise DataError(f"unknown item {item_id!r} (not in the catalogue)", path=path, record=record, field="item_id")
+        if rating is not None and self.rating_range is not None:
+            lo, hi = self.rating_range
+            if not lo <= rating <= hi:
+                raise DataError(f"rating {rating:g} outside [{lo:g}, {hi:g}]", path=path, record=record, field="rating")
+        self.interactions.append(Interaction(user_id, item_id, timestamp, rating, text))
+
+    def build(self) -> InteractionData:
+        if not self.items:
+            raise DataError("the catalogue has no items", path=self.source or None)
+        if not self.interactions:
+            raise DataError("there are no interactions", path=self.source or None)
+        return InteractionData(self.name, self.items, self.interactions, self.users, self.rating_range, self.source)

@@ -1,0 +1,120 @@
+"""LaMP benchmark files in the official JSON format.
+
+Questions: ``[{"id", "input", "profile": [{"id", <task fields>, "date"?}, ...]}, ...]``.
+Outputs / golds / predictions: ``{"task": "LaMP_k", "golds": [{"id", "output"}, ...]}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmrec.data.readers import read_json
+from llmrec.errors import DataError
+
+# Fields each task's profile items carry (LaMP paper, Table 1).
+LAMP_PROFILE_FIELDS: dict[str, tuple[str, ...]] = {
+    "LaMP_1": ("title", "abstract"),
+    "LaMP_2": ("description", "tag"),
+    "LaMP_3": ("text", "score"),
+    "LaMP_4": ("title", "text"),
+    "LaMP_5": ("title", "abstract"),
+    "LaMP_6": ("text", "title"),
+    "LaMP_7": ("text",),
+}
+
+
+@dataclass(frozen=True)
+class LampQuestion:
+    id: str
+    input: str
+    profile: tuple[dict[str, Any], ...]
+
+
+@dataclass
+class LampOutputs:
+    task: str
+    golds: dict[str, str] = field(default_factory=dict)  # id -> output, file order kept
+
+
+def normalize_task(task: str) -> str:
+    """Accept ``LaMP_3``, ``lamp_3``, ``LaMP-3`` or ``3``; return ``LaMP_3``."""
+    t = str(task).strip().replace("-", "_")
+    num = t.split("_")[-1] if "_" in t else t
+    if not num.isdigit() or f"LaMP_{int(num)}" not in LAMP_PROFILE_FIELDS:
+        raise DataError(f"unknown LaMP task {task!r}; expected LaMP_1 .. LaMP_7")
+    return f"LaMP_{int(num)}"
+
+
+def load_lamp_questions(path: str | Path, task: str | None = None) -> list[LampQuestion]:
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, list):
+        raise DataError(f"expected a JSON list of questions, got {type(data).__name__}", path=path)
+    if not data:
+        raise DataError("no questions", path=path)
+    required_profile = LAMP_PROFILE_FIELDS[normalize_task(task)] if task else ()
+    seen: dict[str, int] = {}
+    out: list[LampQuestion] = []
+    for i, rec in enumerate(data):
+        if not isinstance(rec, dict):
+            raise DataError(f"expected an object, got {type(rec).__name__}", path=path, record=i)
+        for key in ("id", "input", "profile"):
+            if key not in rec:
+                raise DataError("missing required field", path=path, record=i, field=key)
+        qid = rec["id"]
+        if isinstance(qid, bool) or not isinstance(qid, (str, int)):
+            raise DataError(f"expected a string id, got {type(qid).__name__}", path=path, record=i, field="id")
+        qid = str(qid)
+        if qid in seen:
+            raise DataError(f"duplicate id {qid!r} (first at record {seen[qid]})", path=path, record=i, field="id")
+        seen[qid] = i
+        if not isinstance(rec["input"], str):
+            raise DataError(f"expected text, got {type(rec['input']).__name__}", path=path, record=qid, field="input")
+        profile = rec["profile"]
+        if not isinstance(profile, list):
+            raise DataError(f"expected a list, got {type(profile).__name__}", path=path, record=qid, field="profile")
+        for j, p in enumerate(profile):
+            if not isinstance(p, dict):
+                raise DataError(f"expected an object, got {type(p).__name__}", path=path, record=qid, field=f"profile[{j}]")
+            for key in ("id",) + required_profile:
+                if key not in p:
+                    raise DataError("missing required field", path=path, record=qid, field=f"profile[{j}].{key}")
+        out.append(LampQuestion(qid, rec["input"], tuple(profile)))
+    return out
+
+
+def load_lamp_outputs(path: str | Path, task: str | None = None) -> LampOutputs:
+    """Read a golds or predictions file; ``task`` (if given) must match the file's ``task``."""
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise DataError(f"expected an object with 'task' and 'golds', got {type(data).__name__}", path=path)
+    for key in ("task", "golds"):
+        if key not in data:
+            raise DataError("missing required field", path=path, record="top level", field=key)
+    file_task = normalize_task(data["task"])
+    if task is not None and normalize_task(task) != file_task:
+        raise DataError(f"file is for {file_task}, expected {normalize_task(task)}", path=path, field="task")
+    if not isinstance(data["golds"], list):
+        raise DataError("expected a list", path=path, record="top level", field="golds")
+    out = LampOutputs(file_task)
+    for i, rec in enumerate(data["golds"]):
+        if not isinstance(rec, dict):
+            raise DataError(f"expected an object, got {type(rec).__name__}", path=path, record=i)
+        for key in ("id", "output"):
+            if key not in rec:
+                raise DataError("missing required field", path=path, record=i, field=key)
+        qid = str(rec["id"])
+        if qid in out.golds:
+            raise DataError(f"duplicate id {qid!r}", path=path, record=i, field="id")
+        if not isinstance(rec["output"], (str, int, float)) or isinstance(rec["output"], bool):
+            raise DataError(f"expected text, got {type(rec['output']).__name__}", path=path, record=qid, field="output")
+        out.golds[qid] = str(rec["output"])
+    return out
+
+
+def lamp_outputs_json(task: str, outputs: dict[str, str]) -> dict[str, Any]:
+    """The official file shape for predictions or golds."""
+    return {"task": normalize_task(task), "golds": [{"id": k, "output": v} for k, v in outputs.items()]}

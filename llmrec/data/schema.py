@@ -1,0 +1,138 @@
+"""The typed data schema: items with text fields, interactions, chronological user histories."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Item:
+    """A catalogue item. ``attributes`` holds any further fields (for MovieLens: ``year``, ``genres``)."""
+
+    item_id: str
+    title: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    def text(self, fields: Sequence[str] = ("title",)) -> str:
+        parts = []
+        for name in fields:
+            value = self.title if name == "title" else self.attributes.get(name)
+            if value is None or value == "" or value == []:
+                continue
+            parts.append(", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))
+        return " | ".join(parts)
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """One user-item event. ``timestamp`` is seconds (or any monotone integer clock)."""
+
+    user_id: str
+    item_id: str
+    timestamp: int
+    rating: float | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class UserHistory:
+    """A user's interactions in chronological order (ties keep the file order)."""
+
+    user_id: str
+    item_ids: tuple[str, ...]
+    timestamps: tuple[int, ...]
+    ratings: tuple[float | None, ...]
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def prefix(self, n: int) -> UserHistory:
+        """The first ``n`` interactions (negative ``n`` drops from the end, like slicing)."""
+        return UserHistory(self.user_id, self.item_ids[:n], self.timestamps[:n], self.ratings[:n])
+
+
+@dataclass
+class InteractionData:
+    """A catalogue plus interactions, as loaded from disk and validated."""
+
+    name: str
+    items: dict[str, Item]
+    interactions: list[Interaction]
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rating_range: tuple[float, float] | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        self._histories: dict[str, UserHistory] | None = None
+
+    @property
+    def item_ids(self) -> list[str]:
+        return list(self.items)
+
+    @property
+    def user_ids(self) -> list[str]:
+        return list(self.histories())
+
+    def item_index(self) -> dict[str, int]:
+        """Item id -> dense row index (catalogue order)."""
+        return {item_id: i for i, item_id in enumerate(self.items)}
+
+    def histories(self) -> dict[str, UserHistory]:
+        """Chronological histories per user, users in order of first appearance. Cached."""
+        if self._histories is None:
+            self._histories = build_histories(self.interactions)
+        return self._histories
+
+    def to_hf(self, what: str = "interactions"):
+        """Export ``interactions``, ``items`` or ``histories`` to a ``datasets.Dataset``."""
+        import datasets
+
+        if what == "interactions":
+            rows = {
+                "user_id": [x.user_id for x in self.interactions],
+                "item_id": [x.item_id for x in self.interactions],
+                "timestamp": [x.timestamp for x in self.interactions],
+                "rating": [x.rating for x in self.interactions],
+                "text": [x.text for x in self.interactions],
+            }
+        elif what == "items":
+            rows = {
+                "item_id": list(self.items),
+                "title": [it.title for it in self.items.values()],
+                "attributes": [_jsonable(it.attributes) for it in self.items.values()],
+            }
+        elif what == "histories":
+            hs = list(self.histories().values())
+            rows = {
+                "user_id": [h.user_id for h in hs],
+                "item_ids": [list(h.item_ids) for h in hs],
+                "timestamps": [list(h.timestamps) for h in hs],
+                "ratings": [list(h.ratings) for h in hs],
+            }
+        else:
+            raise ValueError(f"to_hf: what must be interactions, items or histories, got {what!r}")
+        return datasets.Dataset.from_dict(rows)
+
+
+def build_histories(interactions: Iterable[Interaction]) -> dict[str, UserHistory]:
+    per_user: dict[str, list[tuple[int, int, Interaction]]] = {}
+    for order, x in enumerate(interactions):
+        per_user.setdefault(x.user_id, []).append((x.timestamp, order, x))
+    out: dict[str, UserHistory] = {}
+    for user, rows in per_user.items():
+        rows.sort(key=lambda r: (r[0], r[1]))
+        out[user] = UserHistory(
+            user,
+            tuple(r[2].item_id for r in rows),
+            tuple(r[2].timestamp for r in rows),
+            tuple(r[2].rating for r in rows),
+        )
+    return out
+
+
+def _jsonable(attrs: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(attrs, sort_keys=True)

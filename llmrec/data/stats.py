@@ -1,0 +1,60 @@
+"""Summary statistics of a dataset or of LaMP files (what `llmrec data info` prints)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from llmrec.data.lamp import LampQuestion
+from llmrec.data.schema import InteractionData
+
+
+def _percentiles(values: list[int]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    qs = (0, 25, 50, 75, 90, 99, 100)
+    return {f"p{q}": float(np.percentile(arr, q)) for q in qs} | {"mean": float(arr.mean())}
+
+
+def dataset_info(data: InteractionData) -> dict[str, Any]:
+    hist = data.histories()
+    n_users, n_items, n_inter = len(hist), len(data.items), len(data.interactions)
+    ratings = [x.rating for x in data.interactions if x.rating is not None]
+    stamps = [x.timestamp for x in data.interactions]
+    interacted = {x.item_id for x in data.interactions}
+    pairs = {(x.user_id, x.item_id) for x in data.interactions}
+    info: dict[str, Any] = {
+        "name": data.name,
+        "source": data.source,
+        "users": n_users,
+        "items": n_items,
+        "interactions": n_inter,
+        "density": n_inter / (n_users * n_items),
+        "items_without_interactions": n_items - len(interacted),
+        "repeat_interactions": n_inter - len(pairs),
+        "history_length": _percentiles([len(h) for h in hist.values()]),
+        "time_span": [int(min(stamps)), int(max(stamps))],
+    }
+    if ratings:
+        values, counts = np.unique(np.asarray(ratings), return_counts=True)
+        info["ratings"] = {
+            "count": len(ratings),
+            "mean": float(np.mean(ratings)),
+            "distribution": {f"{v:g}": int(c) for v, c in zip(values, counts, strict=True)},
+        }
+    return info
+
+
+def lamp_info(questions: list[LampQuestion], task: str | None = None, n_golds: int | None = None) -> dict[str, Any]:
+    sizes = [len(q.profile) for q in questions]
+    input_words = [len(q.input.split()) for q in questions]
+    info: dict[str, Any] = {
+        "task": task,
+        "questions": len(questions),
+        "profile_items": int(sum(sizes)),
+        "profile_size": _percentiles(sizes),
+        "input_words": _percentiles(input_words),
+    }
+    if n_golds is not None:
+        info["golds"] = n_golds
+    return info
