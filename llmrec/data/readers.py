@@ -35,8 +35,9 @@ def read_text(path: str | Path, encoding: str = "utf-8") -> str:
         ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
-    head = text.lstrip()[:200].lower()
-    if any(head.startswith(m) for m in _HTML_MARKERS):
+    head = text.lstrip()[:1024].lower()
+    # Also catch pages that open with an XML declaration or a comment before <html>.
+    if any(head.startswith(m) for m in _HTML_MARKERS) or (head.startswith("<") and "<html" in head):
         raise DataError(
             "looks like an HTML page, not data (a download link that returned a web page?)", path=path
         )
@@ -91,6 +92,9 @@ def iter_delimited(
                 break
         if not header:
             raise DataError("no header row", path=path)
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        if dupes:
+            raise DataError(f"duplicate column name(s) {dupes}", path=path, record="header")
     for row in reader:
         lineno += 1
         if not row or (len(row) == 1 and not row[0].strip()):
@@ -120,8 +124,19 @@ def iter_parquet(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def iter_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Records from ``.jsonl``/``.json``/``.csv``/``.tsv``/``.parquet`` as ``(record_label, dict)``."""
-    path = Path(path)
+    """Records from ``.jsonl``/``.json``/``.csv``/``.tsv``/``.parquet`` as ``(record_label, dict)``.
+
+    A file without a single record (e.g. a CSV with only its header) is an error, not an empty dataset.
+    """
+    empty = True
+    for rec in _iter_records(Path(path)):
+        empty = False
+        yield rec
+    if empty:
+        raise DataError("no records", path=path)
+
+
+def _iter_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         for n, obj in iter_jsonl(path):

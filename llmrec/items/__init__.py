@@ -1,0 +1,37 @@
+"""Item tokenizer: item text -> vectors -> quantizer codes -> unique semantic IDs with a prefix trie.
+
+Public names are imported lazily so ``import llmrec.items`` does not load torch or faiss.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "EncoderConfig": "llmrec.items.encoders",
+    "ItemEncoder": "llmrec.items.encoders",
+    "encode_items": "llmrec.items.encoders",
+    "item_texts": "llmrec.items.encoders",
+    "QuantizerConfig": "llmrec.items.quantizers",
+    "RQVAEConfig": "llmrec.items.quantizers",
+    "Quantizer": "llmrec.items.quantizers",
+    "make_quantizer": "llmrec.items.quantizers",
+    "load_quantizer": "llmrec.items.quantizers",
+    "SemanticIds": "llmrec.items.semantic_ids",
+    "SidTrie": "llmrec.items.trie",
+    "diagnostics": "llmrec.items.diagnostics",
+    "SemanticIdConfig": "llmrec.items.build",
+    "build_semantic_ids": "llmrec.items.build",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'llmrec.items' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,189 @@
+"""Example builders: a task spec -> examples (question, gold, profile) the runner prompts a model with.
+
+Built-in builders: ``ml100k_rating`` (LaMP-3 style), ``ml100k_next_genre``, ``ml100k_next_item`` on any
+MovieLens-style dataset (leave-one-out: ``split: test`` = last item, ``valid`` = second-to-last), and
+``lamp`` for the official LaMP questions/outputs files (``dataset_args: {questions, outputs}``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from llmrec.errors import ConfigError, DataError
+from llmrec.evaluation.tasks import TaskSpec
+from llmrec.retrieval.base import ProfileDoc
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Example:
+    """One question. ``profile`` holds the user's items as dicts (template fields); ``docs`` is what retrieval
+    sees of each; ``query`` is the retrieval query; ``variables`` go to the prompt beside ``input``/``profile``."""
+
+    id: str
+    user_id: str
+    input: str
+    gold: str | None
+    profile: list[dict[str, Any]]
+    docs: list[ProfileDoc]
+    query: str
+    variables: dict[str, Any] = field(default_factory=dict)
+    history: tuple[str, ...] = ()  # rank_items: the user's item ids, oldest first
+
+
+BUILDERS: dict[str, Callable[[TaskSpec], list[Example]]] = {}
+
+
+def register_builder(name: str):
+    def deco(fn: Callable[[TaskSpec], list[Example]]):
+        BUILDERS[name] = fn
+        return fn
+
+    return deco
+
+
+def build_examples(spec: TaskSpec, limit: int | None = None) -> list[Example]:
+    if spec.builder not in BUILDERS:
+        raise ConfigError(f"{spec.source}: unknown builder {spec.builder!r}; known: {sorted(BUILDERS)}")
+    examples = BUILDERS[spec.builder](spec)
+    if spec.sample is not None and spec.sample < len(examples):
+        rng = np.random.default_rng(spec.seed)
+        keep = np.sort(rng.choice(len(examples), size=spec.sample, replace=False))
+        examples = [examples[i] for i in keep]
+    return examples[:limit] if limit is not None else examples
+
+
+# ---- MovieLens-style datasets ------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def _movielens(dataset: str, split: str):
+    from llmrec.data import leave_one_out, load_dataset
+
+    data = load_dataset(dataset)
+    s = leave_one_out(data.histories())
+    if split not in ("test", "valid"):
+        raise ConfigError(f"MovieLens tasks support split 'test' or 'valid', got {split!r}")
+    return data, (s.test if split == "test" else s.valid)
+
+
+def _title(item) -> str:
+    year = item.attributes.get("year")
+    return f"{item.title} ({year})" if year else item.title
+
+
+def _genres(item) -> list[str]:
+    return list(item.attributes.get("genres") or []) or ["unknown"]
+
+
+def _fmt_rating(r: float | None) -> str:
+    if r is None:
+        return "?"
+    return str(int(r)) if float(r).is_integer() else f"{r:g}"
+
+
+def _ml_profile(data, ex) -> tuple[list[dict[str, Any]], list[ProfileDoc]]:
+    h = ex.history
+    profile, docs = [], []
+    for item_id, ts, rating in zip(h.item_ids, h.timestamps, h.ratings, strict=True):
+        item = data.items[item_id]
+        p = {"id": item_id, "title": _title(item), "genres": ", ".join(_genres(item)),
+             "rating": _fmt_rating(rating), "date": ts}
+        profile.append(p)
+        docs.append(ProfileDoc(f"{p['title']} {p['genres']}", ts))
+    return profile, docs
+
+
+@register_builder("ml100k_rating")
+def _ml_rating(spec: TaskSpec) -> list[Example]:
+    data, held_out = _movielens(spec.dataset, spec.split)
+    all_ratings = [r for x in data.interactions if (r := x.rating) is not None]
+    global_mean = float(np.mean(all_ratings)) if all_ratings else 3.0
+    out = []
+    for ex in held_out:
+        if ex.target_rating is None:
+            continue
+        item = data.items[ex.target]
+        profile, docs = _ml_profile(data, ex)
+        title, genres = _title(item), ", ".join(_genres(item))
+        out.append(Example(
+            id=f"{ex.user_id}:{ex.target}", user_id=ex.user_id, input=f"{title} ({genres})",
+            gold=_fmt_rating(ex.target_rating), profile=profile, docs=docs, query=f"{title} {genres}",
+            variables={"title": title, "genres": genres, "global_mean": global_mean},
+        ))
+    return out
+
+
+@register_builder("ml100k_next_genre")
+def _ml_next_genre(spec: TaskSpec) -> list[Example]:
+    data, held_out = _movielens(spec.dataset, spec.split)
+    labels = set(spec.output.labels)
+    out = []
+    for ex in held_out:
+        gold = _genres(data.items[ex.target])[0]  # the primary (first-listed) genre
+        if gold not in labels:
+            raise DataError(f"genre {gold!r} of item {ex.target} is not in the task's labels", record=ex.user_id)
+        profile, docs = _ml_profile(data, ex)
+        out.append(Example(
+            id=f"{ex.user_id}:{ex.target}", user_id=ex.user_id, input="the next movie this user watches",
+            gold=gold, profile=profile, docs=docs, query="", variables={},
+        ))
+    return out
+
+
+@register_builder("ml100k_next_item")
+def _ml_next_item(spec: TaskSpec) -> list[Example]:
+    data, held_out = _movielens(spec.dataset, spec.split)
+    out = []
+    for ex in held_out:
+        profile, docs = _ml_profile(data, ex)
+        out.append(Example(
+            id=f"{ex.user_id}:{ex.target}", user_id=ex.user_id, input="", gold=ex.target, profile=profile,
+            docs=docs, query="", variables={}, history=tuple(ex.history.item_ids),
+        ))
+    return out
+
+
+# ---- LaMP ---------------------------------------------------------------------------------------------------
+
+
+def lamp_doc_text(task: str, item: dict[str, Any]) -> str:
+    from llmrec.data.lamp import LAMP_PROFILE_FIELDS
+
+    return " ".join(str(item.get(f, "")) for f in LAMP_PROFILE_FIELDS[task]).strip()
+
+
+@register_builder("lamp")
+def _lamp(spec: TaskSpec) -> list[Example]:
+    from llmrec.data.lamp import load_lamp_outputs, load_lamp_questions, normalize_task
+
+    task = normalize_task(spec.dataset_args.get("task", spec.task))
+    questions_path = spec.dataset_args.get("questions")
+    if not questions_path:
+        raise ConfigError(
+            f"{spec.task}: point it at your LaMP files: --task-arg questions=PATH [--task-arg outputs=PATH] "
+            f"(the official {spec.split}_questions.json / {spec.split}_outputs.json)"
+        )
+    questions = load_lamp_questions(questions_path, task)
+    golds: dict[str, str] = {}
+    if spec.dataset_args.get("outputs"):
+        outs = load_lamp_outputs(spec.dataset_args["outputs"], task)
+        golds = outs.golds
+        missing = [q.id for q in questions if q.id not in golds]
+        if missing:
+            raise DataError(f"{len(missing)} question(s) have no gold output, e.g. id {missing[0]!r}",
+                            path=spec.dataset_args["outputs"])
+    out = []
+    for q in questions:
+        profile = [dict(p) for p in q.profile]
+        docs = [ProfileDoc(lamp_doc_text(task, p), p.get("date")) for p in profile]
+        out.append(Example(id=q.id, user_id=q.id, input=q.input, gold=golds.get(q.id), profile=profile,
+                           docs=docs, query=q.input, variables={"task": task}))
+    return out

@@ -1,0 +1,136 @@
+"""`llmrec eval ...`: ls, validate, score, run, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from llmrec.errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser("eval", help="the LaMP-style evaluation harness").add_subparsers(dest="command", required=True)
+
+    p = ev.add_parser("ls", help="list tasks and groups")
+    p.add_argument("--include-path", action="append", default=[], help="extra folder of task YAML files")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_ls)
+
+    p = ev.add_parser("validate", help="check every task YAML (unknown keys, metrics, prompts); exit 2 on errors")
+    p.add_argument("--include-path", action="append", default=[])
+    p.set_defaults(func=_validate)
+
+    p = ev.add_parser("score", help="score a predictions file against golds (LaMP format), no model")
+    p.add_argument("--task", required=True, help="LaMP_1..LaMP_7 or a task name such as ml100k_rating")
+    p.add_argument("--golds", required=True)
+    p.add_argument("--predictions", required=True)
+    p.add_argument("--mode", choices=["lamp", "lenient"], default=None, help="default: the task's scoring mode")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for CIs (0 = none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--include-path", action="append", default=[])
+    p.set_defaults(func=_score)
+
+    p = ev.add_parser("run", help="evaluate a model and/or baselines on tasks")
+    p.add_argument("--model", help="HF model id / folder ('smollm2-135m' = offline default) or baseline:KIND")
+    p.add_argument("--tasks", required=True, help="comma-separated task or group names")
+    p.add_argument("--out", required=True, help="output folder (results.json, predictions, cache, report.html)")
+    p.add_argument("--limit", type=int, help="first N examples per task (after --sample)")
+    p.add_argument("--sample", type=int, help="seeded subset of N examples per task")
+    p.add_argument("--retriever", default="", help="comma-separated: none,bm25,dense,recency,random (variants)")
+    p.add_argument("--k", default="", help="comma-separated profile sizes, e.g. 1,3,5")
+    p.add_argument("--max-tokens", type=int, help="token budget of the retrieved profile (whitespace tokens)")
+    p.add_argument("--method", choices=["auto", "generate", "score_options"])
+    p.add_argument("--baselines", default="", help="comma-separated: user-mean,global-mean,majority,user-majority,popularity")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--mode", choices=["lamp", "lenient"], help="scoring mode override")
+    p.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="dataset argument for the tasks, e.g. questions=dev_questions.json outputs=dev_outputs.json")
+    p.add_argument("--include-path", action="append", default=[])
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", help="bf16 (CPU default), fp16, fp32")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-report", action="store_true")
+    p.set_defaults(func=_run)
+
+    p = ev.add_parser("report", help="(re)write the HTML report of a results.json")
+    p.add_argument("results")
+    p.add_argument("--out", help="default: report.html beside the results")
+    p.set_defaults(func=_report)
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _ls(args: argparse.Namespace) -> int:
+    from llmrec.evaluation.tasks import load_registry
+
+    reg = load_registry(args.include_path)
+    rows = [{"name": t.task, "kind": "task", "output": t.output.type, "metrics": list(t.metrics),
+             "description": t.description, "source": t.source} for t in reg.tasks.values()]
+    rows += [{"name": g.group, "kind": "group", "tasks": list(g.tasks), "description": g.description,
+              "source": g.source} for g in reg.groups.values()]
+    rows.sort(key=lambda r: (r["kind"], r["name"]))
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for r in rows:
+            what = r.get("output") or ("group: " + ",".join(r["tasks"]))
+            print(f"{r['name']:20s} {what:28s} {r['description'][:70]}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from llmrec.evaluation.tasks import validate_paths
+
+    errors = validate_paths(args.include_path)
+    for path, msg in sorted(errors.items()):
+        print(f"{path}: {msg}")
+    if errors:
+        raise ConfigError(f"{len(errors)} invalid task file(s)")
+    print("all task files are valid")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from llmrec.evaluation.scoring import score_files
+
+    res = score_files(args.task, args.golds, args.predictions, args.mode, args.n_boot, args.seed, args.include_path)
+    print(json.dumps(res))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from llmrec.evaluation.runner import RunConfig, run
+
+    task_args = {}
+    for kv in args.task_arg:
+        if "=" not in kv:
+            raise ConfigError(f"--task-arg expects KEY=VALUE, got {kv!r}")
+        key, value = kv.split("=", 1)
+        task_args[key.strip()] = value
+    cfg = RunConfig(
+        tasks=_csv(args.tasks), out=args.out, model=args.model, limit=args.limit, sample=args.sample,
+        retrievers=_csv(args.retriever), ks=tuple(int(k) for k in _csv(args.k)), max_tokens=args.max_tokens,
+        method=args.method, baselines=_csv(args.baselines), batch_size=args.batch_size, scoring=args.mode,
+        task_args=task_args, include_paths=tuple(args.include_path), n_boot=args.n_boot, seed=args.seed,
+        dtype=args.dtype, progress=not args.no_progress, report=not args.no_report,
+    )
+    res = run(cfg)
+    summary = {t: {v: {m: round(x["value"], 4) for m, x in row.get("metrics", {}).items()}
+                   for v, row in r["variants"].items()} for t, r in res["tasks"].items()}
+    print(json.dumps({"out": args.out, "results": summary}))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from llmrec.data.readers import read_json
+    from llmrec.evaluation.report import write_report
+
+    out = Path(args.out) if args.out else Path(args.results).with_name("report.html")
+    write_report(read_json(args.results), out)
+    print(out)
+    return 0

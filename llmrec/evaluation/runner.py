@@ -1,0 +1,378 @@
+"""Run tasks against a model and baselines: retrieve, prompt, predict in batches (cached, resumable), score.
+
+Each (task, variant) writes its finished predictions to ``OUT/cache/<task>/<variant>-<hash>.jsonl``, one
+batch appended per write, so an interrupted run resumes where it stopped; the hash covers everything that
+changes a prediction (model, prompt, retriever, k, budget, method), so a changed config never reuses stale
+lines. Outputs: ``results.json`` (config, versions, per-task metrics with bootstrap CIs, timings),
+LaMP-format predictions per variant, and (``report=True``) ``report.html``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from llmrec.config import Config
+from llmrec.errors import ConfigError, DataError
+from llmrec.evaluation.builders import Example, build_examples
+from llmrec.evaluation.metrics import Scored, compute_metrics
+from llmrec.evaluation.prompts import load_template, render
+from llmrec.evaluation.tasks import TaskSpec, load_registry
+from llmrec.io import write_json_atomic
+from llmrec.retrieval import get_retriever, select_profile
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunConfig(Config):
+    tasks: tuple[str, ...]
+    out: str
+    model: str | None = None  # None: baselines only
+    limit: int | None = None
+    sample: int | None = None  # override each task's seeded subset size
+    retrievers: tuple[str, ...] = ()  # override each task's retriever; "none" = no personalization
+    ks: tuple[int, ...] = ()
+    max_tokens: int | None = None
+    method: str | None = None  # override generation.method
+    baselines: tuple[str, ...] = ()
+    batch_size: int | None = None
+    scoring: str | None = None
+    task_args: dict[str, Any] = field(default_factory=dict)
+    include_paths: tuple[str, ...] = ()
+    n_boot: int = 1000
+    seed: int = 0
+    dtype: str | None = None
+    progress: bool = True
+    report: bool = True
+    calibrate: bool = True  # also report batch-calibrated score_options variants (no extra model pass)
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ConfigError("no tasks given")
+        if self.limit is not None and self.limit <= 0:
+            raise ConfigError("limit must be positive")
+        if any(k <= 0 for k in self.ks):
+            raise ConfigError("ks must be positive (use retriever 'none' for no profile)")
+        if self.model is None and not self.baselines:
+            raise ConfigError("give a model, baselines, or both")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    retriever: str
+    k: int
+    method: str  # generate | score_options | predict | recommend
+
+
+def _variants(spec: TaskSpec, cfg: RunConfig, model: Any) -> list[Variant]:
+    out: list[Variant] = []
+    if model is not None:
+        method = cfg.method or spec.generation.method
+        if spec.output.type == "rank_items":
+            method = "recommend"
+        elif method == "auto":
+            score_ok = spec.output.type in ("classify", "regress") and hasattr(model, "score_options")
+            method = "score_options" if score_ok else "generate"
+        pairs: list[tuple[str, int]] = []
+        for r in cfg.retrievers or (spec.retriever.name,):
+            if r == "none":
+                pairs.append(("none", 0))
+            else:
+                pairs.extend((r, k) for k in (cfg.ks or (spec.retriever.k,)))
+        for r, k in pairs:
+            label = "no-profile" if r == "none" or k == 0 else f"{r}@{k}"
+            suffix = "" if method in ("recommend",) else f"/{'score' if method == 'score_options' else 'gen'}"
+            out.append(Variant(label + suffix, r if k else "none", k, method))
+    for b in cfg.baselines:
+        out.append(Variant(f"baseline:{b}", "none", 0, "predict"))
+    return out
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("llmrec", "torch", "transformers", "numpy", "faiss-cpu", "rouge-score", "jinja2"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+class PredictionCache:
+    """Append-only JSONL of ``{"id", "output"}``; a torn last line (a crash mid-write) is ignored on load."""
+
+    def __init__(self, path: Path, header: dict[str, Any]) -> None:
+        self.path = path
+        self.done: dict[str, Any] = {}
+        self.logprobs: dict[str, list[float]] = {}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    logger.warning("%s: ignoring an incomplete line (interrupted write)", path)
+                    continue
+                if "id" in rec:
+                    self.done[rec["id"]] = rec["output"]
+                    if "logprobs" in rec:
+                        self.logprobs[rec["id"]] = rec["logprobs"]
+        else:
+            self._append([{"header": header}])
+
+    def _append(self, records: list[dict[str, Any]]) -> None:
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)  # one write per batch: either the whole batch lands or a torn tail is skipped
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def add(self, ids: list[str], outputs: list[Any], logprobs: np.ndarray | None = None) -> None:
+        recs = [{"id": i, "output": o} for i, o in zip(ids, outputs, strict=True)]
+        if logprobs is not None:  # kept so calibrated variants need no second model pass
+            for rec, row in zip(recs, logprobs, strict=True):
+                rec["logprobs"] = [round(float(x), 5) for x in row]
+                self.logprobs[rec["id"]] = rec["logprobs"]
+        self._append(recs)
+        self.done.update(zip(ids, outputs, strict=True))
+
+
+def build_prompts(spec: TaskSpec, examples: list[Example], retriever: str, k: int, max_tokens: int | None,
+                  seed: int = 0) -> list[str]:
+    template = load_template(spec.prompt, spec.source)
+    ret = get_retriever(retriever, seed=seed) if k > 0 else None
+    if ret is not None and hasattr(ret, "prepare"):
+        ret.prepare([t for ex in examples for t in [ex.query] + [d.text for d in ex.docs]])
+    prompts = []
+    for ex in examples:
+        chosen = select_profile(ret, ex.query, ex.docs, k, max_tokens, key=ex.id) if ret is not None else []
+        variables = {**ex.variables, "input": ex.input, "profile": [ex.profile[i] for i in chosen],
+                     "labels": list(spec.output.labels), "k": k}
+        prompts.append(render(template, variables, record=ex.id))
+    return prompts
+
+
+def _option_outputs(spec: TaskSpec, logp: np.ndarray, options: list[str]) -> list[str]:
+    if spec.output.type == "classify":
+        return [options[i] for i in logp.argmax(axis=1)]
+    p = np.exp(logp - logp.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    expected = p @ np.array([float(o) for o in options])
+    return [f"{v:.4f}" for v in expected]
+
+
+def _options(spec: TaskSpec) -> list[str]:
+    if spec.output.type == "classify":
+        return list(spec.output.labels)
+    lo, hi = spec.output.range
+    if not (float(lo).is_integer() and float(hi).is_integer()) or hi - lo > 20:
+        raise ConfigError(f"{spec.task}: score_options needs a small integer range, got {spec.output.range}")
+    return [str(v) for v in range(int(lo), int(hi) + 1)]
+
+
+def run_variant(spec: TaskSpec, variant: Variant, model: Any, examples: list[Example], cfg: RunConfig,
+                out: Path) -> tuple[list[Any], dict[str, float]]:
+    """Outputs for every example (cached), and timings."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    max_tokens = cfg.max_tokens if cfg.max_tokens is not None else spec.retriever.max_tokens
+    prompts = [""] * len(examples)
+    if variant.method in ("generate", "score_options"):
+        prompts = build_prompts(spec, examples, variant.retriever, variant.k, max_tokens, spec.retriever.seed)
+    timings["prompts_s"] = time.perf_counter() - t0
+    key = {"model": getattr(model, "name", "?"), "task": spec.to_dict(), "variant": variant.__dict__,
+           "max_tokens": max_tokens, "template": _template_hash(spec)}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    slug = variant.name.replace("/", "_").replace(":", "_").replace("@", "_")
+    cache = PredictionCache(out / "cache" / spec.task / f"{slug}-{digest}.jsonl", key)
+    todo = [i for i, ex in enumerate(examples) if ex.id not in cache.done]
+    t1 = time.perf_counter()
+    if variant.method == "predict":  # baselines: instantaneous, all at once
+        if todo:
+            outputs = model.predict(spec, examples)
+            cache.add([examples[i].id for i in todo], [outputs[i] for i in todo])
+    else:
+        bs = cfg.batch_size or spec.generation.batch_size
+        options = _options(spec) if variant.method == "score_options" else []
+        if variant.method == "recommend" and not hasattr(model, "recommend"):
+            raise ConfigError(f"{spec.task} ranks items: model {model.name} has no recommend(histories, k)")
+        batches = [todo[i : i + bs] for i in range(0, len(todo), bs)]
+        for batch in tqdm(batches, desc=f"{spec.task} {variant.name}", disable=not cfg.progress, leave=False):
+            if variant.method == "generate":
+                outs = model.generate([prompts[i] for i in batch], spec.generation.max_new_tokens)
+            elif variant.method == "score_options":
+                logp = np.asarray(model.score_options([prompts[i] for i in batch], options), dtype=np.float64)
+                cache.add([examples[i].id for i in batch], _option_outputs(spec, logp, options), logp)
+                continue
+            else:
+                outs = [" ".join(r) for r in model.recommend([examples[i].history for i in batch], spec.output.k)]
+            cache.add([examples[i].id for i in batch], list(outs))
+    timings["predict_s"] = time.perf_counter() - t1
+    timings["predicted_now"] = len(todo)
+    logprobs = None
+    if variant.method == "score_options" and all(ex.id in cache.logprobs for ex in examples):
+        logprobs = np.array([cache.logprobs[ex.id] for ex in examples])
+    return [cache.done[ex.id] for ex in examples], timings, logprobs
+
+
+def batch_calibrated(spec: TaskSpec, logprobs: np.ndarray) -> list[str]:
+    """Batch calibration (Zhou et al. 2023): remove the model's prior over the options, estimated as the mean
+    option log-probability over the evaluated prompts (label-free), before taking argmax / expectation."""
+    logp = logprobs - np.logaddexp.reduce(logprobs, axis=1, keepdims=True)
+    return _option_outputs(spec, logp - logp.mean(axis=0, keepdims=True), _options(spec))
+
+
+def _template_hash(spec: TaskSpec) -> str:
+    from llmrec.evaluation.prompts import resolve_template_path
+
+    return hashlib.sha256(resolve_template_path(spec.prompt, spec.source).read_bytes()).hexdigest()[:12]
+
+
+def score_outputs(spec: TaskSpec, golds: list[str], outputs: list[Any], mode: str | None = None,
+                  n_boot: int = 1000, seed: int = 0, catalogue: frozenset[str] | None = None) -> Scored:
+    return Scored(spec.output.type, golds, outputs, labels=spec.output.labels,
+                  value_range=tuple(spec.output.range) or (1.0, 5.0), mode=mode or spec.scoring,
+                  catalogue=catalogue)
+
+
+def _prediction_file(spec: TaskSpec, examples: list[Example], outputs: list[Any]) -> dict[str, Any]:
+    """The LaMP file shape (``{"task", "golds": [{"id", "output"}]}``); the task name is LaMP_k for LaMP."""
+    task = spec.dataset_args.get("task", spec.task) if spec.builder == "lamp" else spec.task
+    if spec.builder == "lamp":
+        from llmrec.data.lamp import normalize_task
+
+        task = normalize_task(task)
+    return {"task": task, "golds": [{"id": ex.id, "output": o} for ex, o in zip(examples, outputs, strict=True)]}
+
+
+def run(cfg: RunConfig, model: Any | None = None) -> dict[str, Any]:
+    """Evaluate; returns the results dict also written to ``cfg.out/results.json``."""
+    from llmrec.evaluation.models import Baseline, load_model
+
+    out = Path(cfg.out)
+    registry = load_registry(list(cfg.include_paths))
+    specs = registry.expand(list(cfg.tasks))
+    t_load = time.perf_counter()
+    if model is None and cfg.model is not None:
+        model = load_model(cfg.model, dtype=cfg.dtype) if not cfg.model.startswith("baseline:") else load_model(cfg.model)
+    load_s = time.perf_counter() - t_load
+    results: dict[str, Any] = {
+        "config": cfg.to_dict(), "versions": versions(),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "model": getattr(model, "name", None), "model_load_s": round(load_s, 3), "tasks": {}, "groups": {},
+    }
+    try:
+        import torch
+
+        results["machine"]["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    baselines = {b: Baseline(b) for b in cfg.baselines}
+    for spec in specs:
+        overrides: dict[str, Any] = {}
+        if cfg.task_args:
+            overrides["dataset_args"] = {**spec.dataset_args, **cfg.task_args}
+        if cfg.scoring:
+            overrides["scoring"] = cfg.scoring
+        if cfg.sample:
+            overrides["sample"] = cfg.sample
+        spec = spec.with_overrides(**overrides) if overrides else spec
+        t0 = time.perf_counter()
+        examples = build_examples(spec, cfg.limit)
+        task_res: dict[str, Any] = {"spec": spec.to_dict(), "n": len(examples),
+                                    "build_s": round(time.perf_counter() - t0, 3), "variants": {}}
+        golds = [ex.gold for ex in examples]
+        has_golds = all(g is not None for g in golds)
+        for variant in _variants(spec, cfg, model):
+            m = baselines[variant.name.split(":", 1)[1]] if variant.method == "predict" else model
+            if variant.method == "predict" and not m.supports(spec.output.type):
+                continue
+            outputs, timings, logprobs = run_variant(spec, variant, m, examples, cfg, out)
+            todo = [(variant.name, variant.method, outputs, timings)]
+            if logprobs is not None and cfg.calibrate:
+                todo.append((variant.name + "+calib", "score_options+batch_calibration",
+                             batch_calibrated(spec, logprobs), {}))
+            for name, method, outputs, timings in todo:
+                task_res["variants"][name] = _score_variant(spec, examples, golds, name, method, variant,
+                                                            outputs, timings, cfg, out)
+        if has_golds:
+            write_json_atomic(out / spec.task / "golds.json", _prediction_file(spec, examples, golds))
+        results["tasks"][spec.task] = task_res
+    results["groups"] = _group_results(registry, cfg.tasks, results["tasks"])
+    write_json_atomic(out / "results.json", results)
+    if cfg.report:
+        from llmrec.evaluation.report import write_report
+
+        write_report(results, out / "report.html")
+    return results
+
+
+def _score_variant(spec: TaskSpec, examples: list[Example], golds: list[Any], name: str, method: str,
+                   variant: Variant, outputs: list[Any], timings: dict[str, float], cfg: RunConfig,
+                   out: Path) -> dict[str, Any]:
+    write_json_atomic(out / spec.task / f"{name.replace('/', '_')}.predictions.json",
+                      _prediction_file(spec, examples, outputs))
+    row: dict[str, Any] = {"retriever": variant.retriever, "k": variant.k, "method": method,
+                           "timings": {k: round(v, 3) for k, v in timings.items()}}
+    if all(g is not None for g in golds):
+        t2 = time.perf_counter()
+        scored = score_outputs(spec, golds, outputs)
+        row["metrics"] = compute_metrics(scored, spec.metrics, n_boot=cfg.n_boot, seed=cfg.seed)
+        if spec.output.type == "regress":
+            row["error_histogram"] = _histogram(scored.numbers.value - scored.gold_value)
+        row["timings"]["score_s"] = round(time.perf_counter() - t2, 3)
+        logger.info("%s %s: %s", spec.task, name, {k: round(v["value"], 4) for k, v in row["metrics"].items()})
+    return row
+
+
+def _histogram(signed_errors: np.ndarray) -> dict[str, list[float]]:
+    edges = np.arange(-4.5, 5.0, 0.5)
+    counts, _ = np.histogram(np.clip(signed_errors, -4.25, 4.25), bins=edges)
+    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def _group_results(registry, names: tuple[str, ...], tasks: dict[str, Any]) -> dict[str, Any]:
+    """Macro average of each metric over a group's tasks, per variant present in all of them."""
+    out: dict[str, Any] = {}
+    for name in names:
+        if name not in registry.groups:
+            continue
+        members = [t.task for t in registry.expand([name]) if t.task in tasks]
+        variants = set.intersection(*(set(tasks[t]["variants"]) for t in members)) if members else set()
+        agg: dict[str, dict[str, float]] = {}
+        for v in sorted(variants):
+            sums: dict[str, list[float]] = {}
+            for t in members:
+                for metric, val in tasks[t]["variants"][v].get("metrics", {}).items():
+                    sums.setdefault(metric, []).append(val["value"])
+            agg[v] = {m: float(np.mean(vals)) for m, vals in sums.items() if len(vals) == len(members)}
+        out[name] = {"tasks": members, "variants": agg}
+    return out
+
+
+def check_ids(golds: dict[str, str], preds: dict[str, str], gold_path: str, pred_path: str) -> None:
+    """LaMP's rule: prediction ids must equal gold ids. Names the first offending id either way."""
+    missing = [i for i in golds if i not in preds]
+    extra = [i for i in preds if i not in golds]
+    if missing:
+        raise DataError(f"{len(missing)} gold id(s) have no prediction, e.g. {missing[0]!r}", path=pred_path,
+                        field="golds[].id")
+    if extra:
+        raise DataError(f"{len(extra)} prediction id(s) are not in the golds file {gold_path}, e.g. {extra[0]!r}",
+                        path=pred_path, field="golds[].id")

@@ -1,0 +1,201 @@
+"""Trie-constrained beam search over semantic IDs, and exact whole-catalogue scoring.
+
+Only real items can come out: at every level a beam may only take a code that continues at least one valid,
+non-excluded item. The prompt runs once per user; its KV cache is repeated across beams and reordered as beams
+are selected. Settings never come from a model's ``generation_config`` (no sampling can leak in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item_index: int  # row in the catalogue / SID table
+    score: float  # sum of token log-probabilities of the item's semantic ID
+
+
+class PrefixIndex:
+    """For each level, the codes that continue each valid prefix, plus item counts for exclusion.
+
+    Built from the ``[n_items, L]`` code table; every item's code tuple must be unique.
+    """
+
+    def __init__(self, codes: np.ndarray, level_offsets: Sequence[int]) -> None:
+        codes = np.asarray(codes, dtype=np.int64)
+        if codes.ndim != 2 or codes.shape[0] == 0:
+            raise ValueError("codes must be a non-empty [n_items, levels] array")
+        if len({tuple(r) for r in codes.tolist()}) != codes.shape[0]:
+            raise ValueError("semantic IDs are not unique; constrained decoding needs one item per code tuple")
+        self.codes = codes
+        self.n_items, self.levels = codes.shape
+        self.level_offsets = list(level_offsets)
+        self.children: list[dict[tuple[int, ...], np.ndarray]] = []
+        self.counts: dict[tuple[int, ...], int] = {}
+        for level in range(self.levels):
+            nxt: dict[tuple[int, ...], set[int]] = {}
+            for row in codes.tolist():
+                nxt.setdefault(tuple(row[:level]), set()).add(row[level])
+                prefix = tuple(row[: level + 1])
+                self.counts[prefix] = self.counts.get(prefix, 0) + 1
+            self.children.append({p: np.array(sorted(c), dtype=np.int64) for p, c in nxt.items()})
+        self.item_of = {tuple(r): i for i, r in enumerate(codes.tolist())}
+
+    def token_ids(self, item_index: int) -> list[int]:
+        return [self.level_offsets[lv] + int(c) for lv, c in enumerate(self.codes[item_index])]
+
+    def excluded_counts(self, excluded: Sequence[int]) -> dict[tuple[int, ...], int]:
+        """How many excluded items sit under each prefix (a prefix is dead when all its items are excluded)."""
+        out: dict[tuple[int, ...], int] = {}
+        for idx in set(excluded):
+            row = self.codes[idx].tolist()
+            for level in range(self.levels):
+                p = tuple(row[: level + 1])
+                out[p] = out.get(p, 0) + 1
+        return out
+
+
+def _forward(model, input_ids, attention_mask, position_ids, past):
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        past_key_values=past,
+        use_cache=True,
+    )
+    return out.logits[:, -1, :].float().log_softmax(-1), out.past_key_values
+
+
+@torch.no_grad()
+def constrained_beam_search(
+    model,
+    prompts: Sequence[Sequence[int]],
+    index: PrefixIndex,
+    *,
+    k: int = 10,
+    num_beams: int | None = None,
+    exclude: Sequence[Sequence[int]] | None = None,
+    pad_token_id: int = 0,
+) -> list[list[Recommendation]]:
+    """Top-``k`` distinct real items per prompt, best first.
+
+    ``prompts`` are token-id lists (one per user, left-padded here as a batch); ``exclude`` holds, per prompt,
+    item indices that may not be returned (e.g. the user's history). ``num_beams`` defaults to ``k``.
+    """
+    beams = max(num_beams or k, k)
+    n = len(prompts)
+    device = next(model.parameters()).device
+    exclude = exclude or [[] for _ in range(n)]
+    ex_counts = [index.excluded_counts(e) for e in exclude]
+
+    width = max(len(p) for p in prompts)
+    ids = torch.full((n, width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+        mask[i, width - len(p):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    logp, past = _forward(model, ids, mask, pos, None)
+
+    # Beam state per user: list of (prefix codes, score); expanded to n * beams rows after the first level.
+    prefixes: list[list[tuple[int, ...]]] = [[()] for _ in range(n)]
+    scores: list[list[float]] = [[0.0] for _ in range(n)]
+    rows_per_user = 1
+    next_pos = pos[:, -1] + 1
+    for level in range(index.levels):
+        off = index.level_offsets[level]
+        lp = logp.cpu().numpy()
+        new_prefixes, new_scores, parent_rows, chosen_tokens = [], [], [], []
+        for u in range(n):
+            cand: list[tuple[float, int, tuple[int, ...]]] = []
+            for b, (prefix, s) in enumerate(zip(prefixes[u], scores[u], strict=True)):
+                row = u * rows_per_user + b
+                codes = index.children[level].get(prefix)
+                if codes is None:
+                    continue
+                for c, v in zip(codes.tolist(), lp[row, off + codes].tolist(), strict=True):
+                    p = prefix + (c,)
+                    if ex_counts[u].get(p, 0) >= index.counts[p]:
+                        continue  # every item below this prefix is excluded
+                    cand.append((s + v, row, p))
+            cand.sort(key=lambda t: (-t[0], t[2]))  # deterministic ties: by code tuple
+            top = cand[:beams]
+            if not top:
+                raise ValueError(f"prompt {u}: no item left to recommend after exclusion")
+            # Pad to a fixed beam count so the batch stays rectangular; padded beams are dropped at the end.
+            while len(top) < beams:
+                top.append((-np.inf, top[0][1], top[0][2]))
+            new_prefixes.append([t[2] for t in top])
+            new_scores.append([t[0] for t in top])
+            parent_rows.extend(t[1] for t in top)
+            chosen_tokens.extend(off + t[2][-1] for t in top)
+        prefixes, scores = new_prefixes, new_scores
+        if level == index.levels - 1:
+            break
+        sel = torch.tensor(parent_rows, dtype=torch.long, device=device)
+        if rows_per_user == 1:
+            past.batch_repeat_interleave(beams)
+            mask = mask.repeat_interleave(beams, dim=0)
+            next_pos = next_pos.repeat_interleave(beams, dim=0)
+            # parent rows were computed with rows_per_user=1, i.e. they index users; map to the repeated rows
+            sel = sel * beams
+        past.reorder_cache(sel)
+        mask = torch.cat([mask.index_select(0, sel), torch.ones((len(sel), 1), dtype=mask.dtype, device=device)], -1)
+        cur_pos = next_pos.index_select(0, sel)
+        tok = torch.tensor(chosen_tokens, dtype=torch.long, device=device).unsqueeze(-1)
+        logp, past = _forward(model, tok, mask, cur_pos.unsqueeze(-1), past)
+        next_pos = cur_pos + 1
+        rows_per_user = beams
+
+    results: list[list[Recommendation]] = []
+    for u in range(n):
+        items = [
+            Recommendation(index.item_of[p], float(s))
+            for p, s in zip(prefixes[u], scores[u], strict=True)
+            if np.isfinite(s)
+        ]
+        results.append(items[:k])
+    return results
+
+
+@torch.no_grad()
+def score_all_items(
+    model,
+    prompt: Sequence[int],
+    index: PrefixIndex,
+    *,
+    chunk_size: int = 512,
+) -> np.ndarray:
+    """Exact log-probability of every catalogue item's semantic ID after ``prompt`` (small catalogues).
+
+    One forward over the prompt, then the items' first ``L-1`` tokens in chunks that share the prompt's KV cache.
+    """
+    device = next(model.parameters()).device
+    ids = torch.tensor([list(prompt)], dtype=torch.long, device=device)
+    out = model(input_ids=ids, use_cache=True)
+    first = out.logits[0, -1].float().log_softmax(-1)
+    base_len = ids.shape[1]
+    tokens = torch.tensor([index.token_ids(i) for i in range(index.n_items)], dtype=torch.long, device=device)
+    total = first[tokens[:, 0]].clone()
+    if index.levels == 1:
+        return total.cpu().numpy()
+    from transformers import DynamicCache
+
+    for start in range(0, index.n_items, chunk_size):
+        chunk = tokens[start:start + chunk_size]
+        m = chunk.shape[0]
+        past = DynamicCache()
+        for layer_idx, layer in enumerate(out.past_key_values.layers):
+            past.update(layer.keys.expand(m, -1, -1, -1), layer.values.expand(m, -1, -1, -1), layer_idx)
+        pos = torch.arange(base_len, base_len + index.levels - 1, device=device).expand(m, -1)
+        logits = model(input_ids=chunk[:, :-1], past_key_values=past, position_ids=pos, use_cache=True).logits
+        logp = logits.float().log_softmax(-1)
+        gathered = logp.gather(-1, chunk[:, 1:].unsqueeze(-1)).squeeze(-1).sum(-1)
+        total[start:start + m] += gathered
+    return total.cpu().numpy()

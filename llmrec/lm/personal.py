@@ -1,0 +1,267 @@
+"""PersonalLM: a causal LM + semantic-ID vocabulary + PEFT adapter, with constrained recommendation.
+
+Saved as one directory that plain transformers + peft can open (``adapter_model.safetensors``,
+``adapter_config.json``, tokenizer with the SID tokens) plus llmrec's own pieces (``llmrec_config.json``,
+``sids/`` the semantic-ID table, ``catalogue.json`` item titles).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from llmrec.config import Config
+from llmrec.errors import ConfigError, LlmrecError
+from llmrec.io import atomic_dir, write_json_atomic
+from llmrec.lm.decoding import PrefixIndex, constrained_beam_search, score_all_items
+from llmrec.lm.loading import load_causal_lm
+from llmrec.prompting import render
+
+logger = logging.getLogger(__name__)
+
+ADAPTERS_DIR = Path(__file__).resolve().parent.parent.parent / "adapters"
+LORA_KEYS = {"r", "lora_alpha", "lora_dropout", "target_modules", "load_in_4bit", "bias"}
+
+
+@dataclasses.dataclass
+class PersonalLMConfig(Config):
+    base_model: str = "smollm2-135m"
+    dtype: str = "bf16"
+    adapter: str = "lora"  # preset name in adapters/ or a YAML path
+    sid_init: str = "projection"  # projection (text vectors -> LLM space) | mean | random
+    prompt: str = "genrec"
+    max_history: int = 50  # items of history in a prompt
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sid_init not in ("projection", "mean", "random"):
+            raise ConfigError(f"sid_init must be projection, mean or random, got {self.sid_init!r}")
+        if self.max_history < 1:
+            raise ConfigError("max_history must be >= 1")
+
+
+def load_adapter_preset(name_or_path: str) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = ADAPTERS_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        presets = sorted(p.stem for p in ADAPTERS_DIR.glob("*.yaml"))
+        raise ConfigError(f"adapter preset {name_or_path!r} not found; presets: {presets}")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    unknown = set(data) - LORA_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(LORA_KEYS)}")
+    return data
+
+
+def item_title(item) -> str:
+    year = item.attributes.get("year") if hasattr(item, "attributes") else None
+    return f"{item.title} ({year})" if year else item.title
+
+
+class PersonalLM:
+    """Use :meth:`create` for a new model and :meth:`load` for a saved one."""
+
+    def __init__(self, model, tokenizer, sids, titles: dict[str, str], config: PersonalLMConfig) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.sids = sids
+        self.titles = titles
+        self.config = config
+        self.item_ids: list[str] = list(sids.item_ids)
+        self.item_row = {item_id: i for i, item_id in enumerate(self.item_ids)}
+        tokens = sids.token_strings()
+        ids = tokenizer.convert_tokens_to_ids(tokens)
+        self.sid_token_ids = ids
+        self.first_sid_id = int(min(ids))
+        offsets, start = [], 0
+        for size in sids.codebook_sizes:
+            offsets.append(int(ids[start]))
+            if list(ids[start:start + size]) != list(range(ids[start], ids[start] + size)):
+                raise LlmrecError("SID tokens of one level must have contiguous token ids")
+            start += size
+        self.index = PrefixIndex(sids.codes, offsets)
+
+    # ----------------------------------------------------------------------------------------- building
+    @classmethod
+    def create(
+        cls,
+        sids,
+        catalogue: dict[str, Any],
+        config: PersonalLMConfig | None = None,
+        *,
+        item_vectors: np.ndarray | None = None,
+        trust_remote_code: bool = False,
+    ) -> PersonalLM:
+        """Load the base LM, add the SID vocabulary, initialise its rows and wrap the model in PEFT.
+
+        ``catalogue`` maps item id -> ``Item``; ``item_vectors`` (rows in ``sids.item_ids`` order) are the text
+        vectors the SIDs were built from; they drive the ``projection`` initialisation.
+        """
+        from peft import LoraConfig, get_peft_model
+
+        config = config or PersonalLMConfig()
+        torch.manual_seed(config.seed)
+        preset = load_adapter_preset(config.adapter)
+        model, tok = load_causal_lm(
+            config.base_model, dtype=config.dtype, load_in_4bit=bool(preset.get("load_in_4bit")),
+            trust_remote_code=trust_remote_code,
+        )
+        tokens = sids.token_strings()
+        clash = [t for t in tokens if t in tok.get_vocab()]
+        if clash:
+            raise LlmrecError(f"SID tokens already exist in the base vocabulary, e.g. {clash[0]!r}")
+        old_vocab = len(tok)
+        tok.add_tokens(tokens)
+        model.resize_token_embeddings(len(tok), mean_resizing=False)
+        new_ids = list(range(old_vocab, len(tok)))
+        titles = {i: item_title(catalogue[i]) for i in sids.item_ids}
+        init_sid_embeddings(model, tok, sids, titles, new_ids, config.sid_init, item_vectors, config.seed)
+        lora = LoraConfig(
+            task_type="CAUSAL_LM",
+            r=int(preset.get("r", 16)),
+            lora_alpha=int(preset.get("lora_alpha", 32)),
+            lora_dropout=float(preset.get("lora_dropout", 0.05)),
+            target_modules=preset.get("target_modules", ["q_proj", "k_proj", "v_proj", "o_proj"]),
+            bias=preset.get("bias", "none"),
+            # Only the new SID rows train; the embedding stays tied to the LM head.
+            trainable_token_indices={"embed_tokens": new_ids},
+        )
+        peft_model = get_peft_model(model, lora)
+        return cls(peft_model, tok, sids, titles, config)
+
+    # ------------------------------------------------------------------------------------------ prompts
+    def history_prompt(self, history: Sequence[str]) -> str:
+        unknown = [i for i in history if i not in self.item_row]
+        if unknown:
+            raise LlmrecError(f"history has {len(unknown)} item(s) not in the SID table, e.g. {unknown[0]!r}")
+        window = list(history)[-self.config.max_history:]
+        items = [{"sid": "".join(self.sids.tokens_for(i)), "title": self.titles[i]} for i in window]
+        return render(self.config.prompt, history=items)
+
+    def encode_prompt(self, history: Sequence[str]) -> list[int]:
+        return self.tokenizer(self.history_prompt(history), add_special_tokens=False)["input_ids"]
+
+    # ---------------------------------------------------------------------------------- recommendation
+    def recommend_batch(
+        self,
+        histories: Sequence[Sequence[str]],
+        k: int = 10,
+        *,
+        num_beams: int | None = None,
+        exclude_history: bool = True,
+        exclude: Sequence[Sequence[str]] | None = None,
+    ) -> list[list[dict[str, Any]]]:
+        """Top-``k`` distinct real items per history: ``{"item_id", "title", "score"}``, best first."""
+        if k < 1:
+            raise LlmrecError("k must be >= 1")
+        for h in histories:
+            if len(h) == 0:
+                raise LlmrecError("empty history: a user needs at least one item to recommend from")
+        prompts = [self.encode_prompt(h) for h in histories]
+        excl: list[list[int]] = []
+        for u, h in enumerate(histories):
+            rows = [self.item_row[i] for i in h] if exclude_history else []
+            if exclude is not None:
+                rows += [self.item_row[i] for i in exclude[u] if i in self.item_row]
+            excl.append(rows)
+        self.model.eval()
+        recs = constrained_beam_search(
+            self.model, prompts, self.index, k=k, num_beams=num_beams, exclude=excl,
+            pad_token_id=self.tokenizer.pad_token_id or 0,
+        )
+        return [
+            [{"item_id": self.item_ids[r.item_index], "title": self.titles[self.item_ids[r.item_index]],
+              "score": r.score} for r in rs]
+            for rs in recs
+        ]
+
+    def recommend(self, history: Sequence[str], k: int = 10, **kwargs: Any) -> list[dict[str, Any]]:
+        return self.recommend_batch([history], k, **kwargs)[0]
+
+    def score_items(self, history: Sequence[str]) -> np.ndarray:
+        """Exact log-probability of every catalogue item (rows in ``item_ids`` order); small catalogues."""
+        self.model.eval()
+        return score_all_items(self.model, self.encode_prompt(history), self.index)
+
+    # ----------------------------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        with atomic_dir(path) as tmp:
+            # The SID rows live in the trainable-tokens adapter; saving the full resized embedding is not needed.
+            self.model.save_pretrained(tmp, save_embedding_layers=False)
+            self.tokenizer.save_pretrained(tmp)
+            self.sids.save(tmp / "sids")
+            self.config.save(tmp / "llmrec_config.json")
+            write_json_atomic(tmp / "catalogue.json", self.titles)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, dtype: str | None = None, trust_remote_code: bool = False) -> PersonalLM:
+        from peft import PeftModel
+        from transformers import AutoTokenizer
+
+        from llmrec.items.semantic_ids import SemanticIds
+
+        path = Path(path)
+        if not (path / "llmrec_config.json").is_file():
+            raise LlmrecError(f"{path}: not a PersonalLM directory (no llmrec_config.json)")
+        config = PersonalLMConfig.load(path / "llmrec_config.json")
+        if dtype is not None:
+            config.dtype = dtype
+        tok = AutoTokenizer.from_pretrained(path)
+        model, _ = load_causal_lm(config.base_model, dtype=config.dtype, trust_remote_code=trust_remote_code)
+        model.resize_token_embeddings(len(tok), mean_resizing=False)
+        model = PeftModel.from_pretrained(model, path)
+        model.eval()
+        sids = SemanticIds.load(path / "sids")
+        titles = json.loads((path / "catalogue.json").read_text(encoding="utf-8"))
+        return cls(model, tok, sids, titles, config)
+
+
+def init_sid_embeddings(
+    model, tokenizer, sids, titles: dict[str, str], new_ids: list[int], mode: str,
+    item_vectors: np.ndarray | None, seed: int,
+) -> None:
+    """Initialise the new SID rows (input embeddings; tied models share them with the LM head).
+
+    ``projection``: each SID token's vector is the mean text vector of the items that carry that code; a ridge
+    map fitted from item text vectors to the LLM's mean title-token embeddings carries it into the LLM space,
+    rescaled to the typical embedding norm. ``mean``: the mean embedding. ``random``: N(0, std of the rows).
+    """
+    emb = model.get_input_embeddings().weight
+    with torch.no_grad():
+        base = emb[: new_ids[0]].float()
+        norm = base.norm(dim=-1).mean()
+        gen = torch.Generator().manual_seed(seed)
+        if mode == "random" or (mode == "projection" and item_vectors is None):
+            if mode == "projection":
+                logger.warning("sid_init=projection needs item_vectors; falling back to random rows")
+            rows = torch.randn(len(new_ids), emb.shape[1], generator=gen) * base.std()
+        elif mode == "mean":
+            rows = base.mean(0, keepdim=True).expand(len(new_ids), -1).clone()
+        else:
+            vecs = np.asarray(item_vectors, dtype=np.float64)
+            title_emb = np.stack([
+                base[tokenizer(" " + titles[i], add_special_tokens=False)["input_ids"]].mean(0).numpy()
+                for i in sids.item_ids
+            ])
+            lam = 1e-2 * np.trace(vecs.T @ vecs) / vecs.shape[1]
+            w = np.linalg.solve(vecs.T @ vecs + lam * np.eye(vecs.shape[1]), vecs.T @ title_emb)
+            codes = np.asarray(sids.codes)
+            token_vecs = []
+            for level, size in enumerate(sids.codebook_sizes):
+                for code in range(size):
+                    members = codes[:, level] == code
+                    token_vecs.append(vecs[members].mean(0) if members.any() else vecs.mean(0))
+            rows = torch.from_numpy(np.stack(token_vecs) @ w).float()
+            rows = rows / rows.norm(dim=-1, keepdim=True).clamp(min=1e-6) * norm
+        emb[new_ids[0]: new_ids[-1] + 1] = rows.to(emb.dtype)

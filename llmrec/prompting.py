@@ -1,0 +1,52 @@
+"""Prompt templates: Jinja2 in a sandbox with StrictUndefined, loaded from ``prompts/`` or given inline."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from llmrec.errors import ConfigError
+
+PROMPTS_ENV = "LLMREC_PROMPTS"
+
+
+def prompts_dir() -> Path:
+    """``$LLMREC_PROMPTS`` or the repository's ``prompts/`` folder."""
+    if os.environ.get(PROMPTS_ENV):
+        return Path(os.environ[PROMPTS_ENV])
+    return Path(__file__).resolve().parent.parent / "prompts"
+
+
+@lru_cache(maxsize=1)
+def environment() -> SandboxedEnvironment:
+    return SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+
+
+def load_template_source(name_or_text: str) -> tuple[str, str]:
+    """Resolve ``genrec`` / ``genrec.jinja`` / a path / inline text to ``(label, source)``."""
+    candidates = [Path(name_or_text)] if ("/" in name_or_text or name_or_text.endswith(".jinja")) else []
+    base = prompts_dir()
+    candidates += [base / name_or_text, base / f"{name_or_text}.jinja"]
+    for path in candidates:
+        try:
+            if path.is_file():
+                return str(path), path.read_text(encoding="utf-8")
+        except OSError:
+            continue
+    if "{{" in name_or_text or "{%" in name_or_text:
+        return "<inline template>", name_or_text
+    raise ConfigError(f"prompt template {name_or_text!r} not found in {base} (and it is not inline Jinja)")
+
+
+def render(name_or_text: str, **variables: Any) -> str:
+    """Render a template; a missing variable is an error naming the template."""
+    label, source = load_template_source(name_or_text)
+    try:
+        return environment().from_string(source).render(**variables).strip("\n")
+    except TemplateError as exc:
+        raise ConfigError(f"prompt {label}: {exc}") from exc

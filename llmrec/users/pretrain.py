@@ -1,0 +1,199 @@
+"""Next-item pretraining of :class:`SequenceEncoder` with full cross-entropy over the catalogue.
+
+One causal pass per user sequence trains every prefix target at once (position t predicts item t + 1).
+Validation NDCG@10 (rated items removed) picks the best epoch; training stops after ``patience`` epochs
+without improvement and the best weights are restored. Deterministic for a seed on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from llmrec.config import Config
+from llmrec.data.schema import UserHistory
+from llmrec.data.splits import Split, SplitExample
+from llmrec.errors import ConfigError, DataError
+from llmrec.evaluation.ranking import PROTOCOLS, RankingResult, full_catalogue_metrics
+from llmrec.users.sequence import SequenceEncoder, SequenceEncoderConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainConfig(Config):
+    """Optimisation of next-item pretraining. ``windows="all"`` also trains on the older parts of histories
+    longer than ``max_len`` (consecutive windows from the end); ``"last"`` uses each user's last window only."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    batch_size: int = 64
+    max_epochs: int = 200
+    patience: int = 15
+    grad_clip: float = 1.0
+    windows: str = "last"
+    seed: int = 0
+    select_metric: str = "ndcg@10"
+    ks: tuple[int, ...] = (5, 10)
+    eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip <= 0:
+            raise ConfigError("lr and grad_clip must be > 0, weight_decay >= 0")
+        if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1 or self.eval_batch_size < 1:
+            raise ConfigError("batch_size, max_epochs, patience and eval_batch_size must be >= 1")
+        if self.windows not in ("last", "all"):
+            raise ConfigError(f"windows must be 'last' or 'all', got {self.windows!r}")
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ConfigError(f"ks must be positive, got {self.ks}")
+
+
+@dataclass
+class PretrainResult:
+    model: SequenceEncoder
+    best_epoch: int
+    best_valid: dict[str, float]
+    epochs_run: int
+    wall_s: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def training_windows(
+    model: SequenceEncoder, histories: Sequence[UserHistory], windows: str = "last"
+) -> list[tuple[list[int], list[int]]]:
+    """(item indices, rating levels) windows of at most ``max_len + 1`` items; consecutive windows overlap by
+    one item so every target is predicted exactly once. Histories shorter than 2 items give nothing."""
+    span = model.config.max_len + 1
+    out = []
+    for h in histories:
+        idx, lev = model.encode_histories([h], max_len=len(h))
+        idx_l, lev_l = idx[0].tolist(), (lev[0].tolist() if lev is not None else [0] * len(h))
+        end = len(idx_l)
+        while end >= 2:
+            start = max(0, end - span)
+            out.append((idx_l[start:end], lev_l[start:end]))
+            if windows == "last":
+                break
+            end = start + 1
+    return out
+
+
+def _batch(rows: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r[0]) for r in rows)
+    idx = torch.zeros(len(rows), width, dtype=torch.long)
+    lev = torch.zeros(len(rows), width, dtype=torch.long)
+    for b, (items, levels) in enumerate(rows):
+        idx[b, : len(items)] = torch.tensor(items)
+        lev[b, : len(levels)] = torch.tensor(levels)
+    return idx, lev
+
+
+def next_item_loss(model: SequenceEncoder, idx: torch.Tensor, lev: torch.Tensor | None) -> torch.Tensor:
+    """Mean full-catalogue cross-entropy of every next-item target in the right-padded batch ``idx``."""
+    inputs, targets = idx[:, :-1], idx[:, 1:]
+    states = model(inputs, lev[:, :-1] if lev is not None else None)
+    keep = targets != 0
+    logits = model.score_all(states[keep])
+    return F.cross_entropy(logits, targets[keep] - 1)
+
+
+@torch.no_grad()
+def score_histories(model: SequenceEncoder, histories: Sequence[UserHistory], batch_size: int = 256) -> np.ndarray:
+    """``[len(histories), n_items]`` next-item logits from each history's last ``max_len`` items."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(histories), batch_size):
+        idx, lev = model.encode_histories(histories[start : start + batch_size])
+        out.append(model.score_all(model.last_states(idx, lev)).float().numpy())
+    model.train(was_training)
+    return np.concatenate(out, axis=0) if out else np.zeros((0, model.config.n_items), dtype=np.float32)
+
+
+def evaluate_examples(
+    model: SequenceEncoder,
+    examples: Sequence[SplitExample],
+    ks: Sequence[int] = (5, 10),
+    protocols: Sequence[str] = PROTOCOLS,
+    batch_size: int = 256,
+) -> dict[str, RankingResult]:
+    """Full-catalogue leave-one-out metrics of ``examples`` under each protocol."""
+    if model.item_ids is None:
+        raise ConfigError("evaluate_examples needs an encoder built with item_ids")
+    scores = score_histories(model, [ex.history for ex in examples], batch_size)
+    return full_catalogue_metrics(
+        scores, model.item_ids, [ex.target for ex in examples], [ex.history.item_ids for ex in examples],
+        ks, protocols,
+    )
+
+
+def pretrain(model: SequenceEncoder, split: Split, config: PretrainConfig | None = None) -> PretrainResult:
+    """Train ``model`` on ``split.train``, select the epoch by ``split.valid``; returns the best model."""
+    config = config or PretrainConfig()
+    if not split.valid:
+        raise DataError("the split has no validation examples for early stopping", field="valid")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    rows = training_windows(model, list(split.train.values()), config.windows)
+    if not rows:
+        raise DataError("no training sequence has 2 or more items", field="train")
+    lev_on = bool(model.config.n_rating_levels)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    best_metric, best_epoch, best_state, best_valid = -1.0, 0, None, {}
+    history: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+    epoch = 0
+    for epoch in range(1, config.max_epochs + 1):
+        model.train()
+        order = rng.permutation(len(rows))
+        total, count = 0.0, 0
+        for start in range(0, len(order), config.batch_size):
+            idx, lev = _batch([rows[i] for i in order[start : start + config.batch_size]])
+            loss = next_item_loss(model, idx, lev if lev_on else None)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            opt.step()
+            n = int((idx[:, 1:] != 0).sum())
+            total += loss.item() * n
+            count += n
+        valid = evaluate_examples(model, split.valid, config.ks, ("rated_removed",), config.eval_batch_size)
+        summary = valid["rated_removed"].summary
+        metric = summary[config.select_metric]
+        history.append({"epoch": epoch, "loss": total / count, **{f"valid_{k}": v for k, v in summary.items()},
+                        "elapsed_s": time.perf_counter() - t0})
+        logger.info("epoch %d loss %.4f valid %s %.4f", epoch, total / count, config.select_metric, metric)
+        if metric > best_metric:
+            best_metric, best_epoch, best_valid = metric, epoch, dict(summary)
+            best_state = copy.deepcopy(model.state_dict())
+        elif epoch - best_epoch >= config.patience:
+            break
+    wall = time.perf_counter() - t0
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return PretrainResult(model, best_epoch, best_valid, epoch, wall, history)
+
+
+def train_sequence_model(
+    split: Split,
+    item_ids: Sequence[str],
+    model_config: SequenceEncoderConfig,
+    config: PretrainConfig | None = None,
+    item_vectors: torch.Tensor | None = None,
+) -> PretrainResult:
+    """Build a seeded :class:`SequenceEncoder` over ``item_ids`` (optionally with frozen item vectors) and
+    pretrain it."""
+    config = config or PretrainConfig()
+    torch.manual_seed(config.seed)
+    model = SequenceEncoder(model_config, item_ids)
+    if item_vectors is not None:
+        model.set_item_vectors(torch.as_tensor(item_vectors, dtype=torch.float32))
+    return pretrain(model, split, config)
