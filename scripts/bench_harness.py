@@ -100,10 +100,14 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "harness_ml100k"))
     ap.add_argument("--results", default=str(ROOT / "eval/results/harness_ml100k.json"))
-    ap.add_argument("--quick", action="store_true", help="skip the generation and k-sweep runs")
+    ap.add_argument("--quick", action="store_true", help="skip the free-generation run")
+    ap.add_argument("--k-sweep", default="", help="extra BM25 k values for the metric-vs-k plot, e.g. 1,5")
     args = ap.parse_args()
+    import logging
+
     import torch
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     t_all = time.perf_counter()
     common = dict(tasks=("ml100k_rating",), out=args.out, model="smollm2-135m", sample=args.users, dtype="bf16",
                   n_boot=1000, seed=0, progress=False, report=False)
@@ -113,7 +117,9 @@ def main() -> None:
     ]
     if not args.quick:
         runs.append(RunConfig(**common, retrievers=("none", "bm25"), ks=(args.k,), method="generate"))
-        runs.append(RunConfig(**common, retrievers=("bm25",), ks=(1, 5), method="score_options"))
+    if args.k_sweep:
+        ks = tuple(int(k) for k in args.k_sweep.split(","))
+        runs.append(RunConfig(**common, retrievers=("bm25",), ks=ks, method="score_options"))
     merged: dict = {}
     for cfg in runs:
         res = run(cfg)
@@ -145,7 +151,8 @@ def main() -> None:
     summary = {"best_personalized": best, "best_mae": best_mae, "no_profile_mae_same_method": ref,
                "mae_gain_vs_no_profile": ref - best_mae, "mae_gain_relative": (ref - best_mae) / ref}
     out = {
-        "command": "python scripts/bench_harness.py" + (f" --users {args.users}" if args.users != 200 else ""),
+        "command": " ".join(["python scripts/bench_harness.py", f"--users {args.users}", f"--k {args.k}"]
+                            + (["--quick"] if args.quick else []) + ([f"--k-sweep {args.k_sweep}"] if args.k_sweep else [])),
         "machine": {"cpus": "2 cores, shared with other jobs (timings are noisy)", "torch_threads":
                     torch.get_num_threads(), "device": "cpu", "dtype": "bf16"},
         "versions": merged["versions"],

@@ -70,10 +70,12 @@ def main() -> None:
                                max_epochs=args.epochs, patience=args.patience, windows=args.windows, seed=args.seed)
     result = train_sequence_model(split, data.item_ids, model_cfg, train_cfg, vectors)
     t0 = time.perf_counter()
-    test = summaries(evaluate_examples(result.model, split.test))
+    test_res = evaluate_examples(result.model, split.test)
+    test = summaries(test_res)
+    ci = {f"{p}/{m}": [round(x, 4) for x in test_res[p].ci(m)] for p in test_res for m in ("recall@10", "ndcg@10")}
     metrics = {
         "valid_rated_removed": {k: round(v, 4) for k, v in result.best_valid.items()},
-        "test": test, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+        "test": test, "test_ci95_bootstrap": ci, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
         "train_wall_s": round(result.wall_s, 1), "test_eval_s": round(time.perf_counter() - t0, 2),
     }
     result.model.save(args.out, extra={"train_config": train_cfg.to_dict(), "history": result.history,

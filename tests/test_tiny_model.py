@@ -94,8 +94,6 @@ def test_load_errors(tiny_llama_dir):
             load_causal_lm(tiny_llama_dir, load_in_4bit=True)
 
 
-@pytest.mark.xfail(strict=True, reason="llmrec/lm/loading.py wraps OSError only; transformers raises ValueError "
-                   "for a folder without tokenizer files, so the CLI would print a traceback, not exit 2")
 def test_load_from_an_empty_folder_is_an_llmrec_error(tmp_path):
     with pytest.raises(LlmrecError, match="cannot load model"):
         load_causal_lm(tmp_path)

@@ -256,17 +256,27 @@ _FACTORIES["recall"] = _recall_at
 _FACTORIES["ndcg"] = _ndcg_at
 
 
-def bootstrap_means(stats: np.ndarray, n_boot: int, seed: int, block: int = 250) -> np.ndarray:
-    """(n_boot, d) column means of resampled rows; resampling counts are drawn once per seed."""
-    rng = np.random.default_rng(seed)
-    n = stats.shape[0]
-    out = np.empty((n_boot, stats.shape[1]))
-    for start in range(0, n_boot, block):
-        b = min(block, n_boot - start)
-        idx = rng.integers(0, n, size=(b, n))
-        weights = np.stack([np.bincount(row, minlength=n) for row in idx]).astype(np.float64)
-        out[start : start + b] = weights @ stats / n
-    return out
+class Bootstrap:
+    """Resample rows once (seeded) and reuse the draws for every metric, so intervals are comparable."""
+
+    def __init__(self, n: int, n_boot: int, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        dtype = np.int32 if n < 2**31 else np.int64
+        self.idx = rng.integers(0, n, size=(n_boot, n), dtype=dtype)
+        self.n = n
+        self._weights: np.ndarray | None = None
+
+    def means(self, stats: np.ndarray) -> np.ndarray:
+        """(n_boot, d) column means of the resampled rows."""
+        if stats.shape[1] <= 4:  # gather is cheapest for narrow statistics
+            return np.stack([stats[:, j][self.idx].mean(axis=1) for j in range(stats.shape[1])], axis=1)
+        if self._weights is None:  # wide (macro-F1): resample counts times the statistics
+            self._weights = np.stack([np.bincount(row, minlength=self.n) for row in self.idx]).astype(np.float32)
+        return (self._weights @ stats.astype(np.float32)).astype(np.float64) / self.n
+
+
+def bootstrap_means(stats: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    return Bootstrap(stats.shape[0], n_boot, seed).means(stats)
 
 
 def compute_metrics(
@@ -280,16 +290,15 @@ def compute_metrics(
     """``{name: {"value", "ci_low", "ci_high"}}``; percentile bootstrap over examples (``n_boot=0``: no CI)."""
     results: dict[str, dict[str, float]] = {}
     alpha = (1 - confidence) / 2
+    boot = Bootstrap(scored.n, n_boot, seed) if n_boot > 0 else None
     for name in names:
         metric = get_metric(name)
         if scored.output_type not in metric.output_types:
             raise DataError(f"metric {name!r} does not apply to output type {scored.output_type!r}")
         stats = metric.stats(scored)
-        value = float(metric.reduce(stats.mean(axis=0)))
-        row = {"value": value}
-        if n_boot > 0:
-            # The same seed for every metric: intervals come from the same resamples.
-            boots = np.asarray(metric.reduce(bootstrap_means(stats, n_boot, seed)), dtype=np.float64)
+        row = {"value": float(metric.reduce(stats.mean(axis=0)))}
+        if boot is not None:
+            boots = np.asarray(metric.reduce(boot.means(stats)), dtype=np.float64)
             row["ci_low"], row["ci_high"] = (float(x) for x in np.quantile(boots, [alpha, 1 - alpha]))
         results[name] = row
     return results

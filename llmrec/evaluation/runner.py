@@ -78,7 +78,9 @@ class Variant:
 
 def _variants(spec: TaskSpec, cfg: RunConfig, model: Any) -> list[Variant]:
     out: list[Variant] = []
-    if model is not None:
+    if model is not None and hasattr(model, "predict"):  # --model baseline:KIND
+        out.append(Variant(model.name, "none", 0, "predict"))
+    elif model is not None:
         method = cfg.method or spec.generation.method
         if spec.output.type == "rank_items":
             method = "recommend"
@@ -119,9 +121,12 @@ class PredictionCache:
         self.path = path
         self.done: dict[str, Any] = {}
         self.logprobs: dict[str, list[float]] = {}
+        self._torn_tail = False
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
+            text = path.read_text(encoding="utf-8")
+            self._torn_tail = bool(text) and not text.endswith("\n")  # end the torn line before appending
+            for line in text.splitlines():
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError:
@@ -136,6 +141,8 @@ class PredictionCache:
 
     def _append(self, records: list[dict[str, Any]]) -> None:
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+        if self._torn_tail:
+            data, self._torn_tail = b"\n" + data, False
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, data)  # one write per batch: either the whole batch lands or a torn tail is skipped
@@ -300,7 +307,7 @@ def run(cfg: RunConfig, model: Any | None = None) -> dict[str, Any]:
         golds = [ex.gold for ex in examples]
         has_golds = all(g is not None for g in golds)
         for variant in _variants(spec, cfg, model):
-            m = baselines[variant.name.split(":", 1)[1]] if variant.method == "predict" else model
+            m = baselines.get(variant.name.split(":", 1)[1], model) if variant.method == "predict" else model
             if variant.method == "predict" and not m.supports(spec.output.type):
                 continue
             outputs, timings, logprobs = run_variant(spec, variant, m, examples, cfg, out)

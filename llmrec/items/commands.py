@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    import logging
+
     from llmrec.data import load_dataset
     from llmrec.items.build import SemanticIdConfig, build_semantic_ids
     from llmrec.items.encoders import EncoderConfig
@@ -44,6 +46,7 @@ def _build(args: argparse.Namespace) -> int:
             quantizer=QuantizerConfig(kind=args.quantizer, levels=args.levels, codebook_size=args.codebook_size,
                                       seed=args.seed, collision_aware=not args.no_collision_aware),
         )
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise here
     data = load_dataset(args.dataset)
     sids, report = build_semantic_ids(data, config, cache_dir=args.cache, show_progress=not args.json)
     sids.save(args.out)

@@ -161,7 +161,7 @@ def assign_distinct_last(
 ) -> np.ndarray:
     """Re-assign the last code so items sharing a prefix get distinct codes where the codebook allows.
 
-    Greedy by distance within each prefix group (closest item-code pairs first). ``taken`` maps a prefix key
+    Greedy by distance within each prefix group (``_greedy_distinct``). ``taken`` maps a prefix key
     to last codes already used by other items (when adding items to an existing table). Groups larger than
     the codebook keep nearest codes for the overflow: the disambiguation level separates those.
     """
@@ -176,25 +176,43 @@ def assign_distinct_last(
     redo_prefixes = np.unique(pkeys[bad])
     if len(redo_prefixes) == 0:
         return last
-    c_sq = (codebook.astype(np.float64) ** 2).sum(1)
     order = np.argsort(pkeys, kind="stable")
     sorted_keys = pkeys[order]
-    for p in redo_prefixes:
-        lo, hi = np.searchsorted(sorted_keys, [p, p + 1])
-        members = order[lo:hi]
-        r = residual[members].astype(np.float64)
-        dist = (r**2).sum(1, keepdims=True) - 2.0 * r @ codebook.T.astype(np.float64) + c_sq[None, :]
-        used = set(taken.get(int(p), ())) if taken else set()
-        free_items = set(range(len(members)))
-        for flat in np.argsort(dist, axis=None, kind="stable"):
-            if not free_items or len(used) >= k:
-                break
-            i, c = divmod(int(flat), k)
-            if i in free_items and c not in used:
-                last[members[i]] = c
-                used.add(c)
-                free_items.discard(i)
+    bounds = np.searchsorted(sorted_keys, np.stack([redo_prefixes, redo_prefixes + 1], axis=1))
+    # One matmul for every item in a group to redo (many tiny BLAS calls were the bottleneck).
+    rows = np.concatenate([order[lo:hi] for lo, hi in bounds])
+    r = residual[rows].astype(np.float32)
+    dist = (r**2).sum(1, keepdims=True) - 2.0 * (r @ codebook.T) + (codebook**2).sum(1)[None, :]
+    start = 0
+    for p, (lo, hi) in zip(redo_prefixes, bounds, strict=True):
+        members, block = rows[start : start + hi - lo], dist[start : start + hi - lo]
+        start += hi - lo
+        if taken and int(p) in taken:
+            block = block.copy()
+            block[:, sorted(taken[int(p)])] = np.inf
+        chosen = _greedy_distinct(block)
+        last[members[chosen >= 0]] = chosen[chosen >= 0]
     return last
+
+
+def _greedy_distinct(dist: np.ndarray) -> np.ndarray:
+    """Distinct codes for the rows of ``dist`` [m, K] (inf = forbidden), greedy in rounds: every free item
+    bids for its nearest free code, the closest bidder per code wins. ``-1`` where no code is left."""
+    dist = dist.copy()
+    chosen = np.full(dist.shape[0], -1, dtype=np.int64)
+    free = np.arange(dist.shape[0])
+    while len(free):
+        bid = dist[free].argmin(axis=1)
+        bid_dist = dist[free, bid]
+        order = np.lexsort((bid_dist, bid))  # by code, then distance
+        first = np.r_[True, bid[order][1:] != bid[order][:-1]] & np.isfinite(bid_dist[order])
+        if not first.any():
+            break
+        winners, codes = free[order[first]], bid[order[first]]
+        chosen[winners] = codes
+        dist[:, codes] = np.inf
+        free = free[chosen[free] < 0]
+    return chosen
 
 
 class Quantizer(ABC):

@@ -60,7 +60,7 @@ def load_causal_lm(
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise LlmrecError(f"cannot load model {name_or_path!r} from {path}: {exc}") from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -88,7 +88,10 @@ class PersonalLM:
             if list(ids[start:start + size]) != list(range(ids[start], ids[start] + size)):
                 raise LlmrecError("SID tokens of one level must have contiguous token ids")
             start += size
-        self.index = PrefixIndex(sids.codes, offsets)
+        # A level with a single code (e.g. a disambiguation level that found no collision) carries no
+        # information: it is left out of prompts and decoding, which saves one token per item.
+        self.levels = [lv for lv, size in enumerate(sids.codebook_sizes) if size > 1] or [0]
+        self.index = PrefixIndex(np.asarray(sids.codes)[:, self.levels], [offsets[lv] for lv in self.levels])
 
     # ----------------------------------------------------------------------------------------- building
     @classmethod
@@ -139,12 +142,17 @@ class PersonalLM:
         return cls(peft_model, tok, sids, titles, config)
 
     # ------------------------------------------------------------------------------------------ prompts
+    def sid_string(self, item_id: str) -> str:
+        """The item's semantic ID as the model reads and writes it (single-code levels left out)."""
+        tokens = self.sids.tokens_for(item_id)
+        return "".join(tokens[lv] for lv in self.levels)
+
     def history_prompt(self, history: Sequence[str]) -> str:
         unknown = [i for i in history if i not in self.item_row]
         if unknown:
             raise LlmrecError(f"history has {len(unknown)} item(s) not in the SID table, e.g. {unknown[0]!r}")
         window = list(history)[-self.config.max_history:]
-        items = [{"sid": "".join(self.sids.tokens_for(i)), "title": self.titles[i]} for i in window]
+        items = [{"sid": self.sid_string(i), "title": self.titles[i]} for i in window]
         return render(self.config.prompt, history=items)
 
     def encode_prompt(self, history: Sequence[str]) -> list[int]:

@@ -56,7 +56,7 @@ def build_genrec_rows(
     n_align = 0
     if title_alignment:
         for item_id in plm.item_ids:
-            sid = "".join(plm.sids.tokens_for(item_id))
+            sid = plm.sid_string(item_id)
             title = plm.titles[item_id]
             for prompt, completion in ((f"Movie {sid} is titled:", f" {title}"), (f"The movie {title} has ID:", sid)):
                 p = tok(prompt, add_special_tokens=False)["input_ids"]

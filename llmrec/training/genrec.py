@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from llmrec.config import Config
@@ -52,6 +52,7 @@ class GenRecTrainConfig(Config):
     logging_steps: int = 10
     seed: int = 0
     gradient_checkpointing: bool = False
+    time_budget_minutes: float = 0.0  # > 0: stop (evaluate + save) once training has used this much wall time
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.grad_accum < 1:
@@ -78,6 +79,25 @@ def evaluate_genrec(
     return result.summary, ranked, per_user
 
 
+class TimeBudgetCallback(TrainerCallback):
+    """Ends training after a wall-time budget, with a final evaluation and checkpoint (CPU budgets)."""
+
+    def __init__(self, minutes: float) -> None:
+        self.seconds = minutes * 60
+        self.start = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.perf_counter() - self.start > self.seconds:
+            logger.info("time budget of %.1f min reached at step %d", self.seconds / 60, state.global_step)
+            control.should_training_stop = True
+            control.should_evaluate = True
+            control.should_save = True
+        return control
+
+
 class GenRecTrainer(Trainer):
     """``evaluate`` = ranking quality on validation users (what model selection should look at)."""
 
@@ -87,6 +107,17 @@ class GenRecTrainer(Trainer):
         self.plm = plm
         self.eval_examples = list(eval_examples)
         self.train_config = train_config or GenRecTrainConfig()
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        # Adapter + trainable SID rows only; the default would also write the whole resized embedding.
+        import os
+
+        from transformers.trainer import TRAINING_ARGS_NAME
+
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        self.model.save_pretrained(output_dir, save_embedding_layers=False)
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         cfg = self.train_config
@@ -157,7 +188,8 @@ def train_genrec(
         train_dataset=rows.rows,
         eval_dataset=rows.rows.select(range(1)),  # unused by our evaluate(), but Trainer wants one
         data_collator=CausalCollator(plm.tokenizer.pad_token_id),
-        callbacks=[EarlyStoppingCallback(config.early_stopping_patience)],
+        callbacks=[EarlyStoppingCallback(config.early_stopping_patience)]
+        + ([TimeBudgetCallback(config.time_budget_minutes)] if config.time_budget_minutes > 0 else []),
         plm=plm,
         eval_examples=eval_examples,
         train_config=config,

@@ -1,0 +1,139 @@
+"""Soft prompts: a user encoder + projector whose k output vectors replace the placeholder tokens' embeddings.
+
+The prompt template writes ``<|user|>`` k times where the user goes; :class:`SoftPromptModel` swaps those
+positions' input embeddings for the projected user vectors, in training (``forward``) and in generation
+(left-padded batches through ``generate(inputs_embeds=...)``, so the KV cache works as usual).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+import torch
+from torch import nn
+
+from llmrec.config import Config
+from llmrec.errors import ConfigError, LlmrecError
+from llmrec.users.projector import Projector
+
+USER_TOKEN = "<|user|>"
+
+
+@dataclasses.dataclass
+class SoftPromptConfig(Config):
+    encoder: str = "sequence"  # sequence (SASRec-style states) | pool (input-aware attention, PPlug)
+    k: int = 1  # soft tokens per user
+    train_llm: bool = False  # False: encoder + projector only, LLM frozen (alignment stage); True: + LoRA
+    train_encoder: bool = True
+
+    def __post_init__(self) -> None:
+        if self.encoder not in ("sequence", "pool"):
+            raise ConfigError(f"encoder must be sequence or pool, got {self.encoder!r}")
+        if not 1 <= self.k <= 32:
+            raise ConfigError(f"k must be in 1..32, got {self.k}")
+
+
+class SequenceUserEncoder(nn.Module):
+    """Adapter giving :class:`~llmrec.users.sequence.SequenceEncoder` the user-encoder call signature."""
+
+    def __init__(self, encoder, k: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.k = k
+        self.output_dim = encoder.config.d_model
+
+    def forward(self, item_idx: torch.Tensor, query_vec: torch.Tensor | None = None,
+                ratings: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encoder.user_states(item_idx, ratings, k=self.k)
+
+
+def add_user_token(tokenizer, model) -> int:
+    """Add the ``<|user|>`` placeholder (a special token, never split) and return its id."""
+    if USER_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_special_tokens({"additional_special_tokens": [USER_TOKEN]})
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    return int(tokenizer.convert_tokens_to_ids(USER_TOKEN))
+
+
+class SoftPromptModel(nn.Module):
+    """LLM (plain or PEFT) + user encoder + projector. Batches carry ``user_item_idx`` ([B,T], 0 = pad) and
+    optionally ``user_ratings`` and ``user_query_vec`` next to ``input_ids``/``attention_mask``/``labels``."""
+
+    def __init__(self, llm, user_encoder: nn.Module, user_token_id: int, config: SoftPromptConfig) -> None:
+        super().__init__()
+        self.llm = llm
+        self.user_encoder = user_encoder
+        self.config = config
+        self.user_token_id = user_token_id
+        emb = llm.get_input_embeddings().weight
+        hidden = emb.shape[1]
+        init_norm = float(emb[: user_token_id].detach().float().norm(dim=-1).mean())
+        self.projector = Projector(user_encoder.output_dim, hidden, init_norm)
+        if not config.train_llm:
+            for p in self.llm.parameters():
+                p.requires_grad_(False)
+        if not config.train_encoder:
+            for p in self.user_encoder.parameters():
+                p.requires_grad_(False)
+
+    def user_vectors(self, user_item_idx: torch.Tensor, user_query_vec: torch.Tensor | None = None,
+                     user_ratings: torch.Tensor | None = None) -> torch.Tensor:
+        states = self.user_encoder(user_item_idx, query_vec=user_query_vec, ratings=user_ratings)
+        return self.projector(states.float())
+
+    def splice(self, input_ids: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """Input embeddings with each row's k placeholder positions replaced by that row's k user vectors."""
+        embeds = self.llm.get_input_embeddings()(input_ids)
+        slots = input_ids == self.user_token_id
+        per_row = slots.sum(1)
+        k = vectors.shape[1]
+        if not torch.all(per_row == k):
+            bad = int(torch.nonzero(per_row != k)[0, 0])
+            raise LlmrecError(
+                f"row {bad} has {int(per_row[bad])} {USER_TOKEN} placeholder(s), expected {k}: the prompt template "
+                f"must put the user placeholder (k copies of {USER_TOKEN}) where the user goes"
+            )
+        embeds = embeds.clone()
+        embeds[slots] = vectors.reshape(-1, vectors.shape[-1]).to(embeds.dtype)
+        return embeds
+
+    def forward(self, input_ids, attention_mask=None, labels=None, user_item_idx=None, user_ratings=None,
+                user_query_vec=None, **kwargs):
+        if user_item_idx is None:
+            raise LlmrecError("a soft-prompt batch needs user_item_idx")
+        vectors = self.user_vectors(user_item_idx, user_query_vec, user_ratings)
+        embeds = self.splice(input_ids, vectors)
+        return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
+
+    @torch.no_grad()
+    def generate(self, input_ids, attention_mask, user_item_idx, user_ratings=None, user_query_vec=None,
+                 max_new_tokens: int = 16, pad_token_id: int | None = None, eos_token_id=None) -> torch.Tensor:
+        """Greedy continuation of left-padded prompts; returns only the new tokens ``[B, n]``."""
+        vectors = self.user_vectors(user_item_idx, user_query_vec, user_ratings)
+        embeds = self.splice(input_ids, vectors)
+        return self.llm.generate(
+            inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+            do_sample=False, num_beams=1, pad_token_id=pad_token_id, eos_token_id=eos_token_id,
+            temperature=None, top_p=None, top_k=None,
+        )
+
+    # ---------------------------------------------------------------------------------------- persistence
+    def save_user_modules(self, path: str | Path) -> None:
+        """Encoder + projector weights (safetensors) and the soft-prompt config beside them."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {f"user_encoder.{k}": v.detach().contiguous() for k, v in self.user_encoder.state_dict().items()}
+        tensors |= {f"projector.{k}": v.detach().contiguous() for k, v in self.projector.state_dict().items()}
+        save_file(tensors, str(path / "user_modules.safetensors"))
+        self.config.save(path / "soft_prompt_config.json")
+
+    def load_user_modules(self, path: str | Path) -> None:
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(Path(path) / "user_modules.safetensors"))
+        enc = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("user_encoder.")}
+        proj = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("projector.")}
+        self.user_encoder.load_state_dict(enc)
+        self.projector.load_state_dict(proj)

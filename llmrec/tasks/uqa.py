@@ -1,0 +1,436 @@
+"""UQA-style personalized questions on MovieLens-style data, with answers computed from the interactions.
+
+Three families (as in UQABench): sequence understanding (``nth_title``, ``nth_genre``, ``genre_count``),
+action prediction (``next_title``, ``next_genre``) and interest perception (``longterm_genre``,
+``recent_genre``, ``interest_shift``). Every example carries ``context``: exactly the history a model may see.
+
+Splits by user time, leak-free: ``test`` context = history[:-1] (next item = history[-1]); ``valid`` context =
+history[:-2] (next = history[-2]); ``train`` = ``train_cuts_per_user`` seeded cuts c with context = history[:c]
+and next = history[c], c <= len - 3, so train never touches either held-out item.
+
+Genre conventions: "first-listed genre" is the first genre of an item in the dataset's genre order (GroupLens
+order for MovieLens); favourite genres count every genre tag of every movie, ties broken by that order; the
+catch-all "unknown" genre is never a question's answer or option (questions that would need it are skipped).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from llmrec.data.schema import InteractionData, Item, UserHistory
+from llmrec.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "sequence_understanding": ("nth_title", "nth_genre", "genre_count"),
+    "action_prediction": ("next_title", "next_genre"),
+    "interest_perception": ("longterm_genre", "recent_genre", "interest_shift"),
+}
+TASKS: tuple[str, ...] = tuple(t for ts in FAMILIES.values() for t in ts)
+TASK_FAMILY: dict[str, str] = {t: f for f, ts in FAMILIES.items() for t in ts}
+SPLITS = ("train", "valid", "test")
+MIN_CONTEXT = 5  # nth questions ask about N in 1..5, so every context holds at least 5 items
+MAX_NTH = 5
+UNKNOWN_GENRE = "unknown"
+YES_NO = ("yes", "no")
+ANSWER_KIND = {  # fills "Answer with only the {kind}." in the prompts
+    "nth_title": "title", "next_title": "title", "genre_count": "number", "interest_shift": "word yes or no",
+}
+STYLES = ("none", "text", "soft")
+
+_ORDINALS = {1: "most recent", 2: "2nd most recent", 3: "3rd most recent", 4: "4th most recent",
+             5: "5th most recent"}
+
+
+@dataclass(frozen=True)
+class UqaExample:
+    """One question about one user. ``context`` is everything the model may see; ``item_id`` is the movie the
+    answer is about (the next item for action prediction, the N-th most recent for nth_*), else None."""
+
+    user_id: str
+    family: str
+    task: str
+    question: str
+    answer: str
+    options: tuple[str, ...] | None
+    context: UserHistory
+    split: str
+    item_id: str | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.user_id}:{self.split}:{len(self.context)}:{self.task}"
+
+
+# ---- catalogue helpers (shared with llmrec.tasks.profile) ---------------------------------------------------
+
+
+def genre_vocabulary(data: InteractionData) -> tuple[str, ...]:
+    """The real genres in canonical order: GroupLens order for the MovieLens ones, then any others sorted."""
+    from llmrec.data.movielens import GROUPLENS_GENRES
+
+    seen = {g for it in data.items.values() for g in item_genres(it)}
+    known = [g for g in GROUPLENS_GENRES if g in seen and g != UNKNOWN_GENRE]
+    extra = sorted(g for g in seen if g not in GROUPLENS_GENRES and g != UNKNOWN_GENRE)
+    return tuple(known + extra)
+
+
+def item_genres(item: Item) -> list[str]:
+    genres = item.attributes.get("genres") or []
+    return [str(g) for g in genres] if isinstance(genres, (list, tuple)) else [str(genres)]
+
+
+def item_title(item: Item) -> str:
+    """``Title (year)``, the form titles take in prompts and answers."""
+    year = item.attributes.get("year")
+    return f"{item.title} ({year})" if year else item.title
+
+
+def item_line(item: Item) -> str:
+    """``Title (year) — Genre, Genre``: one context item as a prompt line."""
+    genres = [g for g in item_genres(item) if g != UNKNOWN_GENRE]
+    return f"{item_title(item)} — {', '.join(genres)}" if genres else item_title(item)
+
+
+def primary_genre(item: Item) -> str | None:
+    """The first-listed real genre, or None when the item has only "unknown" (or none)."""
+    genres = item_genres(item)
+    return genres[0] if genres and genres[0] != UNKNOWN_GENRE else None
+
+
+def favourite_genre(genre_lists: Iterable[Sequence[str]], order: Sequence[str]) -> str | None:
+    """Most frequent genre tag over the items' genre lists; ties go to the genre earlier in ``order``."""
+    return _favourite(Counter(g for gs in genre_lists for g in gs), order)
+
+
+def _favourite(counts: Counter, order: Sequence[str]) -> str | None:
+    counts = Counter({g: c for g, c in counts.items() if g != UNKNOWN_GENRE and c > 0})
+    if not counts:
+        return None
+    rank = {g: i for i, g in enumerate(order)}
+    return min(counts, key=lambda g: (-counts[g], rank.get(g, len(rank)), g))
+
+
+def lookup_items(data: InteractionData, history: UserHistory) -> list[Item]:
+    return _items(data, history.item_ids, history.user_id)
+
+
+def _items(data: InteractionData, item_ids: Sequence[str], user_id: str) -> list[Item]:
+    try:
+        return [data.items[i] for i in item_ids]
+    except KeyError as exc:
+        raise DataError("history names an item missing from the catalogue", record=f"user {user_id}",
+                        field=f"item_id {exc.args[0]}") from None
+
+
+def _rng(seed: int, *parts: Any) -> random.Random:
+    """Independent stream per (seed, user, split, cut, task): choosing a task subset changes no question.
+    A string seed is hashed with SHA-512 by ``random`` (stable across runs, unlike ``hash()``)."""
+    return random.Random("|".join(map(str, (seed, *parts))))
+
+
+def context_cuts(history: UserHistory, split: str, *, seed: int = 0, train_cuts_per_user: int = 3,
+                 min_context: int = MIN_CONTEXT) -> list[int]:
+    """Context lengths c (context = history[:c], next item = history[c]) for ``split``; [] if too short."""
+    n = len(history)
+    if split == "test":
+        cuts = [n - 1]
+    elif split == "valid":
+        cuts = [n - 2]
+    elif split == "train":
+        candidates = range(min_context, n - 2)  # c <= n - 3: history[c] is never one of the last two
+        take = min(train_cuts_per_user, len(candidates))
+        cuts = sorted(_rng(seed, history.user_id, "train-cuts").sample(candidates, take))
+    else:
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+    return [c for c in cuts if c >= min_context]
+
+
+# ---- the builder --------------------------------------------------------------------------------------------
+
+
+def _check_tasks(tasks: Iterable[str] | None) -> tuple[str, ...]:
+    if tasks is None:
+        return TASKS
+    tasks = tuple([tasks] if isinstance(tasks, str) else tasks)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise ConfigError(f"unknown UQA task(s) {unknown or '(none given)'}; known: {', '.join(TASKS)}")
+    return tasks
+
+
+def build_uqa(
+    data: InteractionData,
+    *,
+    split: str = "test",
+    tasks: Iterable[str] | None = None,
+    seed: int = 0,
+    recent_window: int = 10,
+    train_cuts_per_user: int = 3,
+) -> list[UqaExample]:
+    """Questions for every user with a long enough history (users, then cuts, then tasks in ``TASKS`` order)."""
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+    if recent_window < 1 or train_cuts_per_user < 1:
+        raise ConfigError("recent_window and train_cuts_per_user must be >= 1")
+    tasks = _check_tasks(tasks)
+    order = genre_vocabulary(data)
+    if not order and any(t not in ("nth_title", "next_title") for t in tasks):
+        raise DataError("items carry no 'genres' attribute; only nth_title/next_title can be asked",
+                        path=data.source or None, field="genres")
+    genres_of = {item_id: tuple(item_genres(it)) for item_id, it in data.items.items()}
+    out: list[UqaExample] = []
+    skipped_users = 0
+    for user, history in data.histories().items():
+        cuts = context_cuts(history, split, seed=seed, train_cuts_per_user=train_cuts_per_user)
+        if not cuts:
+            skipped_users += 1
+            continue
+        items = lookup_items(data, history)
+        for cut in cuts:
+            ctx = _Context(history.prefix(cut), items[:cut], [genres_of[i] for i in history.item_ids[:cut]],
+                           history.item_ids[cut], items[cut], order, recent_window)
+            for task in tasks:
+                made = _MAKERS[task](ctx, _rng(seed, user, split, cut, task))
+                if made is None:
+                    continue
+                question, answer, options, item_id = made
+                out.append(UqaExample(user, TASK_FAMILY[task], task, question, answer, options, ctx.history,
+                                      split, item_id))
+    if skipped_users:
+        logger.info("build_uqa(%s): %d users have too short a history (< %d context items)", split,
+                    skipped_users, MIN_CONTEXT)
+    return out
+
+
+@dataclass
+class _Context:
+    history: UserHistory
+    items: list[Item]
+    genres: list[tuple[str, ...]]  # per context item, so counts do not re-read item attributes
+    next_id: str
+    next_item: Item
+    order: tuple[str, ...]
+    recent_window: int
+
+    @property
+    def recent(self) -> list[tuple[str, ...]]:
+        return self.genres[-self.recent_window:]
+
+    @cached_property
+    def counts(self) -> Counter:
+        return Counter(g for gs in self.genres for g in gs)
+
+    @cached_property
+    def longterm(self) -> str | None:
+        return _favourite(self.counts, self.order)
+
+    @cached_property
+    def recent_favourite(self) -> str | None:
+        return favourite_genre(self.recent, self.order)
+
+
+_Made = tuple[str, str, tuple[str, ...] | None, str | None] | None
+
+
+def _nth(ctx: _Context, rng: random.Random) -> int:
+    return rng.randint(1, min(MAX_NTH, len(ctx.items)))
+
+
+def _nth_title(ctx: _Context, rng: random.Random) -> _Made:
+    n = _nth(ctx, rng)
+    item = ctx.items[-n]
+    return (f"What is the title of the {_ORDINALS[n]} movie this user watched?", item_title(item), None,
+            ctx.history.item_ids[-n])
+
+
+def _nth_genre(ctx: _Context, rng: random.Random) -> _Made:
+    n = _nth(ctx, rng)
+    genre = primary_genre(ctx.items[-n])
+    if genre is None:
+        return None
+    return (f"What is the main genre of the {_ORDINALS[n]} movie this user watched?", genre, ctx.order,
+            ctx.history.item_ids[-n])
+
+
+def _genre_count(ctx: _Context, rng: random.Random) -> _Made:
+    # Ask about a genre the user has watched at all, so answers spread over 0..window rather than mostly 0.
+    seen = [g for g in ctx.order if ctx.counts[g] > 0]
+    if not seen:
+        return None
+    genre = seen[rng.randrange(len(seen))]
+    recent = ctx.recent
+    count = sum(1 for gs in recent if genre in gs)
+    options = tuple(str(i) for i in range(len(recent) + 1))
+    return (f"How many of the last {len(recent)} movies this user watched are {genre} movies?", str(count),
+            options, None)
+
+
+def _next_title(ctx: _Context, rng: random.Random) -> _Made:
+    if ctx.next_id in ctx.history.item_ids:  # a re-watch would put the answer in the context: never ask it
+        return None
+    return "What is the title of the next movie this user will watch?", item_title(ctx.next_item), None, ctx.next_id
+
+
+def _next_genre(ctx: _Context, rng: random.Random) -> _Made:
+    genre = primary_genre(ctx.next_item)
+    if genre is None:
+        return None
+    return "What is the main genre of the next movie this user will watch?", genre, ctx.order, ctx.next_id
+
+
+def _longterm_genre(ctx: _Context, rng: random.Random) -> _Made:
+    genre = ctx.longterm
+    if genre is None:
+        return None
+    return "Which genre has this user watched most over their whole history?", genre, ctx.order, None
+
+
+def _recent_genre(ctx: _Context, rng: random.Random) -> _Made:
+    genre = ctx.recent_favourite
+    if genre is None:
+        return None
+    return (f"Which genre has this user watched most in their last {len(ctx.recent)} movies?", genre, ctx.order,
+            None)
+
+
+def _interest_shift(ctx: _Context, rng: random.Random) -> _Made:
+    longterm, recent = ctx.longterm, ctx.recent_favourite
+    if longterm is None or recent is None:
+        return None
+    answer = "yes" if recent != longterm else "no"
+    return (f"Is this user's favourite genre in their last {len(ctx.recent)} movies different from their "
+            "favourite genre overall?", answer, YES_NO, None)
+
+
+_MAKERS = {
+    "nth_title": _nth_title, "nth_genre": _nth_genre, "genre_count": _genre_count, "next_title": _next_title,
+    "next_genre": _next_genre, "longterm_genre": _longterm_genre, "recent_genre": _recent_genre,
+    "interest_shift": _interest_shift,
+}
+
+
+# ---- prompts ------------------------------------------------------------------------------------------------
+
+
+def uqa_prompt(
+    example: UqaExample,
+    style: str = "none",
+    *,
+    data: InteractionData | None = None,
+    max_items: int = 20,
+    user: str | None = None,
+    show_options: bool = True,
+) -> str:
+    """Render ``prompts/uqa_{style}.jinja``.
+
+    ``none``: the question only (non-personalized baseline). ``text``: the last ``max_items`` context items as
+    "title (year) — genres" lines (needs ``data`` for the catalogue), then the question. ``soft``: the
+    ``user`` placeholder string (e.g. ``"<|user|>" * k``, which the soft-prompt splice replaces) before the
+    question; leaving ``user`` out is a ConfigError from the template.
+    """
+    from llmrec.prompting import render
+
+    if style not in STYLES:
+        raise ConfigError(f"style must be one of {STYLES}, got {style!r}")
+    variables: dict[str, Any] = {
+        "question": example.question,
+        "options": list(example.options) if (show_options and example.options) else [],
+        "answer_kind": ANSWER_KIND.get(example.task, "genre"),
+    }
+    if style == "text":
+        if data is None:
+            raise ConfigError("uqa_prompt(style='text') needs data= (the catalogue) to write the history")
+        if max_items < 1:
+            raise ConfigError("max_items must be >= 1")
+        shown = _items(data, example.context.item_ids[-max_items:], example.user_id)
+        variables["history"] = [item_line(it) for it in shown]
+    if user is not None:
+        variables["user"] = user
+    return render(f"uqa_{style}", **variables)
+
+
+# ---- scoring ------------------------------------------------------------------------------------------------
+
+_YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
+_TRAILING_PAREN = re.compile(r"\s*\([^()]*\)\s*$")
+_ARTICLES = ("the", "a", "an", "les", "la", "le", "l'", "il", "el", "das", "der", "die")
+_LEADING_ARTICLE = re.compile(r"^(the|a|an)\s+")
+_TRAILING_ARTICLE = re.compile(r",\s*(" + "|".join(re.escape(a) for a in _ARTICLES) + r")$")
+_NON_WORD = re.compile(r"[^\w]+")
+
+
+def normalize_answer(text: str) -> str:
+    """First non-empty line, stripped, lower-cased, without surrounding quotes or a final period."""
+    line = next((ln for ln in str(text).splitlines() if ln.strip()), "")
+    return line.strip().lower().strip("\"'`*").rstrip(".!").strip()
+
+
+def _title_key(text: str) -> str:
+    t = _YEAR.sub("", text)
+    t = _TRAILING_ARTICLE.sub("", t.strip())  # "Usual Suspects, The" -> "usual suspects"
+    t = _LEADING_ARTICLE.sub("", t)  # "The Usual Suspects" -> "usual suspects"
+    return " ".join(_NON_WORD.sub(" ", t).split())
+
+
+def title_matches(prediction: str, gold: str) -> bool:
+    """Lenient title match: case-insensitive, ignoring a trailing "(year)", a leading English article or a
+    trailing ", The"-style article, and punctuation; a gold alternate title in parentheses may be omitted."""
+    pred = _title_key(_YEAR.sub("", normalize_answer(prediction)))
+    gold_norm = _YEAR.sub("", normalize_answer(gold))
+    keys = {_title_key(gold_norm), _title_key(_TRAILING_PAREN.sub("", gold_norm))}
+    return bool(pred) and pred in keys
+
+
+def answer_correct(prediction: str, example: UqaExample) -> bool:
+    if example.task in ("nth_title", "next_title"):
+        return title_matches(prediction, example.answer)
+    return normalize_answer(prediction) == normalize_answer(example.answer)
+
+
+def uqa_accuracy(predictions: Sequence[str], examples: Sequence[UqaExample]) -> dict[str, Any]:
+    """Exact-match accuracy (titles leniently, see :func:`title_matches`; other answers after
+    :func:`normalize_answer`). Returns ``{"overall": {accuracy, n}, "macro": mean of task accuracies,
+    "family": {name: {accuracy, n}}, "task": {name: {accuracy, n}}}``; overall and family are micro averages."""
+    if len(predictions) != len(examples):
+        raise DataError(f"{len(predictions)} predictions for {len(examples)} examples", field="predictions")
+    if not examples:
+        raise DataError("no examples to score", field="examples")
+    hits = [answer_correct(p, ex) for p, ex in zip(predictions, examples, strict=True)]
+
+    def summary(mask: list[bool]) -> dict[str, float | int]:
+        sel = [h for h, m in zip(hits, mask, strict=True) if m]
+        return {"accuracy": float(np.mean(sel)), "n": len(sel)}
+
+    tasks = [t for t in TASKS if any(ex.task == t for ex in examples)]
+    families = [f for f in FAMILIES if any(ex.family == f for ex in examples)]
+    per_task = {t: summary([ex.task == t for ex in examples]) for t in tasks}
+    return {
+        "overall": summary([True] * len(examples)),
+        "macro": float(np.mean([v["accuracy"] for v in per_task.values()])),
+        "family": {f: summary([ex.family == f for ex in examples]) for f in families},
+        "task": per_task,
+    }
+
+
+def majority_baseline(train: Sequence[UqaExample], test: Sequence[UqaExample]) -> dict[str, float]:
+    """Accuracy on ``test`` of always answering each task's most frequent ``train`` answer (ties: smallest)."""
+    out: dict[str, float] = {}
+    for task in TASKS:
+        gold = [ex.answer for ex in test if ex.task == task]
+        ref = Counter(ex.answer for ex in train if ex.task == task)
+        if not gold or not ref:
+            continue
+        guess = min(ref, key=lambda a: (-ref[a], a))
+        out[task] = float(np.mean([g == guess for g in gold]))
+    return out
