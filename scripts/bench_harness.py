@@ -109,54 +109,65 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     t_all = time.perf_counter()
-    common = dict(tasks=("ml100k_rating",), out=args.out, model="smollm2-135m", sample=args.users, dtype="bf16",
-                  n_boot=1000, seed=0, progress=False, report=False)
+    common = dict(out=args.out, model="smollm2-135m", sample=args.users, dtype="bf16", n_boot=1000, seed=0,
+                  progress=False, report=False)
+    chat, completion = "ml100k_rating", "ml100k_rating_completion"
     runs = [
-        RunConfig(**common, retrievers=("none", "bm25", "dense", "recency", "random"), ks=(args.k,),
+        RunConfig(tasks=(chat,), **common, retrievers=("none", "bm25", "dense", "recency", "random"), ks=(args.k,),
                   method="score_options", baselines=("user-mean", "global-mean")),
+        RunConfig(tasks=(completion,), **common, retrievers=("none", "bm25", "recency"), ks=(args.k,),
+                  method="score_options"),
     ]
     if not args.quick:
-        runs.append(RunConfig(**common, retrievers=("none", "bm25"), ks=(args.k,), method="generate"))
+        runs.append(RunConfig(tasks=(chat,), **common, retrievers=("none",), method="generate"))
     if args.k_sweep:
         ks = tuple(int(k) for k in args.k_sweep.split(","))
-        runs.append(RunConfig(**common, retrievers=("bm25",), ks=ks, method="score_options"))
+        runs.append(RunConfig(tasks=(completion,), **common, retrievers=("recency",), ks=ks, method="score_options"))
     merged: dict = {}
     for cfg in runs:
         res = run(cfg)
         if not merged:
             merged = res
-        else:
-            merged["tasks"]["ml100k_rating"]["variants"].update(res["tasks"]["ml100k_rating"]["variants"])
+        for task, tres in res["tasks"].items():
+            merged["tasks"].setdefault(task, tres)["variants"].update(tres["variants"])
     # Free generation is also scored leniently (first number in the text) from the same predictions.
     from llmrec.evaluation.scoring import score_files
 
-    task_dir = Path(args.out) / "ml100k_rating"
-    lenient = {}
-    for name in list(merged["tasks"]["ml100k_rating"]["variants"]):
-        if name.endswith("/gen"):
+    for task, tres in merged["tasks"].items():
+        task_dir = Path(args.out) / task
+        for name in [n for n in tres["variants"] if n.endswith("/gen")]:
             pred = task_dir / f"{name.replace('/', '_')}.predictions.json"
-            lenient[name + " (lenient)"] = score_files("ml100k_rating", task_dir / "golds.json", pred, mode="lenient")
-    variants = merged["tasks"]["ml100k_rating"]["variants"]
-    for name, res in lenient.items():
-        variants[name] = {"retriever": "", "k": 0, "method": "generate, lenient scoring", "metrics": res["metrics"]}
+            res = score_files(task, task_dir / "golds.json", pred, mode="lenient")
+            tres["variants"][name + " (lenient)"] = {"retriever": "none", "k": 0, "method": "generate, lenient",
+                                                     "metrics": res["metrics"]}
     from llmrec.evaluation.report import write_report
 
     write_report(merged, Path(args.out) / "report.html")
-    base = variants["no-profile/score+calib"]["metrics"]["mae"]["value"]
-    base_raw = variants["no-profile/score"]["metrics"]["mae"]["value"]
-    llm = {n: v for n, v in variants.items() if not n.startswith("baseline") and "no-profile" not in n}
-    best = min(llm, key=lambda n: llm[n]["metrics"]["mae"]["value"])
-    best_mae = llm[best]["metrics"]["mae"]["value"]
-    ref = base if best.endswith("+calib") else base_raw
-    summary = {"best_personalized": best, "best_mae": best_mae, "no_profile_mae_same_method": ref,
-               "mae_gain_vs_no_profile": ref - best_mae, "mae_gain_relative": (ref - best_mae) / ref}
+    # Gain of the best personalized variant over no profile with the same prompt and method.
+    gains = []
+    for task, tres in merged["tasks"].items():
+        vs = tres["variants"]
+        for name, row in vs.items():
+            if name.startswith(("baseline", "no-profile")) or "/" not in name:
+                continue
+            ref = "no-profile/" + name.split("/", 1)[1]
+            if ref in vs:
+                mae, ref_mae = row["metrics"]["mae"]["value"], vs[ref]["metrics"]["mae"]["value"]
+                gains.append({"task": task, "variant": name, "mae": mae, "no_profile": ref, "no_profile_mae": ref_mae,
+                              "mae_gain": ref_mae - mae, "mae_gain_relative": (ref_mae - mae) / ref_mae})
+    gains.sort(key=lambda g: g["mae"])
+    summary = {"best_personalized": gains[0] if gains else None,
+               "largest_gain": max(gains, key=lambda g: g["mae_gain"]) if gains else None, "all_gains": gains}
+    variants = {f"{'completion: ' if t == completion else ''}{n}": v
+                for t, tres in merged["tasks"].items() for n, v in tres["variants"].items()}
     out = {
         "command": " ".join(["python scripts/bench_harness.py", f"--users {args.users}", f"--k {args.k}"]
                             + (["--quick"] if args.quick else []) + ([f"--k-sweep {args.k_sweep}"] if args.k_sweep else [])),
         "machine": {"cpus": "2 cores, shared with other jobs (timings are noisy)", "torch_threads":
                     torch.get_num_threads(), "device": "cpu", "dtype": "bf16"},
         "versions": merged["versions"],
-        "protocol": f"ml100k_rating, leave-one-out test rating of {args.users} users (seeded sample, seed 0); "
+        "protocol": f"ml100k_rating (chat prompt) and ml100k_rating_completion (completion prompt, no chat template), "
+                    f"leave-one-out test rating of {args.users} users (seeded sample, seed 0); "
                     f"profile = the user's earlier ratings, k={args.k} retrieved within 256 whitespace tokens; "
                     "95% percentile bootstrap CIs (1000 resamples, seed 0)",
         "summary": summary,

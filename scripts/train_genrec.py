@@ -49,6 +49,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--beams", type=int, default=10)
     p.add_argument("--results", help="write a JSON report here")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default; use 1 on a shared CPU)")
     return p.parse_args()
 
 
@@ -56,6 +57,8 @@ def main() -> None:
     args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     data = load_dataset(args.dataset)
     split = leave_one_out(data.histories())

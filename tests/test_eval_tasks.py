@@ -110,3 +110,9 @@ def test_prompts_are_sandboxed_and_strict(tmp_path):
     text = render(load_template("prompts/lamp_3.jinja"),
                   {"input": "Review: ok", "profile": [{"score": "4", "text": "nice"}], "labels": [], "k": 1})
     assert text == '4 is the score for "nice"\nReview: ok\nAnswer with one number from 1 to 5 only.'
+
+
+def test_validate_flags_unknown_builder(tmp_path):
+    write(tmp_path, "b", TASK.format(name="b").replace("builder: lamp", "builder: nope"))
+    errors = validate_paths([tmp_path])
+    assert "unknown builder 'nope'" in errors[str(tmp_path / "b.yaml")]

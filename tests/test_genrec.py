@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from llmrec.data.schema import InteractionData, Interaction, Item
+from llmrec.data.schema import Interaction, InteractionData, Item
 from llmrec.data.splits import leave_one_out
+from llmrec.errors import LlmrecError
 from llmrec.items.semantic_ids import SemanticIds
 from llmrec.lm.decoding import PrefixIndex, constrained_beam_search, score_all_items
 from llmrec.lm.personal import PersonalLM, PersonalLMConfig
-from llmrec.errors import LlmrecError
 
 N_ITEMS = 40
 
@@ -151,7 +151,7 @@ def test_training_step_changes_only_trainable_params(plm):
     assert rows.sequences == 24 and rows.alignment == 2 * N_ITEMS
     first = rows.rows[0]
     # labels are exactly the SID tokens of the sequence
-    assert all((lab != -100) == (tok >= plm.first_sid_id) for tok, lab in zip(first["input_ids"], first["labels"]))
+    assert all((lab != -100) == (tok >= plm.first_sid_id) for tok, lab in zip(first["input_ids"], first["labels"], strict=True))
     batch = CausalCollator(plm.tokenizer.pad_token_id)([rows.rows[i] for i in range(4)])
     before = {n: p.detach().clone() for n, p in plm.model.named_parameters()}
     opt = torch.optim.AdamW([p for p in plm.model.parameters() if p.requires_grad], lr=1e-2)

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from llmrec.errors import LlmrecError
-from llmrec.lm.soft_prompt import USER_TOKEN, SequenceUserEncoder, SoftPromptConfig, SoftPromptModel, add_user_token
+from llmrec.lm.soft_prompt import (
+    USER_TOKEN,
+    SequenceUserEncoder,
+    SoftPromptConfig,
+    SoftPromptModel,
+    add_user_token,
+)
 from llmrec.users.attention_pool import AttentionPoolConfig, AttentionPoolEncoder
 from llmrec.users.sequence import SequenceEncoder, SequenceEncoderConfig
 

@@ -187,3 +187,23 @@ def _lamp(spec: TaskSpec) -> list[Example]:
         out.append(Example(id=q.id, user_id=q.id, input=q.input, gold=golds.get(q.id), profile=profile,
                            docs=docs, query=q.input, variables={"task": task}))
     return out
+
+
+# ---- UQA-style questions (llmrec.tasks.uqa) ----------------------------------------------------------------
+
+
+@register_builder("uqa")
+def _uqa(spec: TaskSpec) -> list[Example]:
+    from llmrec.tasks.uqa import harness_examples
+
+    return harness_examples(spec)
+
+
+# ---- builders that live beside their task code --------------------------------------------------------------
+
+
+@register_builder("uqa")
+def _uqa(spec: TaskSpec) -> list[Example]:
+    from llmrec.tasks.uqa import harness_examples
+
+    return harness_examples(spec)

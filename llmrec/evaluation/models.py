@@ -53,13 +53,18 @@ class HFModel:
         self.name = str(name_or_path or "smollm2-135m")
         self.device = next(self.model.parameters()).device
         self.tokenizer.padding_side = "left"
-        self.use_chat = chat_template and getattr(self.tokenizer, "chat_template", None) is not None
+        self.has_chat = getattr(self.tokenizer, "chat_template", None) is not None
+        self.use_chat = chat_template and self.has_chat
         self.max_prompt_tokens = max_prompt_tokens
         self.system_prompt = system_prompt
         gc = self.model.generation_config
         # A model's generation_config can turn sampling on; evaluation must be greedy and deterministic.
         gc.do_sample, gc.num_beams, gc.temperature, gc.top_p, gc.top_k = False, 1, None, None, None
         torch.manual_seed(0)
+
+    def set_chat(self, enabled: bool) -> None:
+        """Per task: wrap prompts in the chat template (default) or send them raw for continuation."""
+        self.use_chat = enabled and self.has_chat
 
     def format(self, prompt: str) -> str:
         if not self.use_chat:

@@ -203,13 +203,18 @@ def run_variant(spec: TaskSpec, variant: Variant, model: Any, examples: list[Exa
     if variant.method in ("generate", "score_options"):
         prompts = build_prompts(spec, examples, variant.retriever, variant.k, max_tokens, spec.retriever.seed)
     timings["prompts_s"] = time.perf_counter() - t0
-    key = {"model": getattr(model, "name", "?"), "task": spec.to_dict(), "variant": variant.__dict__,
+    task_key = spec.to_dict()
+    if task_key["generation"].get("chat_template") is True:
+        del task_key["generation"]["chat_template"]  # the default: keeps caches from before the option valid
+    key = {"model": getattr(model, "name", "?"), "task": task_key, "variant": variant.__dict__,
            "max_tokens": max_tokens, "template": _template_hash(spec)}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
     slug = variant.name.replace("/", "_").replace(":", "_").replace("@", "_")
     cache = PredictionCache(out / "cache" / spec.task / f"{slug}-{digest}.jsonl", key)
     todo = [i for i, ex in enumerate(examples) if ex.id not in cache.done]
     t1 = time.perf_counter()
+    if hasattr(model, "set_chat"):
+        model.set_chat(spec.generation.chat_template)
     if variant.method == "predict":  # baselines: instantaneous, all at once
         if todo:
             outputs = model.predict(spec, examples)

@@ -67,6 +67,7 @@ class GenerationSpec(Config):
     max_new_tokens: int = 16
     batch_size: int = 8
     method: str = "auto"  # auto: score_options for classify/regress when the model offers it, else generate
+    chat_template: bool = True  # False: the prompt is sent as raw text to continue (completion-style prompts)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -228,14 +229,17 @@ def load_registry(include_paths: list[str | Path] | None = None, strict: bool = 
 
 
 def validate_paths(include_paths: list[str | Path] | None = None) -> dict[str, str]:
-    """File -> error for every invalid task file; also checks each prompt template exists and parses."""
+    """File -> error for every invalid task file; also checks each prompt template and builder exist."""
+    from llmrec.evaluation.builders import BUILDERS
     from llmrec.evaluation.prompts import load_template
 
     reg = load_registry(include_paths, strict=False)
     errors = dict(reg.errors)
     for spec in reg.tasks.values():
         try:
-            load_template(spec.prompt)
+            load_template(spec.prompt, spec.source)
+            if spec.builder not in BUILDERS:
+                raise ConfigError(f"unknown builder {spec.builder!r}; known: {sorted(BUILDERS)}")
         except ConfigError as exc:
             errors[spec.source] = str(exc)
     return errors

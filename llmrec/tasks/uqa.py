@@ -21,7 +21,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -433,4 +433,49 @@ def majority_baseline(train: Sequence[UqaExample], test: Sequence[UqaExample]) -
             continue
         guess = min(ref, key=lambda a: (-ref[a], a))
         out[task] = float(np.mean([g == guess for g in gold]))
+    return out
+
+
+# ---- evaluation-harness adapter (builder "uqa" in llmrec.evaluation.builders) -------------------------------
+
+HARNESS_ARGS = ("task", "recent_window")
+
+
+@lru_cache(maxsize=2)
+def _dataset(name: str) -> InteractionData:
+    from llmrec.data import load_dataset
+
+    return load_dataset(name)
+
+
+def harness_examples(spec: Any) -> list[Any]:
+    """A task spec (``dataset_args: {task: <uqa task>, recent_window: 10}``) -> harness ``Example`` rows: the
+    question as ``input``, the computed answer as ``gold``, the context items (oldest first, dated) as the
+    profile the retriever picks from (``recency`` = the last k items, like the ``text`` style)."""
+    from llmrec.evaluation.builders import Example
+    from llmrec.retrieval.base import ProfileDoc
+
+    args = dict(spec.dataset_args)
+    unknown = sorted(set(args) - set(HARNESS_ARGS))
+    if unknown or "task" not in args:
+        raise ConfigError(f"{spec.source}: dataset_args takes {HARNESS_ARGS} ('task' required), got {sorted(args)}")
+    data = _dataset(spec.dataset)
+    examples = build_uqa(data, split=spec.split, tasks=[args["task"]], seed=spec.seed,
+                         recent_window=int(args.get("recent_window", 10)))
+    labels = set(spec.output.labels)
+    out = []
+    for ex in examples:
+        if labels and ex.answer not in labels:
+            raise DataError(f"answer {ex.answer!r} is not one of the task's labels", path=spec.source,
+                            record=ex.id, field="output.labels")
+        items = _items(data, ex.context.item_ids, ex.user_id)
+        profile = [{"id": i, "title": item_title(it), "genres": ", ".join(g for g in item_genres(it)
+                                                                          if g != UNKNOWN_GENRE),
+                    "rating": r, "date": ts, "pos": pos}
+                   for pos, (i, it, r, ts) in enumerate(zip(ex.context.item_ids, items, ex.context.ratings,
+                                                            ex.context.timestamps, strict=True))]
+        docs = [ProfileDoc(f"{p['title']} {p['genres']}", p["date"]) for p in profile]
+        out.append(Example(id=ex.id, user_id=ex.user_id, input=ex.question, gold=ex.answer, profile=profile,
+                           docs=docs, query=ex.question,
+                           variables={"answer_kind": ANSWER_KIND.get(ex.task, "genre")}))
     return out

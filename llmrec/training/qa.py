@@ -1,0 +1,172 @@
+"""Fine-tune and evaluate personalized QA: soft-prompt users (encoder + projector [+ LoRA]) or text prompts
+(question only / history as text, LoRA) on the same prompt/completion rows, with the loss on the answer only."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import datasets
+import torch
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from llmrec.config import Config
+from llmrec.errors import ConfigError
+from llmrec.training.genrec import TimeBudgetCallback
+
+logger = logging.getLogger(__name__)
+
+TRAINABLE_FILE = "trainable.safetensors"
+
+
+@dataclasses.dataclass
+class QATrainConfig(Config):
+    output_dir: str = "runs/qa"
+    epochs: float = 1.0
+    max_steps: int = -1
+    learning_rate: float = 1e-3
+    batch_size: int = 8
+    warmup_ratio: float = 0.03
+    logging_steps: int = 10
+    time_budget_minutes: float = 0.0
+    seed: int = 0
+    max_new_tokens: int = 12
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.learning_rate <= 0:
+            raise ConfigError("batch_size >= 1 and learning_rate > 0 are required")
+
+
+def chat_ids(tokenizer, prompt: str) -> list[int]:
+    """Token ids of a single-turn chat prompt ending where the assistant's answer starts."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                             tokenize=True, return_dict=True)["input_ids"]
+    return tokenizer(prompt + "\n", add_special_tokens=False)["input_ids"]
+
+
+def qa_rows(prompts: Sequence[str], answers: Sequence[str], tokenizer,
+            user_items: Sequence[Sequence[int]] | None = None, query_vecs=None) -> datasets.Dataset:
+    """Prompt/completion rows; labels cover the answer and the end-of-turn token only."""
+    end = tokenizer.eos_token_id
+    cols: dict[str, list[Any]] = {"input_ids": [], "labels": [], "prompt_len": []}
+    for prompt, answer in zip(prompts, answers, strict=True):
+        p = chat_ids(tokenizer, prompt)
+        a = tokenizer(answer, add_special_tokens=False)["input_ids"] + [end]
+        cols["input_ids"].append(p + a)
+        cols["labels"].append([-100] * len(p) + a)
+        cols["prompt_len"].append(len(p))
+    if user_items is not None:
+        cols["user_item_idx"] = [list(x) for x in user_items]
+    if query_vecs is not None:
+        cols["user_query_vec"] = [list(map(float, v)) for v in query_vecs]
+    return datasets.Dataset.from_dict(cols)
+
+
+class QACollator:
+    """Right-pads tokens for training (left-pads for generation) and user item sequences (0 = pad)."""
+
+    def __init__(self, pad_token_id: int, left: bool = False) -> None:
+        self.pad = pad_token_id
+        self.left = left
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        key = "input_ids"
+        seqs = [r[key] if not self.left else r[key][: r["prompt_len"]] for r in rows]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        for i, (r, s) in enumerate(zip(rows, seqs, strict=True)):
+            sl = slice(width - len(s), width) if self.left else slice(0, len(s))
+            ids[i, sl] = torch.tensor(s)
+            mask[i, sl] = 1
+            if not self.left:
+                labels[i, sl] = torch.tensor(r["labels"])
+        out = {"input_ids": ids, "attention_mask": mask}
+        if not self.left:
+            out["labels"] = labels
+        if "user_item_idx" in rows[0]:
+            w = max(len(r["user_item_idx"]) for r in rows)
+            items = torch.zeros((len(rows), w), dtype=torch.long)
+            for i, r in enumerate(rows):
+                items[i, : len(r["user_item_idx"])] = torch.tensor(r["user_item_idx"])
+            out["user_item_idx"] = items
+        if "user_query_vec" in rows[0]:
+            out["user_query_vec"] = torch.tensor([r["user_query_vec"] for r in rows], dtype=torch.float32)
+        return out
+
+
+class TrainableOnlyTrainer(Trainer):
+    """Checkpoints hold only trainable tensors (encoder, projector, LoRA) so they are small and tied LLM weights
+    never trip safetensors; resuming loads them back into the same architecture."""
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        from safetensors.torch import save_file
+        from transformers.trainer import TRAINING_ARGS_NAME
+
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        tensors = {n: p.detach().contiguous().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
+        save_file(tensors, os.path.join(output_dir, TRAINABLE_FILE))
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None) -> None:
+        load_trainable(model or self.model, resume_from_checkpoint)
+
+
+def load_trainable(model, checkpoint_dir: str) -> None:
+    from safetensors.torch import load_file
+
+    tensors = load_file(os.path.join(checkpoint_dir, TRAINABLE_FILE))
+    missing = set(tensors) - {n for n, _ in model.named_parameters()}
+    if missing:
+        raise ConfigError(f"{checkpoint_dir}: checkpoint has tensors this model lacks, e.g. {sorted(missing)[0]}")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in tensors.items():
+            params[name].copy_(value)
+
+
+def train_qa(model, rows: datasets.Dataset, pad_token_id: int, config: QATrainConfig) -> dict[str, Any]:
+    """Train ``model`` (a SoftPromptModel or a PEFT LLM) on QA rows; resumes from ``output_dir``."""
+    torch.manual_seed(config.seed)
+    steps_per_epoch = math.ceil(len(rows) / config.batch_size)
+    args = TrainingArguments(
+        output_dir=config.output_dir, num_train_epochs=config.epochs, max_steps=config.max_steps,
+        learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size,
+        warmup_steps=int(config.warmup_ratio * steps_per_epoch * max(config.epochs, 1)),
+        lr_scheduler_type="cosine", logging_steps=config.logging_steps, save_strategy="steps",
+        save_steps=max(50, steps_per_epoch // 2), save_total_limit=1, use_cpu=not torch.cuda.is_available(),
+        seed=config.seed, data_seed=config.seed, report_to=[], remove_unused_columns=False,
+        disable_tqdm=True,
+    )
+    callbacks = [TimeBudgetCallback(config.time_budget_minutes)] if config.time_budget_minutes > 0 else []
+    trainer = TrainableOnlyTrainer(model=model, args=args, train_dataset=rows.remove_columns(["prompt_len"]),
+                                   data_collator=QACollator(pad_token_id), callbacks=callbacks)
+    last = get_last_checkpoint(config.output_dir) if os.path.isdir(config.output_dir) else None
+    t0 = time.perf_counter()
+    out = trainer.train(resume_from_checkpoint=last)
+    losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
+    return {"steps": out.global_step, "train_seconds": time.perf_counter() - t0, "train_loss": out.training_loss,
+            "loss_curve": losses, "resumed_from": last, "rows": len(rows)}
+
+
+@torch.no_grad()
+def generate_answers(generate_fn: Callable[..., torch.Tensor], rows: datasets.Dataset, tokenizer, *,
+                     batch_size: int = 16, max_new_tokens: int = 12) -> tuple[list[str], float]:
+    """Greedy answers for each row's prompt (left-padded batches) -> (answers, seconds per example)."""
+    collate = QACollator(tokenizer.pad_token_id, left=True)
+    answers: list[str] = []
+    t0 = time.perf_counter()
+    for start in range(0, len(rows), batch_size):
+        batch = collate([rows[i] for i in range(start, min(len(rows), start + batch_size))])
+        new = generate_fn(batch, max_new_tokens)
+        answers.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
+    return [a.strip().split("\n")[0].strip() for a in answers], (time.perf_counter() - t0) / max(1, len(rows))

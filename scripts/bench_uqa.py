@@ -1,0 +1,156 @@
+"""Personalized QA on MovieLens-100k: no history vs history-as-text vs soft prompts (k = 1, 4, 16).
+
+    .venv/bin/python scripts/bench_uqa.py --out eval/results/uqa_ml100k.json
+
+Every variant fine-tunes the same SmolLM2-135M + LoRA preset on the same UQA train questions (answers computed
+from the data) with the same step budget; soft-prompt variants also train a SASRec-style user encoder
+(pretrained on next-item prediction) and the projector. Reports accuracy per task/family and mean prompt tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import platform
+import random
+import tempfile
+import time
+from collections import defaultdict
+
+import torch
+
+from llmrec.data import leave_one_out, load_dataset
+from llmrec.evaluation.ranking import summaries
+from llmrec.io import write_json_atomic
+from llmrec.lm.loading import load_causal_lm
+from llmrec.lm.personal import load_adapter_preset
+from llmrec.lm.soft_prompt import (
+    USER_TOKEN,
+    SequenceUserEncoder,
+    SoftPromptConfig,
+    SoftPromptModel,
+    add_user_token,
+)
+from llmrec.tasks.uqa import build_uqa, majority_baseline, uqa_accuracy, uqa_prompt
+from llmrec.training.qa import QATrainConfig, generate_answers, qa_rows, train_qa
+from llmrec.users.pretrain import PretrainConfig, evaluate_examples, train_sequence_model
+from llmrec.users.sequence import SequenceEncoderConfig
+
+
+def per_task_sample(examples, n, seed):
+    by_task = defaultdict(list)
+    for ex in examples:
+        by_task[ex.task].append(ex)
+    rng = random.Random(seed)
+    return [ex for task in sorted(by_task) for ex in rng.sample(by_task[task], min(n, len(by_task[task])))]
+
+
+def lora_model(k: int | None, encoder, max_len: int):
+    from peft import LoraConfig, get_peft_model
+
+    llm, tok = load_causal_lm(dtype="bf16")
+    uid = add_user_token(tok, llm) if k else None
+    preset = load_adapter_preset("lora")
+    llm = get_peft_model(llm, LoraConfig(task_type="CAUSAL_LM", r=preset["r"], lora_alpha=preset["lora_alpha"],
+                                         lora_dropout=preset["lora_dropout"], target_modules=preset["target_modules"]))
+    if not k:
+        return llm, tok, llm
+    model = SoftPromptModel(llm, SequenceUserEncoder(copy.deepcopy(encoder), k), uid,
+                            SoftPromptConfig(encoder="sequence", k=k, train_llm=True))
+    return model, tok, llm
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="eval/results/uqa_ml100k.json")
+    p.add_argument("--train-per-task", type=int, default=150)
+    p.add_argument("--test-per-task", type=int, default=50)
+    p.add_argument("--ks", default="1,4,16")
+    p.add_argument("--text-items", type=int, default=15, help="history items shown as text / fed to the encoder")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--encoder-epochs", type=int, default=40)
+    p.add_argument("--variants", default="none,text,soft")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default; use 1 on a shared CPU)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    data = load_dataset("ml-100k")
+    split = leave_one_out(data.histories())
+    max_len = args.text_items  # the encoder sees exactly the items the text prompt shows
+
+    t0 = time.perf_counter()
+    enc_cfg = SequenceEncoderConfig(n_items=len(data.items), d_model=64, n_layers=2, n_heads=2, max_len=max_len,
+                                    dropout=0.2, pooling="mean")
+    pre = train_sequence_model(split, data.item_ids, enc_cfg,
+                               PretrainConfig(max_epochs=args.encoder_epochs, patience=5, seed=args.seed))
+    encoder_report = {"test": summaries(evaluate_examples(pre.model, split.test)),
+                      "best_epoch": pre.best_epoch, "train_seconds": round(time.perf_counter() - t0, 1)}
+    train = per_task_sample(build_uqa(data, split="train", seed=args.seed), args.train_per_task, args.seed)
+    test = per_task_sample(build_uqa(data, split="test", seed=args.seed), args.test_per_task, args.seed)
+    index = {item: i + 1 for i, item in enumerate(data.item_ids)}
+
+    def items_of(examples):
+        return [[index[i] for i in ex.context.item_ids[-max_len:]] for ex in examples]
+
+    variants = []
+    for name in args.variants.split(","):
+        variants += [("soft", int(k)) for k in args.ks.split(",")] if name == "soft" else [(name, 0)]
+    results = {}
+    for style, k in variants:
+        label = f"soft_k{k}" if k else style
+        torch.manual_seed(args.seed)
+        model, tok, llm = lora_model(k, pre.model, max_len)
+
+        def rows_for(examples, model_tok=tok, style=style, k=k):
+            prompts = [uqa_prompt(ex, style, data=data, max_items=args.text_items, user=USER_TOKEN * k if k else None)
+                       for ex in examples]
+            return qa_rows(prompts, [ex.answer for ex in examples], model_tok,
+                           user_items=items_of(examples) if k else None)
+
+        train_rows, test_rows = rows_for(train), rows_for(test)
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = QATrainConfig(output_dir=tmp, epochs=args.epochs, learning_rate=args.lr, seed=args.seed)
+            report = train_qa(model, train_rows, tok.pad_token_id, cfg)
+        model.eval()
+        if k:
+            def gen(b, n, model=model, tok=tok):
+                return model.generate(b["input_ids"], b["attention_mask"], b["user_item_idx"], max_new_tokens=n,
+                                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        else:
+            def gen(b, n, llm=llm, tok=tok):
+                out = llm.generate(input_ids=b["input_ids"], attention_mask=b["attention_mask"], max_new_tokens=n,
+                                   do_sample=False, num_beams=1, pad_token_id=tok.pad_token_id)
+                return out[:, b["input_ids"].shape[1]:]
+        preds, sec = generate_answers(gen, test_rows, tok)
+        acc = uqa_accuracy(preds, test)
+        results[label] = {"accuracy": acc, "mean_prompt_tokens": sum(test_rows["prompt_len"]) / len(test_rows),
+                          "train": {k2: v for k2, v in report.items() if k2 != "loss_curve"},
+                          "loss_first_last": [report["loss_curve"][0][1], report["loss_curve"][-1][1]]
+                          if report["loss_curve"] else None,
+                          "answer_seconds_per_question": sec, "examples": list(zip(preds[:8], [e.answer for e in test[:8]], strict=True))}
+        print(label, json.dumps({"macro": acc["macro"], "overall": acc["overall"], "tokens": results[label]["mean_prompt_tokens"]}),
+              flush=True)
+    out = {
+        "command": "python scripts/bench_uqa.py " + " ".join(f"--{a.replace('_', '-')} {v}" for a, v in vars(args).items()),
+        "machine": {"cpu_cores": 2, "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+                    "torch": torch.__version__, "note": "shared machine: other jobs ran concurrently"},
+        "model": "SmolLM2-135M-Instruct (bf16) + LoRA preset 'lora'",
+        "train_questions": len(train), "test_questions": len(test),
+        "majority_baseline": majority_baseline(train, test),
+        "encoder_pretraining": encoder_report,
+        "variants": results,
+    }
+    base = results.get("none", {}).get("mean_prompt_tokens")
+    if base is not None:  # tokens spent on the user (history text or soft tokens + their framing)
+        for res in results.values():
+            res["user_tokens"] = res["mean_prompt_tokens"] - base
+    write_json_atomic(args.out, out)
+
+
+if __name__ == "__main__":
+    main()
