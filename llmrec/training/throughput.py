@@ -5,22 +5,18 @@ from __future__ import annotations
 import time
 
 import torch
-from torch.utils.data import DataLoader
-
-from llmrec.training.collate import CausalCollator
 
 
-def bare_loop_tokens_per_second(model, rows, pad_token_id: int, *, batch_size: int, steps: int,
-                                lr: float = 1e-4, warmup: int = 1) -> dict[str, float]:
-    """Tokens (non-pad) per second of a plain AdamW loop over ``rows``; the first ``warmup`` steps are untimed."""
+def bare_loop_tokens_per_second(model, batches, *, steps: int, lr: float = 1e-4, warmup: int = 1) -> dict[str, float]:
+    """Tokens (non-pad) per second of a plain AdamW loop over ready-made ``batches`` (e.g. the Trainer's own
+    dataloader, so both see the same data); the first ``warmup`` steps are untimed."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
-    loader = DataLoader(rows, batch_size=batch_size, shuffle=False, collate_fn=CausalCollator(pad_token_id))
     model.train()
     tokens = 0
     elapsed = 0.0
     done = 0
-    for i, batch in enumerate(loader):
+    for i, batch in enumerate(batches):
         if done >= steps + warmup:
             break
         t0 = time.perf_counter()
