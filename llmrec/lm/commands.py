@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--include-history", action="store_true", help="allow items the user already has")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_recommend)
+    register_text(sub)
 
 
 def _recommend(args: argparse.Namespace) -> int:
@@ -40,4 +41,39 @@ def _recommend(args: argparse.Namespace) -> int:
     print("recommended:")
     for rank, r in enumerate(recs, 1):
         print(f"{rank:3d}. {r['title']}  (item {r['item_id']}, log-prob {r['score']:.2f})")
+    return 0
+
+
+def register_text(sub: argparse._SubParsersAction) -> None:
+    for name, help_ in (("answer", "answer a question about a user from their history"),
+                        ("profile", "write a short natural-language profile of a user")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--model", default="smollm2-135m", help="PersonalLM directory, hub id or local model folder")
+        p.add_argument("--user", required=True)
+        p.add_argument("--dataset", default="ml-100k")
+        p.add_argument("--max-items", type=int, default=20, help="history items shown to the model")
+        p.add_argument("--use-adapter", action="store_true", help="keep a PersonalLM's adapter on (default off)")
+        if name == "answer":
+            p.add_argument("question")
+        p.set_defaults(func=_text, kind=name)
+
+
+def _text(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from llmrec.data import load_dataset
+    from llmrec.lm.personal import PersonalLM
+
+    data = load_dataset(args.dataset)
+    hist = data.histories().get(str(args.user))
+    if hist is None:
+        raise DataError(f"unknown user {args.user!r} ({len(data.histories())} users)", path=args.dataset, field="user")
+    if (Path(args.model) / "llmrec_config.json").is_file():
+        plm = PersonalLM.load(args.model)
+    else:
+        plm = PersonalLM.from_base(args.model, data.items)
+    if args.kind == "answer":
+        print(plm.answer(hist, args.question, data, max_items=args.max_items, use_adapter=args.use_adapter))
+    else:
+        print(plm.profile(hist, data, max_items=args.max_items, use_adapter=args.use_adapter))
     return 0

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +77,14 @@ class PersonalLM:
         self.sids = sids
         self.titles = titles
         self.config = config
-        self.item_ids: list[str] = list(sids.item_ids)
+        self.item_ids: list[str] = list(sids.item_ids) if sids is not None else list(titles)
         self.item_row = {item_id: i for i, item_id in enumerate(self.item_ids)}
+        self.index = None
+        if sids is not None:
+            self._index_sids(sids)
+
+    def _index_sids(self, sids) -> None:
+        tokenizer = self.tokenizer
         tokens = sids.token_strings()
         ids = tokenizer.convert_tokens_to_ids(tokens)
         self.sid_token_ids = ids
@@ -141,6 +148,51 @@ class PersonalLM:
         peft_model = get_peft_model(model, lora)
         return cls(peft_model, tok, sids, titles, config)
 
+    @classmethod
+    def from_base(cls, base_model: str = "smollm2-135m", catalogue: dict[str, Any] | None = None, *,
+                  dtype: str = "bf16", trust_remote_code: bool = False) -> PersonalLM:
+        """A PersonalLM over a plain causal LM (no semantic IDs, no adapter): answer / profile / generate only."""
+        model, tok = load_causal_lm(base_model, dtype=dtype, trust_remote_code=trust_remote_code)
+        titles = {i: item_title(it) for i, it in (catalogue or {}).items()}
+        return cls(model, tok, None, titles, PersonalLMConfig(base_model=base_model, dtype=dtype))
+
+    # ----------------------------------------------------------------------------------- text generation
+    @torch.no_grad()
+    def generate(self, prompt: str, *, max_new_tokens: int = 64, use_adapter: bool = True) -> str:
+        """Greedy reply to one user turn (chat template when the tokenizer has one)."""
+        from llmrec.training.qa import chat_ids
+
+        ids = torch.tensor([chat_ids(self.tokenizer, prompt)], device=next(self.model.parameters()).device)
+        self.model.eval()
+        disable = getattr(self.model, "disable_adapter", None)
+        ctx = disable() if (not use_adapter and disable is not None) else nullcontext()
+        with ctx:
+            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                      num_beams=1, max_new_tokens=max_new_tokens,
+                                      pad_token_id=self.tokenizer.pad_token_id, temperature=None, top_p=None,
+                                      top_k=None)
+        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+    def answer(self, history, question: str, data, *, max_items: int = 20, max_new_tokens: int = 48,
+               use_adapter: bool = False) -> str:
+        """Answer a question about the user whose ``history`` (a UserHistory) is given as text.
+
+        The genrec adapter is trained for semantic IDs, not prose, so it is off by default here.
+        """
+        from llmrec.tasks.profile import history_lines
+
+        lines = history_lines(history, data, max_items=max_items)
+        return self.generate(render("answer", history=lines, question=question),
+                             max_new_tokens=max_new_tokens, use_adapter=use_adapter)
+
+    def profile(self, history, data, *, max_items: int = 20, max_new_tokens: int = 96,
+                use_adapter: bool = False) -> str:
+        """A short natural-language profile of the user from their history (``prompts/profile_write.jinja``)."""
+        from llmrec.tasks.profile import profile_write_prompt
+
+        return self.generate(profile_write_prompt(history, data, max_items=max_items),
+                             max_new_tokens=max_new_tokens, use_adapter=use_adapter)
+
     # ------------------------------------------------------------------------------------------ prompts
     def sid_string(self, item_id: str) -> str:
         """The item's semantic ID as the model reads and writes it (single-code levels left out)."""
@@ -148,6 +200,7 @@ class PersonalLM:
         return "".join(tokens[lv] for lv in self.levels)
 
     def history_prompt(self, history: Sequence[str]) -> str:
+        self._need_sids()
         unknown = [i for i in history if i not in self.item_row]
         if unknown:
             raise LlmrecError(f"history has {len(unknown)} item(s) not in the SID table, e.g. {unknown[0]!r}")
@@ -169,6 +222,7 @@ class PersonalLM:
         exclude: Sequence[Sequence[str]] | None = None,
     ) -> list[list[dict[str, Any]]]:
         """Top-``k`` distinct real items per history: ``{"item_id", "title", "score"}``, best first."""
+        self._need_sids()
         if k < 1:
             raise LlmrecError("k must be >= 1")
         for h in histories:
@@ -199,6 +253,10 @@ class PersonalLM:
         """Exact log-probability of every catalogue item (rows in ``item_ids`` order); small catalogues."""
         self.model.eval()
         return score_all_items(self.model, self.encode_prompt(history), self.index)
+
+    def _need_sids(self) -> None:
+        if self.index is None:
+            raise LlmrecError("this model has no semantic-ID vocabulary; train one with scripts/train_genrec.py")
 
     # ----------------------------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:

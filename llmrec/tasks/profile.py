@@ -143,15 +143,19 @@ def profile_write_prompt(context: UserHistory, data: InteractionData, *, max_ite
     """Render ``prompts/profile_write.jinja``: the last ``max_items`` movies with ratings, then the instruction."""
     from llmrec.prompting import render
 
+    return render("profile_write", history=history_lines(context, data, max_items=max_items))
+
+
+def history_lines(context: UserHistory, data: InteractionData, *, max_items: int = 20) -> list[str]:
+    """The last ``max_items`` movies as ``Title (year) — genres: r/5`` lines, oldest first."""
     if len(context) == 0:
-        raise DataError("cannot write a profile from an empty history", record=f"user {context.user_id}")
+        raise DataError("empty history: nothing to describe the user with", record=f"user {context.user_id}")
     if max_items < 1:
         raise ConfigError("max_items must be >= 1")
     shown = UserHistory(context.user_id, context.item_ids[-max_items:], context.timestamps[-max_items:],
                         context.ratings[-max_items:])
-    lines = [f"{item_line(it)}: {_fmt_number(float(r))}/5" if r is not None else item_line(it)
-             for it, r in zip(lookup_items(data, shown), shown.ratings, strict=True)]
-    return render("profile_write", history=lines)
+    return [f"{item_line(it)}: {_fmt_number(float(r))}/5" if r is not None else item_line(it)
+            for it, r in zip(lookup_items(data, shown), shown.ratings, strict=True)]
 
 
 def parse_rating(text: str, low: float = RATING_RANGE[0], high: float = RATING_RANGE[1]) -> float | None:
