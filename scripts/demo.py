@@ -88,13 +88,8 @@ def main() -> None:
     sas_top[[sas.model.item_ids.index(i) for i in seen]] = -float("inf")
     print("    SASRec top 5: " + "; ".join(plm.titles[sas.model.item_ids[j]] for j in sas_top.topk(5).indices.tolist()))
 
-    llm, tok = plm.model, plm.tokenizer
-    titles = ", ".join(plm.titles[i] for i in seen[-5:])
-    msgs = [{"role": "user", "content": f"I recently watched {titles}. In one sentence, what kind of movies do I like?"}]
-    enc = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    with torch.no_grad(), llm.disable_adapter():
-        out = llm.generate(**enc, max_new_tokens=40, do_sample=False)
-    print(f"[answer] {tok.decode(out[0, enc['input_ids'].shape[1]:], skip_special_tokens=True).strip()}")
+    question = "Which genres does this user like lately?"
+    print(f"[answer] {question} -> {plm.answer(hist.prefix(len(hist) - 1), question, data, max_items=10)}")
     print(f"[done] {time.time() - t0:.0f} s")
 
 

@@ -134,6 +134,18 @@ def test_personal_lm_recommend_save_load_roundtrip(plm, tmp_path):
     torch.testing.assert_close(a, b.float(), atol=1e-4, rtol=1e-4)
 
 
+def test_text_generation_never_emits_sid_tokens(plm):
+    # make SID tokens overwhelmingly likely, then ask for prose
+    with torch.no_grad():
+        for name, p in plm.model.named_parameters():
+            if "trainable_tokens_delta" in name:
+                p.mul_(50)
+    ids = torch.tensor([[1, 2, 3]])
+    assert (plm.model.generate(input_ids=ids, max_new_tokens=3, do_sample=False)[0, 3:] >= plm.first_sid_id).all()
+    out_ids = plm.tokenizer(plm.generate("Say hello", max_new_tokens=6), add_special_tokens=False)["input_ids"]
+    assert not any(t >= plm.first_sid_id for t in out_ids)
+
+
 def test_bad_input(plm):
     with pytest.raises(LlmrecError, match="empty history"):
         plm.recommend([], k=3)

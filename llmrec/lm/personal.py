@@ -166,9 +166,11 @@ class PersonalLM:
         self.model.eval()
         disable = getattr(self.model, "disable_adapter", None)
         ctx = disable() if (not use_adapter and disable is not None) else nullcontext()
+        # Prose never contains semantic-ID tokens: their tied rows would otherwise compete with words.
+        suppress = list(self.sid_token_ids) if self.index is not None else None
         with ctx:
             out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                      num_beams=1, max_new_tokens=max_new_tokens,
+                                      num_beams=1, max_new_tokens=max_new_tokens, suppress_tokens=suppress,
                                       pad_token_id=self.tokenizer.pad_token_id, temperature=None, top_p=None,
                                       top_k=None)
         return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
