@@ -118,6 +118,12 @@ def test_personal_lm_recommend_save_load_roundtrip(plm, tmp_path):
     out = plm.save(tmp_path / "plm")
     loaded = PersonalLM.load(out)
     assert [r["item_id"] for r in loaded.recommend(history, k=5)] == [r["item_id"] for r in recs]
+    # the evaluation harness opens the same directory and ranks through constrained decoding
+    from llmrec.evaluation.models import PersonalLMModel, load_model
+
+    harness_model = load_model(str(out), dtype="fp32")
+    assert isinstance(harness_model, PersonalLMModel)
+    assert harness_model.recommend([history], 5) == [[r["item_id"] for r in recs]]
     # plain transformers + peft can open the directory
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer

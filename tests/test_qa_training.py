@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from llmrec.lm.soft_prompt import USER_TOKEN, SequenceUserEncoder, SoftPromptConfig, SoftPromptModel, add_user_token
+from llmrec.lm.soft_prompt import (
+    USER_TOKEN,
+    SequenceUserEncoder,
+    SoftPromptConfig,
+    SoftPromptModel,
+    add_user_token,
+)
 from llmrec.training.qa import QACollator, QATrainConfig, generate_answers, qa_rows, train_qa
 from llmrec.users.sequence import SequenceEncoder, SequenceEncoderConfig
 

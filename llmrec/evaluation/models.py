@@ -44,12 +44,13 @@ class HFModel:
         chat_template: bool = True,
         max_prompt_tokens: int = 1024,
         system_prompt: str | None = None,
+        loaded: tuple[Any, Any] | None = None,
     ) -> None:
         import torch
 
         from llmrec.lm.loading import load_causal_lm
 
-        self.model, self.tokenizer = load_causal_lm(name_or_path, dtype=dtype, device=device)
+        self.model, self.tokenizer = loaded or load_causal_lm(name_or_path, dtype=dtype, device=device)
         self.name = str(name_or_path or "smollm2-135m")
         self.device = next(self.model.parameters()).device
         self.tokenizer.padding_side = "left"
@@ -198,8 +199,27 @@ class Baseline:
         return out
 
 
+class PersonalLMModel(HFModel):
+    """A trained PersonalLM directory: text tasks through its LM, ``rank_items`` through constrained decoding."""
+
+    def __init__(self, path: str, *, dtype: str | None = None, **kwargs: Any) -> None:
+        from llmrec.lm.personal import PersonalLM
+
+        self.plm = PersonalLM.load(path, dtype=dtype)
+        super().__init__(path, loaded=(self.plm.model, self.plm.tokenizer), **kwargs)
+
+    def recommend(self, histories: Sequence[Sequence[str]], k: int) -> list[list[str]]:
+        recs = self.plm.recommend_batch([list(h) for h in histories], k=k)
+        return [[r["item_id"] for r in rs] for rs in recs]
+
+
 def load_model(spec: str | None, **kwargs: Any):
-    """``baseline:KIND`` -> :class:`Baseline`; anything else (a path, hub id, ``smollm2-135m``) -> :class:`HFModel`."""
+    """``baseline:KIND`` -> :class:`Baseline`; a PersonalLM directory -> :class:`PersonalLMModel`; anything else
+    (a path, hub id, ``smollm2-135m``) -> :class:`HFModel`."""
+    from pathlib import Path
+
     if spec and spec.startswith("baseline:"):
         return Baseline(spec.split(":", 1)[1])
+    if spec and (Path(spec) / "llmrec_config.json").is_file():
+        return PersonalLMModel(spec, **kwargs)
     return HFModel(spec, **kwargs)
