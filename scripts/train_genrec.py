@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/train_genrec.py --out adapters/trained/genrec-ml100k            # defaults
     .venv/bin/python scripts/train_genrec.py --out DIR --model HuggingFaceTB/SmolLM2-360M --epochs 3
-    accelerate launch --num_processes 2 --cpu scripts/train_genrec.py --out DIR --max-steps 20   # DDP (gloo)
+    accelerate launch --multi_gpu --num_processes 2 scripts/train_genrec.py --out DIR --max-steps 20
+        # 2-process DDP; on a machine without GPUs it runs on the CPU over gloo (tests/test_ddp.py)
 
 Writes the PersonalLM directory to --out (loadable by `llmrec recommend --model DIR --user 42`) and, with
 --results, a JSON report (validation curve, test metrics, timings). Resumes from --out/checkpoints if killed.
