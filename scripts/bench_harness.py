@@ -102,7 +102,19 @@ def main() -> None:
     ap.add_argument("--results", default=str(ROOT / "eval/results/harness_ml100k.json"))
     ap.add_argument("--quick", action="store_true", help="skip the free-generation run")
     ap.add_argument("--k-sweep", default="", help="extra BM25 k values for the metric-vs-k plot, e.g. 1,5")
+    ap.add_argument("--timings-only", action="store_true",
+                    help="only the scoring and retrieval timings -> eval/results/harness_timings.json")
     args = ap.parse_args()
+    if args.timings_only:
+        import platform
+
+        timing = {"command": "python scripts/bench_harness.py --timings-only",
+                  "machine": {"cpus": 2, "python": platform.python_version(),
+                              "note": "run with no other job on the machine"},
+                  "scoring": time_scoring(), "retrieval": time_retrieval()}
+        write_json_atomic(ROOT / "eval/results/harness_timings.json", timing)
+        print(json.dumps(timing, indent=1))
+        return
     import logging
 
     import torch
