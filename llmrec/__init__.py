@@ -5,8 +5,7 @@ The public API is imported lazily so that ``import llmrec`` is instant and has n
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from llmrec.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -20,11 +19,4 @@ _LAZY = {
 __all__ = sorted(_LAZY) + ["__version__"]
 
 
-def __getattr__(name: str) -> Any:
-    target = _LAZY.get(name)
-    if target is None:
-        raise AttributeError(f"module 'llmrec' has no attribute {name!r}")
-    module_name, attr = target if isinstance(target, tuple) else (target, name)
-    value = getattr(importlib.import_module(module_name), attr)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports("llmrec", _LAZY, globals())

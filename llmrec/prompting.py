@@ -50,3 +50,11 @@ def render(name_or_text: str, **variables: Any) -> str:
         return environment().from_string(source).render(**variables).strip("\n")
     except TemplateError as exc:
         raise ConfigError(f"prompt {label}: {exc}") from exc
+
+
+def chat_ids(tokenizer, prompt: str) -> list[int]:
+    """Token ids of a single-turn chat prompt ending where the assistant's answer starts."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                             tokenize=True, return_dict=True)["input_ids"]
+    return tokenizer(prompt + "\n", add_special_tokens=False)["input_ids"]

@@ -112,7 +112,8 @@ def main() -> None:
     p.add_argument("--decode-users", type=int, default=48)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--skip-decode", action="store_true")
+    p.add_argument("--skip-decode", action="store_true", help="keep the decoding figures already in --out")
+    p.add_argument("--skip-throughput", action="store_true", help="keep the throughput figures already in --out")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -127,7 +128,8 @@ def main() -> None:
             k: llm["train"][k] for k in ("steps", "train_seconds", "tokens_per_epoch", "best_valid_ndcg@10")},
             "valid_curve": llm["train"]["valid_curve"], "config": llm["config"]},
         "baselines": base,
-        "throughput": throughput(args.steps, args.batch_size, args.seed),
+        "throughput": (json.load(open(args.out, encoding="utf-8"))["throughput"] if args.skip_throughput
+                       else throughput(args.steps, args.batch_size, args.seed)),
         "decoding": (json.load(open(args.out, encoding="utf-8"))["decoding"] if args.skip_decode
                      else decode_speed(args.model_dir, args.decode_users, args.seed)),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

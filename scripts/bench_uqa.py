@@ -25,7 +25,7 @@ from llmrec.data import leave_one_out, load_dataset
 from llmrec.evaluation.ranking import summaries
 from llmrec.io import write_json_atomic
 from llmrec.lm.loading import load_causal_lm
-from llmrec.lm.personal import load_adapter_preset
+from llmrec.lm.personal import load_adapter_preset, lora_config
 from llmrec.lm.soft_prompt import (
     USER_TOKEN,
     SequenceUserEncoder,
@@ -48,13 +48,11 @@ def per_task_sample(examples, n, seed):
 
 
 def lora_model(k: int | None, encoder, max_len: int):
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     llm, tok = load_causal_lm(dtype="bf16")
     uid = add_user_token(tok, llm) if k else None
-    preset = load_adapter_preset("lora")
-    llm = get_peft_model(llm, LoraConfig(task_type="CAUSAL_LM", r=preset["r"], lora_alpha=preset["lora_alpha"],
-                                         lora_dropout=preset["lora_dropout"], target_modules=preset["target_modules"]))
+    llm = get_peft_model(llm, lora_config(load_adapter_preset("lora")))
     if not k:
         return llm, tok, llm
     model = SoftPromptModel(llm, SequenceUserEncoder(copy.deepcopy(encoder), k), uid,

@@ -21,13 +21,13 @@ import torch
 
 from llmrec.data import leave_one_out, load_dataset
 from llmrec.data.stats import dataset_info
-from llmrec.evaluation.ranking import full_catalogue_metrics, summaries
+from llmrec.evaluation.ranking import full_catalogue_metrics, summaries, topk_from_scores
 from llmrec.items import SemanticIdConfig, build_semantic_ids
 from llmrec.items.encoders import encode_items
 from llmrec.lm.personal import PersonalLM, PersonalLMConfig
 from llmrec.training.genrec import GenRecTrainConfig, evaluate_genrec, train_genrec
 from llmrec.users.baselines import Popularity
-from llmrec.users.pretrain import PretrainConfig, evaluate_examples, train_sequence_model
+from llmrec.users.pretrain import PretrainConfig, evaluate_examples, score_histories, train_sequence_model
 from llmrec.users.sequence import SequenceEncoderConfig
 
 
@@ -84,9 +84,9 @@ def main() -> None:
     print(f"[user {args.user}] held-out next movie: {plm.titles[hist.item_ids[-1]]}")
     for rank, rec in enumerate(plm.recommend(seen, k=5), 1):
         print(f"    LLM #{rank}: {rec['title']}  (log-prob {rec['score']:.2f})")
-    sas_top = sas.model.score_all(sas.model.last_states(sas.model.encode_histories([seen], 50)[0]))[0]
-    sas_top[[sas.model.item_ids.index(i) for i in seen]] = -float("inf")
-    print("    SASRec top 5: " + "; ".join(plm.titles[sas.model.item_ids[j]] for j in sas_top.topk(5).indices.tolist()))
+    sas_top = topk_from_scores(score_histories(sas.model, [hist.prefix(len(hist) - 1)]), sas.model.item_ids,
+                               [set(seen)], 5)[0]
+    print("    SASRec top 5: " + "; ".join(plm.titles[i] for i in sas_top))
 
     question = "Which genres does this user like lately?"
     print(f"[answer] {question} -> {plm.answer(hist.prefix(len(hist) - 1), question, data, max_items=10)}")

@@ -5,8 +5,7 @@ Imported lazily: ``from llmrec.evaluation import run, RunConfig, score_files, co
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from llmrec.lazy import lazy_exports
 
 _LAZY = {
     "Scored": "llmrec.evaluation.metrics",
@@ -23,9 +22,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'llmrec.evaluation' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports("llmrec.evaluation", _LAZY, globals())

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
 
 from llmrec.errors import ConfigError, DataError
+from llmrec.prompting import environment
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,9 +29,8 @@ def resolve_template_path(name: str, relative_to: str | Path | None = None) -> P
 
 @lru_cache(maxsize=64)
 def _compile(path: str, mtime: float) -> jinja2.Template:
-    env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
     try:
-        return env.from_string(Path(path).read_text(encoding="utf-8"))
+        return environment().from_string(Path(path).read_text(encoding="utf-8"))
     except jinja2.TemplateSyntaxError as exc:
         raise ConfigError(f"{path}: template syntax error at line {exc.lineno}: {exc.message}") from None
 

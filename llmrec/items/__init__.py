@@ -5,8 +5,7 @@ Public names are imported lazily so ``import llmrec.items`` does not load torch 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from llmrec.lazy import lazy_exports
 
 _LAZY = {
     "EncoderConfig": "llmrec.items.encoders",
@@ -28,10 +27,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'llmrec.items' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports("llmrec.items", _LAZY, globals())

@@ -161,8 +161,9 @@ def _as_items(data_or_items: InteractionData | Mapping[str, Item] | Iterable[Ite
 
 def load_template(template: str | Path = DEFAULT_TEMPLATE):
     """A sandboxed, StrictUndefined Jinja template from a file (absolute, cwd- or repo-relative) or a string."""
-    from jinja2 import StrictUndefined, TemplateError
-    from jinja2.sandbox import SandboxedEnvironment
+    from jinja2 import TemplateError
+
+    from llmrec.prompting import environment
 
     source = str(template)
     looks_like_path = isinstance(template, Path) or source.endswith((".jinja", ".j2", ".jinja2"))
@@ -173,9 +174,8 @@ def load_template(template: str | Path = DEFAULT_TEMPLATE):
         if found is None:
             raise ConfigError(f"item text template not found: {source} (looked in {', '.join(map(str, candidates))})")
         source = found.read_text(encoding="utf-8")
-    env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
     try:
-        return env.from_string(source)
+        return environment().from_string(source)
     except TemplateError as exc:
         raise ConfigError(f"item text template {str(template)[:80]!r} does not parse: {exc}") from exc
 

@@ -21,14 +21,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_text(sub)
 
 
-def _recommend(args: argparse.Namespace) -> int:
+def _user_history(args: argparse.Namespace):
+    """The dataset and the chronological history of ``--user`` (a clear error for an unknown user)."""
     from llmrec.data import load_dataset
-    from llmrec.lm.personal import PersonalLM
 
     data = load_dataset(args.dataset)
     hist = data.histories().get(str(args.user))
     if hist is None:
         raise DataError(f"unknown user {args.user!r} ({len(data.histories())} users)", path=args.dataset, field="user")
+    return data, hist
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from llmrec.lm.personal import PersonalLM
+
+    data, hist = _user_history(args)
     plm = PersonalLM.load(args.model)
     recs = plm.recommend(list(hist.item_ids), k=args.k, num_beams=args.beams,
                          exclude_history=not args.include_history)
@@ -61,13 +68,9 @@ def register_text(sub: argparse._SubParsersAction) -> None:
 def _text(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from llmrec.data import load_dataset
     from llmrec.lm.personal import PersonalLM
 
-    data = load_dataset(args.dataset)
-    hist = data.histories().get(str(args.user))
-    if hist is None:
-        raise DataError(f"unknown user {args.user!r} ({len(data.histories())} users)", path=args.dataset, field="user")
+    data, hist = _user_history(args)
     if (Path(args.model) / "llmrec_config.json").is_file():
         plm = PersonalLM.load(args.model)
     else:

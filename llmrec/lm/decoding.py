@@ -7,11 +7,13 @@ are selected. Settings never come from a model's ``generation_config`` (no sampl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from llmrec.items.trie import SidTrie
 
 
 @dataclass(frozen=True)
@@ -20,8 +22,18 @@ class Recommendation:
     score: float  # sum of token log-probabilities of the item's semantic ID
 
 
+def _prefix_counts(rows: Iterable[Sequence[int]]) -> dict[tuple[int, ...], int]:
+    """How many of ``rows`` (code tuples) sit under each non-empty prefix."""
+    out: dict[tuple[int, ...], int] = {}
+    for row in rows:
+        for level in range(1, len(row) + 1):
+            p = tuple(row[:level])
+            out[p] = out.get(p, 0) + 1
+    return out
+
+
 class PrefixIndex:
-    """For each level, the codes that continue each valid prefix, plus item counts for exclusion.
+    """The semantic-ID prefix trie (:class:`~llmrec.items.trie.SidTrie`) plus item counts per prefix for exclusion.
 
     Built from the ``[n_items, L]`` code table; every item's code tuple must be unique.
     """
@@ -35,29 +47,15 @@ class PrefixIndex:
         self.codes = codes
         self.n_items, self.levels = codes.shape
         self.level_offsets = list(level_offsets)
-        self.children: list[dict[tuple[int, ...], np.ndarray]] = []
-        self.counts: dict[tuple[int, ...], int] = {}
-        for level in range(self.levels):
-            nxt: dict[tuple[int, ...], set[int]] = {}
-            for row in codes.tolist():
-                nxt.setdefault(tuple(row[:level]), set()).add(row[level])
-                prefix = tuple(row[: level + 1])
-                self.counts[prefix] = self.counts.get(prefix, 0) + 1
-            self.children.append({p: np.array(sorted(c), dtype=np.int64) for p, c in nxt.items()})
-        self.item_of = {tuple(r): i for i, r in enumerate(codes.tolist())}
+        self.trie = SidTrie(codes, codes.max(axis=0) + 1)
+        self.counts = _prefix_counts(codes.tolist())
 
     def token_ids(self, item_index: int) -> list[int]:
         return [self.level_offsets[lv] + int(c) for lv, c in enumerate(self.codes[item_index])]
 
     def excluded_counts(self, excluded: Sequence[int]) -> dict[tuple[int, ...], int]:
         """How many excluded items sit under each prefix (a prefix is dead when all its items are excluded)."""
-        out: dict[tuple[int, ...], int] = {}
-        for idx in set(excluded):
-            row = self.codes[idx].tolist()
-            for level in range(self.levels):
-                p = tuple(row[: level + 1])
-                out[p] = out.get(p, 0) + 1
-        return out
+        return _prefix_counts(self.codes[sorted(set(excluded))].tolist())
 
 
 def _forward(model, input_ids, attention_mask, position_ids, past):
@@ -116,8 +114,8 @@ def constrained_beam_search(
             cand: list[tuple[float, int, tuple[int, ...]]] = []
             for b, (prefix, s) in enumerate(zip(prefixes[u], scores[u], strict=True)):
                 row = u * rows_per_user + b
-                codes = index.children[level].get(prefix)
-                if codes is None:
+                codes = index.trie.next_codes(prefix)
+                if not len(codes):
                     continue
                 for c, v in zip(codes.tolist(), lp[row, off + codes].tolist(), strict=True):
                     p = prefix + (c,)
@@ -156,7 +154,7 @@ def constrained_beam_search(
     results: list[list[Recommendation]] = []
     for u in range(n):
         items = [
-            Recommendation(index.item_of[p], float(s))
+            Recommendation(index.trie.row(p), float(s))
             for p, s in zip(prefixes[u], scores[u], strict=True)
             if np.isfinite(s)
         ]

@@ -24,7 +24,8 @@ from llmrec.errors import ConfigError, LlmrecError
 from llmrec.io import atomic_dir, write_json_atomic
 from llmrec.lm.decoding import PrefixIndex, constrained_beam_search, score_all_items
 from llmrec.lm.loading import load_causal_lm
-from llmrec.prompting import render
+from llmrec.prompting import chat_ids, render
+from llmrec.tasks.uqa import item_title
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +64,19 @@ def load_adapter_preset(name_or_path: str) -> dict[str, Any]:
     return data
 
 
-def item_title(item) -> str:
-    year = item.attributes.get("year") if hasattr(item, "attributes") else None
-    return f"{item.title} ({year})" if year else item.title
+def lora_config(preset: dict[str, Any], **extra: Any):
+    """A peft ``LoraConfig`` for a causal LM from an ``adapters/*.yaml`` preset (see :func:`load_adapter_preset`)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        task_type="CAUSAL_LM",
+        r=int(preset.get("r", 16)),
+        lora_alpha=int(preset.get("lora_alpha", 32)),
+        lora_dropout=float(preset.get("lora_dropout", 0.05)),
+        target_modules=preset.get("target_modules", ["q_proj", "k_proj", "v_proj", "o_proj"]),
+        bias=preset.get("bias", "none"),
+        **extra,
+    )
 
 
 class PersonalLM:
@@ -116,7 +127,7 @@ class PersonalLM:
         ``catalogue`` maps item id -> ``Item``; ``item_vectors`` (rows in ``sids.item_ids`` order) are the text
         vectors the SIDs were built from; they drive the ``projection`` initialisation.
         """
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
         config = config or PersonalLMConfig()
         torch.manual_seed(config.seed)
@@ -135,17 +146,8 @@ class PersonalLM:
         new_ids = list(range(old_vocab, len(tok)))
         titles = {i: item_title(catalogue[i]) for i in sids.item_ids}
         init_sid_embeddings(model, tok, sids, titles, new_ids, config.sid_init, item_vectors, config.seed)
-        lora = LoraConfig(
-            task_type="CAUSAL_LM",
-            r=int(preset.get("r", 16)),
-            lora_alpha=int(preset.get("lora_alpha", 32)),
-            lora_dropout=float(preset.get("lora_dropout", 0.05)),
-            target_modules=preset.get("target_modules", ["q_proj", "k_proj", "v_proj", "o_proj"]),
-            bias=preset.get("bias", "none"),
-            # Only the new SID rows train; the embedding stays tied to the LM head.
-            trainable_token_indices={"embed_tokens": new_ids},
-        )
-        peft_model = get_peft_model(model, lora)
+        # Only the new SID rows train; the embedding stays tied to the LM head.
+        peft_model = get_peft_model(model, lora_config(preset, trainable_token_indices={"embed_tokens": new_ids}))
         return cls(peft_model, tok, sids, titles, config)
 
     @classmethod
@@ -160,8 +162,6 @@ class PersonalLM:
     @torch.no_grad()
     def generate(self, prompt: str, *, max_new_tokens: int = 64, use_adapter: bool = True) -> str:
         """Greedy reply to one user turn (chat template when the tokenizer has one)."""
-        from llmrec.training.qa import chat_ids
-
         ids = torch.tensor([chat_ids(self.tokenizer, prompt)], device=next(self.model.parameters()).device)
         self.model.eval()
         disable = getattr(self.model, "disable_adapter", None)

@@ -18,6 +18,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from llmrec.config import Config
 from llmrec.errors import ConfigError
+from llmrec.prompting import chat_ids
 from llmrec.training.genrec import TimeBudgetCallback
 
 logger = logging.getLogger(__name__)
@@ -36,19 +37,10 @@ class QATrainConfig(Config):
     logging_steps: int = 10
     time_budget_minutes: float = 0.0
     seed: int = 0
-    max_new_tokens: int = 12
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.learning_rate <= 0:
             raise ConfigError("batch_size >= 1 and learning_rate > 0 are required")
-
-
-def chat_ids(tokenizer, prompt: str) -> list[int]:
-    """Token ids of a single-turn chat prompt ending where the assistant's answer starts."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                             tokenize=True, return_dict=True)["input_ids"]
-    return tokenizer(prompt + "\n", add_special_tokens=False)["input_ids"]
 
 
 def qa_rows(prompts: Sequence[str], answers: Sequence[str], tokenizer,
