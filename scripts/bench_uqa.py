@@ -24,8 +24,9 @@ import torch
 from llmrec.data import leave_one_out, load_dataset
 from llmrec.evaluation.ranking import summaries
 from llmrec.io import write_json_atomic
+from llmrec.items.encoders import encode_items
 from llmrec.lm.loading import load_causal_lm
-from llmrec.lm.personal import load_adapter_preset, lora_config
+from llmrec.lm.personal import PersonalLM, PersonalLMConfig, load_adapter_preset, lora_config
 from llmrec.lm.soft_prompt import (
     USER_TOKEN,
     SequenceUserEncoder,
@@ -33,7 +34,7 @@ from llmrec.lm.soft_prompt import (
     SoftPromptModel,
     add_user_token,
 )
-from llmrec.tasks.uqa import build_uqa, majority_baseline, uqa_accuracy, uqa_prompt
+from llmrec.tasks.uqa import build_uqa, item_title, majority_baseline, uqa_accuracy, uqa_prompt
 from llmrec.training.qa import QATrainConfig, generate_answers, qa_rows, train_qa
 from llmrec.users.pretrain import PretrainConfig, evaluate_examples, train_sequence_model
 from llmrec.users.sequence import SequenceEncoderConfig
@@ -56,7 +57,7 @@ def lora_model(k: int | None, encoder, max_len: int):
     if not k:
         return llm, tok, llm
     model = SoftPromptModel(llm, SequenceUserEncoder(copy.deepcopy(encoder), k), uid,
-                            SoftPromptConfig(encoder="sequence", k=k, train_llm=True))
+                            SoftPromptConfig(encoder="sequence", k=k, train_llm=True, max_items=max_len))
     return model, tok, llm
 
 
@@ -69,8 +70,15 @@ def main() -> None:
     p.add_argument("--text-items", type=int, default=15, help="history items shown as text / fed to the encoder")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--user-lr", type=float, default=None,
+                   help="learning rate of the user encoder + projector (default: --lr)")
+    p.add_argument("--item-vectors", choices=["none", "minilm"], default="minilm",
+                   help="feed frozen MiniLM item text vectors (title, year, genres) to the user encoder")
     p.add_argument("--encoder-epochs", type=int, default=40)
     p.add_argument("--variants", default="none,text,soft")
+    p.add_argument("--save-model", help="save the --save-variant model here as a PersonalLM directory "
+                   "(llmrec answer --model DIR answers from its soft prompt)")
+    p.add_argument("--save-variant", default="soft_k4")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default; use 1 on a shared CPU)")
     args = p.parse_args()
@@ -82,10 +90,12 @@ def main() -> None:
     max_len = args.text_items  # the encoder sees exactly the items the text prompt shows
 
     t0 = time.perf_counter()
+    vectors = (torch.from_numpy(encode_items(data, show_progress=False)) if args.item_vectors == "minilm" else None)
     enc_cfg = SequenceEncoderConfig(n_items=len(data.items), d_model=64, n_layers=2, n_heads=2, max_len=max_len,
-                                    dropout=0.2, pooling="mean")
+                                    dropout=0.2, pooling="mean",
+                                    item_vector_dim=0 if vectors is None else int(vectors.shape[1]))
     pre = train_sequence_model(split, data.item_ids, enc_cfg,
-                               PretrainConfig(max_epochs=args.encoder_epochs, patience=5, seed=args.seed))
+                               PretrainConfig(max_epochs=args.encoder_epochs, patience=5, seed=args.seed), vectors)
     encoder_report = {"test": summaries(evaluate_examples(pre.model, split.test)),
                       "best_epoch": pre.best_epoch, "train_seconds": round(time.perf_counter() - t0, 1)}
     train = per_task_sample(build_uqa(data, split="train", seed=args.seed), args.train_per_task, args.seed)
@@ -112,7 +122,8 @@ def main() -> None:
 
         train_rows, test_rows = rows_for(train), rows_for(test)
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = QATrainConfig(output_dir=tmp, epochs=args.epochs, learning_rate=args.lr, seed=args.seed)
+            cfg = QATrainConfig(output_dir=tmp, epochs=args.epochs, learning_rate=args.lr,
+                                user_learning_rate=args.user_lr, seed=args.seed)
             report = train_qa(model, train_rows, tok.pad_token_id, cfg)
         model.eval()
         if k:
@@ -131,6 +142,11 @@ def main() -> None:
                           "loss_first_last": [report["loss_curve"][0][1], report["loss_curve"][-1][1]]
                           if report["loss_curve"] else None,
                           "answer_seconds_per_question": sec, "examples": list(zip(preds[:8], [e.answer for e in test[:8]], strict=True))}
+        if args.save_model and label == args.save_variant:
+            titles = {i: item_title(it) for i, it in data.items.items()}
+            plm = PersonalLM(llm, tok, None, titles, PersonalLMConfig(base_model="smollm2-135m", adapter="lora"),
+                             soft=model if k else None, soft_item_ids=data.item_ids if k else None)
+            plm.save(args.save_model)
         print(label, json.dumps({"macro": acc["macro"], "overall": acc["overall"], "tokens": results[label]["mean_prompt_tokens"]}),
               flush=True)
     out = {

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import resource
 import time
 from pathlib import Path
 
@@ -23,10 +24,25 @@ import torch
 from llmrec.data import leave_one_out, load_dataset
 from llmrec.io import write_json_atomic
 from llmrec.items import SemanticIdConfig, build_semantic_ids
+from llmrec.items.collaborative import VECTOR_SOURCES, collaborative_vectors
 from llmrec.items.encoders import encode_items
 from llmrec.items.quantizers import QuantizerConfig
 from llmrec.lm.personal import PersonalLM, PersonalLMConfig
 from llmrec.training.genrec import GenRecTrainConfig, evaluate_genrec, train_genrec
+from llmrec.users.pretrain import train_sequence_model, tuned_sasrec_configs
+from llmrec.users.sequence import SequenceEncoder
+
+
+def collaborative_for(args: argparse.Namespace, data, split):
+    """The item table of a SASRec trained on ``split.train`` only (None for text-only IDs)."""
+    if args.sid_vectors == "text":
+        return None
+    if args.sasrec:
+        encoder = SequenceEncoder.load(args.sasrec)
+    else:
+        model_cfg, pretrain_cfg = tuned_sasrec_configs(len(data.items), seed=args.seed)
+        encoder = train_sequence_model(split, data.item_ids, model_cfg, pretrain_cfg).model
+    return collaborative_vectors(encoder, list(data.items))
 
 
 def parse_args() -> argparse.Namespace:
@@ -36,8 +52,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--adapter", default="lora")
     p.add_argument("--quantizer", default="rkmeans", choices=["rkmeans", "rqvae"])
+    p.add_argument("--sid-vectors", default="text", choices=list(VECTOR_SOURCES),
+                   help="what the semantic IDs quantize: item text, a trained SASRec's item table, or both")
+    p.add_argument("--collaborative-weight", type=float, default=1.0)
+    p.add_argument("--sasrec", help="SASRec directory from scripts/train_sasrec.py (trained on the same split); "
+                   "collaborative --sid-vectors train one with the tuned ml-100k settings when omitted")
     p.add_argument("--max-history", type=int, default=20)
-    p.add_argument("--max-windows", type=int, default=3)
+    p.add_argument("--max-windows", type=int, default=3, help="windows per user, newest first (0 = all)")
     p.add_argument("--title-alignment", action="store_true")
     p.add_argument("--epochs", type=float, default=2.0)
     p.add_argument("--max-steps", type=int, default=-1)
@@ -63,15 +84,17 @@ def main() -> None:
     t0 = time.perf_counter()
     data = load_dataset(args.dataset)
     split = leave_one_out(data.histories())
-    sid_cfg = SemanticIdConfig(quantizer=QuantizerConfig(kind=args.quantizer, seed=args.seed))
+    sid_cfg = SemanticIdConfig(quantizer=QuantizerConfig(kind=args.quantizer, seed=args.seed),
+                               vectors=args.sid_vectors, collaborative_weight=args.collaborative_weight)
     vectors = encode_items(data, sid_cfg.encoder, sid_cfg.template, show_progress=False)
-    sids, sid_report = build_semantic_ids(data, sid_cfg, vectors=vectors, show_progress=False)
+    sids, sid_report = build_semantic_ids(data, sid_cfg, vectors=vectors, show_progress=False,
+                                          collaborative=collaborative_for(args, data, split))
     plm_cfg = PersonalLMConfig(base_model=args.model, adapter=args.adapter, max_history=args.max_history,
                                seed=args.seed)
     plm = PersonalLM.create(sids, data.items, plm_cfg, item_vectors=vectors)
     train_cfg = GenRecTrainConfig(
         output_dir=str(Path(args.out) / "checkpoints"), epochs=args.epochs, max_steps=args.max_steps,
-        learning_rate=args.lr, batch_size=args.batch_size, max_windows=args.max_windows,
+        learning_rate=args.lr, batch_size=args.batch_size, max_windows=args.max_windows or None,
         title_alignment=args.title_alignment, eval_users=args.eval_users, eval_steps=args.eval_steps,
         eval_beams=args.beams, time_budget_minutes=args.time_budget, seed=args.seed,
     )
@@ -91,6 +114,9 @@ def main() -> None:
         "test_users": len(test),
         "decode_seconds_per_user": per_user,
         "total_seconds": time.perf_counter() - t0,
+        # peak resident memory of this process (training + test decoding), Linux ru_maxrss is in KiB
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "torch_threads": torch.get_num_threads(),
     }
     print(json.dumps({"test": summary, "decode_seconds_per_user": per_user,
                       "train_seconds": report["train_seconds"]}, indent=2))

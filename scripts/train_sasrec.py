@@ -19,28 +19,34 @@ import torch
 from llmrec.data import leave_one_out, load_dataset
 from llmrec.evaluation.ranking import summaries
 from llmrec.io import write_json_atomic
-from llmrec.users.pretrain import PretrainConfig, evaluate_examples, train_sequence_model
+from llmrec.users.pretrain import (
+    PretrainConfig,
+    evaluate_examples,
+    train_sequence_model,
+    tuned_sasrec_configs,
+)
 from llmrec.users.sequence import SequenceEncoderConfig
 
 
 def parse_args() -> argparse.Namespace:
+    M, T = tuned_sasrec_configs(n_items=1)  # noqa: N806 - the defaults are the tuned ml-100k settings
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--data", default="ml-100k")
-    p.add_argument("--d-model", type=int, default=64)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--heads", type=int, default=2)
-    p.add_argument("--dropout", type=float, default=0.5)
-    p.add_argument("--max-len", type=int, default=50)
+    p.add_argument("--d-model", type=int, default=M.d_model)
+    p.add_argument("--layers", type=int, default=M.n_layers)
+    p.add_argument("--heads", type=int, default=M.n_heads)
+    p.add_argument("--dropout", type=float, default=M.dropout)
+    p.add_argument("--max-len", type=int, default=M.max_len)
     p.add_argument("--ratings", action="store_true", help="add a rating embedding (5 levels)")
     p.add_argument("--item-vectors", choices=["none", "minilm"], default="none",
                    help="add frozen MiniLM item text vectors to the ID embedding")
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--weight-decay", type=float, default=0.1)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=40, help="maximum epochs")
-    p.add_argument("--patience", type=int, default=8)
-    p.add_argument("--windows", choices=["last", "all"], default="all")
+    p.add_argument("--lr", type=float, default=T.lr)
+    p.add_argument("--weight-decay", type=float, default=T.weight_decay)
+    p.add_argument("--batch-size", type=int, default=T.batch_size)
+    p.add_argument("--epochs", type=int, default=T.max_epochs, help="maximum epochs")
+    p.add_argument("--patience", type=int, default=T.patience)
+    p.add_argument("--windows", choices=["last", "all"], default=T.windows)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core CPU)")
     return p.parse_args()

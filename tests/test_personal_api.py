@@ -40,3 +40,56 @@ def test_cli_answer_and_profile(capsys, tiny_llama_dir):
     assert main(["answer", "--model", str(tiny_llama_dir), "--user", "1", "--max-items", "3", "Which genre?"]) == 0
     assert main(["profile", "--model", str(tiny_llama_dir), "--user", "1", "--max-items", "3"]) == 0
     assert len(capsys.readouterr().out.splitlines()) >= 2
+
+
+def _soft_plm(tiny_llama_dir, ml100k, k: int = 2) -> PersonalLM:
+    """A PersonalLM whose answers come from a (random) soft-prompt user model over ml-100k's catalogue."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from llmrec.lm.loading import load_causal_lm
+    from llmrec.lm.personal import PersonalLMConfig
+    from llmrec.lm.soft_prompt import SequenceUserEncoder, SoftPromptConfig, SoftPromptModel, add_user_token
+    from llmrec.tasks.uqa import item_title
+    from llmrec.users.sequence import SequenceEncoder, SequenceEncoderConfig
+
+    torch.manual_seed(0)
+    llm, tok = load_causal_lm(tiny_llama_dir, dtype="fp32")
+    uid = add_user_token(tok, llm)
+    llm = get_peft_model(llm, LoraConfig(r=2, target_modules=["q_proj"]))
+    ids = ml100k.item_ids
+    enc = SequenceUserEncoder(SequenceEncoder(SequenceEncoderConfig(n_items=len(ids), d_model=16, n_heads=2,
+                                                                    max_len=8, pooling="mean"), ids), k)
+    soft = SoftPromptModel(llm, enc, uid, SoftPromptConfig(k=k, train_llm=True, max_items=8))
+    with torch.no_grad():  # make the projector's output user-dependent and non-trivial
+        for p in soft.projector.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    titles = {i: item_title(it) for i, it in ml100k.items.items()}
+    return PersonalLM(llm, tok, None, titles, PersonalLMConfig(base_model=str(tiny_llama_dir), dtype="fp32"),
+                      soft=soft, soft_item_ids=ids)
+
+
+def test_soft_prompt_answers_survive_save_and_load(tiny_llama_dir, ml100k, tmp_path, capsys):
+    plm = _soft_plm(tiny_llama_dir, ml100k)
+    hist = ml100k.histories()["1"]
+    answer = plm.answer(hist, "Which genre lately?", ml100k, max_new_tokens=4)
+    assert answer == plm.soft_answer(hist, "Which genre lately?", max_new_tokens=4)
+    plm.save(tmp_path / "m")
+    assert (tmp_path / "m" / "user" / "user_encoder.json").is_file() and not (tmp_path / "m" / "sids").exists()
+    again = PersonalLM.load(tmp_path / "m", dtype="fp32")
+    assert again.soft is not None and again.soft.config.k == 2
+    assert again.answer(hist, "Which genre lately?", ml100k, max_new_tokens=4) == answer
+    assert isinstance(again.answer(hist, "Which genre lately?", ml100k, max_new_tokens=4, soft=False), str)
+    with pytest.raises(LlmrecError, match="empty history"):
+        again.soft_answer(UserHistory("x", (), (), ()), "Which genre?")
+    with pytest.raises(LlmrecError, match="unknown to the user encoder"):
+        again.soft_answer(UserHistory("x", ("nope",), (0,), (None,)), "Which genre?")
+    capsys.readouterr()
+    assert main(["answer", "--model", str(tmp_path / "m"), "--user", "1", "Which genre lately?"]) == 0
+    cli = again.answer(hist, "Which genre lately?", ml100k)  # the CLI's default max_new_tokens
+    assert capsys.readouterr().out == cli + "\n"
+
+
+def test_soft_answer_without_a_user_model_is_a_clear_error(base_plm, ml100k):
+    with pytest.raises(LlmrecError, match="no soft-prompt user encoder"):
+        base_plm.answer(ml100k.histories()["1"], "Which genre?", ml100k, soft=True)

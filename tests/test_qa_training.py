@@ -54,3 +54,24 @@ def test_tiny_soft_prompt_qa_run_learns_resumes_and_answers(tiny_llama, tmp_path
 
     preds, seconds = generate_answers(gen, rows.select(range(4)), tok, batch_size=4, max_new_tokens=3)
     assert len(preds) == 4 and seconds > 0
+
+
+def test_user_learning_rate_puts_encoder_and_projector_in_their_own_group(tiny_llama):
+    from peft import LoraConfig, get_peft_model
+
+    from llmrec.training.qa import _optimizer
+
+    llm, tok = tiny_llama.model, tiny_llama.tokenizer
+    uid = add_user_token(tok, llm)
+    llm = get_peft_model(llm, LoraConfig(r=2, target_modules=["q_proj"]))
+    enc = SequenceUserEncoder(SequenceEncoder(SequenceEncoderConfig(n_items=6, d_model=16, n_heads=2, max_len=4)), 1)
+    model = SoftPromptModel(llm, enc, uid, SoftPromptConfig(k=1, train_llm=True))
+    assert _optimizer(model, QATrainConfig(learning_rate=1e-3)) is None  # one rate: the Trainer's own AdamW
+    opt = _optimizer(model, QATrainConfig(learning_rate=1e-3, user_learning_rate=5e-3))
+    user, lora = opt.param_groups
+    assert user["lr"] == 5e-3 and lora["lr"] == 1e-3
+    user_ids = {id(p) for p in user["params"]}
+    assert {id(p) for p in model.projector.parameters()} <= user_ids
+    assert {id(p) for p in enc.parameters()} <= user_ids
+    named = dict(model.named_parameters())
+    assert all(n.startswith("llm.") and "lora" in n for n, p in named.items() if id(p) in {id(q) for q in lora["params"]})

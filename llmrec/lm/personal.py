@@ -2,7 +2,8 @@
 
 Saved as one directory that plain transformers + peft can open (``adapter_model.safetensors``,
 ``adapter_config.json``, tokenizer with the SID tokens) plus llmrec's own pieces (``llmrec_config.json``,
-``sids/`` the semantic-ID table, ``catalogue.json`` item titles).
+``sids/`` the semantic-ID table, ``catalogue.json`` item titles, and ``user/`` the soft-prompt user encoder +
+projector when the model answers from soft prompts).
 """
 
 from __future__ import annotations
@@ -82,7 +83,14 @@ def lora_config(preset: dict[str, Any], **extra: Any):
 class PersonalLM:
     """Use :meth:`create` for a new model and :meth:`load` for a saved one."""
 
-    def __init__(self, model, tokenizer, sids, titles: dict[str, str], config: PersonalLMConfig) -> None:
+    def __init__(self, model, tokenizer, sids, titles: dict[str, str], config: PersonalLMConfig, *,
+                 soft=None, soft_item_ids: Sequence[str] | None = None) -> None:
+        """``soft``: a :class:`~llmrec.lm.soft_prompt.SoftPromptModel` around ``model`` whose encoder indexes
+        ``soft_item_ids`` (index i + 1 = ``soft_item_ids[i]``); :meth:`answer` then reads the user from it."""
+        if soft is not None and (soft.llm is not model or soft_item_ids is None):
+            raise LlmrecError("a soft-prompt user model must wrap this PersonalLM's model and come with its item ids")
+        self.soft = soft
+        self.soft_index = {item: i + 1 for i, item in enumerate(soft_item_ids or [])}
         self.model = model
         self.tokenizer = tokenizer
         self.sids = sids
@@ -176,12 +184,16 @@ class PersonalLM:
         return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
 
     def answer(self, history, question: str, data, *, max_items: int = 20, max_new_tokens: int = 48,
-               use_adapter: bool = False) -> str:
-        """Answer a question about the user whose ``history`` (a UserHistory) is given as text.
+               use_adapter: bool = False, soft: bool | None = None) -> str:
+        """Answer a question about the user whose ``history`` (a UserHistory) is given as text, or, with
+        ``soft`` (the default when the model has a soft-prompt user encoder), as k soft-prompt vectors.
 
-        The genrec adapter is trained for semantic IDs, not prose, so it is off by default here.
+        The genrec adapter is trained for semantic IDs, not prose, so it is off by default for text answers.
         """
         from llmrec.tasks.profile import history_lines
+
+        if soft or (soft is None and self.soft is not None):
+            return self.soft_answer(history, question, max_new_tokens=max_new_tokens)
 
         lines = history_lines(history, data, max_items=max_items)
         return self.generate(render("answer", history=lines, question=question),
@@ -194,6 +206,30 @@ class PersonalLM:
 
         return self.generate(profile_write_prompt(history, data, max_items=max_items),
                              max_new_tokens=max_new_tokens, use_adapter=use_adapter)
+
+    @torch.no_grad()
+    def soft_answer(self, history, question: str, *, max_new_tokens: int = 48) -> str:
+        """Greedy answer from ``prompts/uqa_soft.jinja`` with the user as k soft tokens (no history text)."""
+        from llmrec.lm.soft_prompt import USER_TOKEN
+
+        if self.soft is None:
+            raise LlmrecError("this model has no soft-prompt user encoder (a user/ folder); train one with "
+                              "scripts/bench_uqa.py --save-model DIR, or answer from the history as text (soft=False)")
+        item_ids = list(history.item_ids)[-self.soft.config.max_items:]
+        if not item_ids:
+            raise LlmrecError(f"user {history.user_id}: empty history, nothing to build a soft prompt from")
+        unknown = [i for i in item_ids if i not in self.soft_index]
+        if unknown:
+            raise LlmrecError(f"user {history.user_id}: item {unknown[0]!r} is unknown to the user encoder")
+        prompt = render("uqa_soft", user=USER_TOKEN * self.soft.config.k, question=question, options=[],
+                        answer_kind=None)
+        device = next(self.model.parameters()).device
+        ids = torch.tensor([chat_ids(self.tokenizer, prompt)], device=device)
+        items = torch.tensor([[self.soft_index[i] for i in item_ids]], device=device)
+        self.soft.eval()
+        new = self.soft.generate(ids, torch.ones_like(ids), items, max_new_tokens=max_new_tokens,
+                                 pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
+        return self.tokenizer.decode(new[0], skip_special_tokens=True).strip()
 
     # ------------------------------------------------------------------------------------------ prompts
     def sid_string(self, item_id: str) -> str:
@@ -267,7 +303,13 @@ class PersonalLM:
             # The SID rows live in the trainable-tokens adapter; saving the full resized embedding is not needed.
             self.model.save_pretrained(tmp, save_embedding_layers=False)
             self.tokenizer.save_pretrained(tmp)
-            self.sids.save(tmp / "sids")
+            if self.sids is not None:
+                self.sids.save(tmp / "sids")
+            if self.soft is not None:
+                from llmrec.lm.soft_prompt import save_user_model
+
+                inverse = sorted(self.soft_index, key=self.soft_index.__getitem__)
+                save_user_model(self.soft, tmp / "user", inverse)
             self.config.save(tmp / "llmrec_config.json")
             write_json_atomic(tmp / "catalogue.json", self.titles)
         return path
@@ -290,9 +332,14 @@ class PersonalLM:
         model.resize_token_embeddings(len(tok), mean_resizing=False)
         model = PeftModel.from_pretrained(model, path)
         model.eval()
-        sids = SemanticIds.load(path / "sids")
+        sids = SemanticIds.load(path / "sids") if (path / "sids").is_dir() else None
         titles = json.loads((path / "catalogue.json").read_text(encoding="utf-8"))
-        return cls(model, tok, sids, titles, config)
+        soft, soft_items = None, None
+        if (path / "user").is_dir():
+            from llmrec.lm.soft_prompt import load_user_model
+
+            soft, soft_items = load_user_model(model, tok, path / "user")
+        return cls(model, tok, sids, titles, config, soft=soft, soft_item_ids=soft_items)
 
 
 def init_sid_embeddings(

@@ -26,8 +26,11 @@ class SoftPromptConfig(Config):
     k: int = 1  # soft tokens per user
     train_llm: bool = False  # False: encoder + projector only, LLM frozen (alignment stage); True: + LoRA
     train_encoder: bool = True
+    max_items: int = 50  # most recent history items the encoder sees
 
     def __post_init__(self) -> None:
+        if self.max_items < 1:
+            raise ConfigError(f"max_items must be >= 1, got {self.max_items}")
         if self.encoder not in ("sequence", "pool"):
             raise ConfigError(f"encoder must be sequence or pool, got {self.encoder!r}")
         if not 1 <= self.k <= 32:
@@ -133,8 +136,61 @@ class SoftPromptModel(nn.Module):
     def load_user_modules(self, path: str | Path) -> None:
         from safetensors.torch import load_file
 
-        tensors = load_file(str(Path(path) / "user_modules.safetensors"))
+        file = Path(path) / "user_modules.safetensors"
+        if not file.is_file():
+            raise LlmrecError(f"{path}: no user_modules.safetensors (not a saved soft-prompt user model)")
+        tensors = load_file(str(file))
         enc = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("user_encoder.")}
         proj = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("projector.")}
         self.user_encoder.load_state_dict(enc)
         self.projector.load_state_dict(proj)
+
+
+# -------------------------------------------------------------------------------- encoder persistence
+ENCODER_FILE = "user_encoder.json"
+
+
+def save_user_model(model: SoftPromptModel, path: str | Path, item_ids: list[str]) -> None:
+    """Everything needed to rebuild ``model``'s user side over a given LLM: the encoder's architecture
+    (``user_encoder.json``, with the catalogue order its item indices refer to), weights and config."""
+    from llmrec.io import write_json_atomic
+
+    enc = model.user_encoder
+    if isinstance(enc, SequenceUserEncoder):
+        spec = {"kind": "sequence", "k": enc.k, "config": enc.encoder.config.to_dict()}
+    else:
+        spec = {"kind": "pool", "config": enc.config.to_dict(), "n_items": int(enc.item_vectors.shape[0] - 1)}
+    spec["item_ids"] = list(item_ids)
+    model.save_user_modules(path)
+    write_json_atomic(Path(path) / ENCODER_FILE, spec)
+
+
+def load_user_model(llm, tokenizer, path: str | Path) -> tuple[SoftPromptModel, list[str]]:
+    """Rebuild a :class:`SoftPromptModel` around ``llm`` from :func:`save_user_model`'s folder; returns it and the
+    catalogue order of its item indices (index i + 1 = ``item_ids[i]``)."""
+    import json
+
+    from llmrec.users.attention_pool import AttentionPoolConfig, AttentionPoolEncoder
+    from llmrec.users.sequence import SequenceEncoder, SequenceEncoderConfig
+
+    path = Path(path)
+    spec_file = path / ENCODER_FILE
+    if not spec_file.is_file():
+        raise LlmrecError(f"{path}: no {ENCODER_FILE} (not a saved soft-prompt user model)")
+    spec = json.loads(spec_file.read_text(encoding="utf-8"))
+    item_ids = [str(i) for i in spec["item_ids"]]
+    if spec["kind"] == "sequence":
+        enc_cfg = SequenceEncoderConfig.from_dict(spec["config"])
+        encoder: nn.Module = SequenceUserEncoder(SequenceEncoder(enc_cfg, item_ids), int(spec["k"]))
+    elif spec["kind"] == "pool":
+        pool_cfg = AttentionPoolConfig.from_dict(spec["config"])
+        encoder = AttentionPoolEncoder(pool_cfg, torch.zeros(int(spec["n_items"]), pool_cfg.item_dim))
+    else:
+        raise LlmrecError(f"{spec_file}: unknown user encoder kind {spec['kind']!r}")
+    if USER_TOKEN not in tokenizer.get_vocab():
+        raise LlmrecError(f"{path}: the tokenizer has no {USER_TOKEN} token; save the tokenizer with the model")
+    config = SoftPromptConfig.load(path / "soft_prompt_config.json")
+    model = SoftPromptModel(llm, encoder, int(tokenizer.convert_tokens_to_ids(USER_TOKEN)), config)
+    model.load_user_modules(path)
+    model.eval()
+    return model, item_ids

@@ -32,6 +32,9 @@ class QATrainConfig(Config):
     epochs: float = 1.0
     max_steps: int = -1
     learning_rate: float = 1e-3
+    # Learning rate of the user encoder + projector (None = learning_rate). Higher than the LoRA rate so the
+    # soft tokens become informative before LoRA settles on answer priors (LLaVA-style projector warm-up).
+    user_learning_rate: float | None = None
     batch_size: int = 8
     warmup_ratio: float = 0.03
     logging_steps: int = 10
@@ -41,6 +44,8 @@ class QATrainConfig(Config):
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.learning_rate <= 0:
             raise ConfigError("batch_size >= 1 and learning_rate > 0 are required")
+        if self.user_learning_rate is not None and self.user_learning_rate <= 0:
+            raise ConfigError("user_learning_rate must be > 0")
 
 
 def qa_rows(prompts: Sequence[str], answers: Sequence[str], tokenizer,
@@ -126,6 +131,18 @@ def load_trainable(model, checkpoint_dir: str) -> None:
             params[name].copy_(value)
 
 
+def _optimizer(model, config: QATrainConfig) -> torch.optim.Optimizer | None:
+    """AdamW with the user modules (everything outside ``llm.``) at ``user_learning_rate``; None = Trainer's."""
+    if config.user_learning_rate is None or not hasattr(model, "user_encoder"):
+        return None
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    llm = [p for n, p in params if n.startswith("llm.")]
+    user = [p for n, p in params if not n.startswith("llm.")]
+    groups = [{"params": user, "lr": config.user_learning_rate}] + ([{"params": llm, "lr": config.learning_rate}]
+                                                                   if llm else [])
+    return torch.optim.AdamW(groups, weight_decay=0.0)
+
+
 def train_qa(model, rows: datasets.Dataset, pad_token_id: int, config: QATrainConfig) -> dict[str, Any]:
     """Train ``model`` (a SoftPromptModel or a PEFT LLM) on QA rows; resumes from ``output_dir``."""
     torch.manual_seed(config.seed)
@@ -141,7 +158,8 @@ def train_qa(model, rows: datasets.Dataset, pad_token_id: int, config: QATrainCo
     )
     callbacks = [TimeBudgetCallback(config.time_budget_minutes)] if config.time_budget_minutes > 0 else []
     trainer = TrainableOnlyTrainer(model=model, args=args, train_dataset=rows.remove_columns(["prompt_len"]),
-                                   data_collator=QACollator(pad_token_id), callbacks=callbacks)
+                                   data_collator=QACollator(pad_token_id), callbacks=callbacks,
+                                   optimizers=(_optimizer(model, config), None))
     last = get_last_checkpoint(config.output_dir) if os.path.isdir(config.output_dir) else None
     t0 = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=last)
