@@ -23,6 +23,7 @@ from llmrec.tasks.uqa import (
     SPLITS,
     UNKNOWN_GENRE,
     context_cuts,
+    favourite_genre,
     genre_vocabulary,
     item_genres,
     item_line,
@@ -193,3 +194,32 @@ def score_downstream(predictions: Sequence[str], examples: Sequence[ProfileExamp
             errors.append(abs(value - gold))
         out["rating"] = {"mae": float(np.mean(errors)), "n": len(errors), "parse_failure_rate": failures / len(errors)}
     return out
+
+
+# ---- read-outs of option log-probs and non-LLM references (used by scripts/bench_profiles.py) ---------------
+
+
+def expected_rating(option_logprobs: Sequence[float], options: Sequence[str]) -> float:
+    """The mean of the numeric ``options`` (e.g. ``"1".."5"``) under the softmax of their log-probs: unlike
+    the argmax it can fall between grades, which is what an MAE rewards."""
+    if len(option_logprobs) != len(options) or not options:
+        raise DataError(f"{len(option_logprobs)} log-probs for {len(options)} options", field="option_logprobs")
+    try:
+        values = np.array([float(o) for o in options])
+    except ValueError:
+        raise DataError(f"rating options must be numbers, got {list(options)}", field="options") from None
+    logp = np.asarray(option_logprobs, dtype=np.float64)
+    weights = np.exp(logp - logp.max())
+    return float(values @ weights / weights.sum())
+
+
+def majority_context_genre(context: UserHistory, data: InteractionData) -> str | None:
+    """The most frequent primary genre among the context's movies (ties: genre order); None if none has one."""
+    primaries = [[g] for it in lookup_items(data, context) if (g := primary_genre(it)) is not None]
+    return favourite_genre(primaries, genre_vocabulary(data))
+
+
+def mean_context_rating(context: UserHistory) -> float | None:
+    """The user's mean rating over the context; None when it holds no rating."""
+    ratings = [float(r) for r in context.ratings if r is not None]
+    return float(np.mean(ratings)) if ratings else None

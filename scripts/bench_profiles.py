@@ -1,0 +1,259 @@
+"""Profile-generation benchmark on MovieLens-100k: does a profile TEXT help a reader LLM on downstream tasks?
+
+    OMP_NUM_THREADS=1 .venv/bin/python -u scripts/bench_profiles.py --threads 1 --users 150
+
+Profile kinds: ``none``, ``template`` (top genres, mean rating, decade; no LLM) and ``generated``
+(``PersonalLM.profile`` of the offline SmolLM2-135M-Instruct, zero-shot, greedy). The same model, zero-shot, reads
+each profile and answers the user's held-out test movie: next_genre (argmax of the summed option log-probs over the
+genres -> accuracy) and rating (option log-probs of "1".."5": argmax -> MAE, and the expected rating under their
+softmax -> MAE, the primary rating figure). No free generation in the reader, so parse failures decide nothing.
+Deltas vs ``none`` are paired by example with a seeded percentile-bootstrap 95% CI. Two non-LLM references
+(majority primary genre / mean rating of the user's context) put the numbers in scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from llmrec.data import load_dataset
+from llmrec.evaluation.models import HFModel
+from llmrec.evaluation.ranking import bootstrap_ci
+from llmrec.io import write_json_atomic
+from llmrec.lm.personal import PersonalLM
+from llmrec.tasks.profile import (
+    ProfileExample,
+    build_profile_tasks,
+    expected_rating,
+    majority_context_genre,
+    mean_context_rating,
+    profile_downstream_prompt,
+    profile_write_prompt,
+    template_profile,
+)
+from llmrec.tasks.uqa import normalize_answer
+
+KINDS = ("none", "template", "generated")
+N_EXAMPLES = 5
+
+
+@torch.inference_mode()
+def score_options_cached(reader: HFModel, prompt: str, options: Sequence[str]) -> np.ndarray:
+    """Summed log-prob of each option as the answer to one prompt, like ``HFModel.score_options``, but the prompt
+    runs once and the options reuse its KV cache: 18 multi-token genres would otherwise cost 18 full forwards."""
+    tok, model = reader.tokenizer, reader.model
+    ids = tok(reader.format(prompt), add_special_tokens=not reader.use_chat, return_tensors="pt")["input_ids"]
+    ids = ids[:, -reader.max_prompt_tokens:].to(reader.device)
+    out = model(input_ids=ids, use_cache=True)
+    first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+    option_ids = [tok.encode(o, add_special_tokens=False) for o in options]
+    scores = np.array([float(first[o[0]]) for o in option_ids])
+    longest = max(len(o) for o in option_ids)
+    if longest == 1:
+        return scores
+    # Options are right-padded: a pad only follows an option's real tokens, so causal attention never lets it
+    # change their log-probs, and no attention mask is needed.
+    rest = torch.tensor([o + [o[-1]] * (longest - len(o)) for o in option_ids], device=reader.device)
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(len(options))
+    positions = torch.arange(ids.shape[1], ids.shape[1] + longest, device=reader.device).expand(len(options), -1)
+    logp = torch.log_softmax(model(input_ids=rest, position_ids=positions, past_key_values=cache).logits.float(), -1)
+    for j, o in enumerate(option_ids):
+        scores[j] += float(sum(logp[j, t - 1, o[t]] for t in range(1, len(o))))
+    return scores
+
+
+def sample_users(examples: Sequence[ProfileExample], n: int, seed: int) -> list[str]:
+    """``n`` users (seeded) among those with both a next_genre and a rating row."""
+    tasks: dict[str, set[str]] = defaultdict(set)
+    for ex in examples:
+        tasks[ex.user_id].add(ex.task)
+    eligible = sorted((u for u, t in tasks.items() if t >= {"next_genre", "rating"}), key=lambda u: (len(u), u))
+    return sorted(random.Random(seed).sample(eligible, min(n, len(eligible))), key=lambda u: (len(u), u))
+
+
+def generate_profiles(plm: PersonalLM, reader: HFModel, contexts: dict[str, Any], data, *, batch: int,
+                      max_items: int, max_new_tokens: int) -> tuple[dict[str, str], list[float]]:
+    """Profiles per user and seconds per user per batch. ``batch == 1`` calls ``plm.profile`` itself; a larger
+    batch sends the same prompt (``profile_write_prompt`` in the chat template) to greedy ``reader.generate``."""
+    users = sorted(contexts, key=lambda u: len(profile_write_prompt(contexts[u], data, max_items=max_items)))
+    profiles, seconds = {}, []
+    for start in range(0, len(users), batch):
+        chunk = users[start:start + batch]
+        t0 = time.perf_counter()
+        if batch == 1:
+            texts = [plm.profile(contexts[chunk[0]], data, max_items=max_items, max_new_tokens=max_new_tokens)]
+        else:
+            texts = reader.generate([profile_write_prompt(contexts[u], data, max_items=max_items) for u in chunk],
+                                    max_new_tokens)
+        seconds.append((time.perf_counter() - t0) / len(chunk))
+        profiles.update(zip(chunk, texts, strict=True))
+        print(f"  profiles {len(profiles)}/{len(users)}  {seconds[-1]:.1f} s/user", flush=True)
+    return profiles, seconds
+
+
+def read(reader: HFModel, profiles: dict[str, str | None], examples: Sequence[ProfileExample]) -> dict[str, Any]:
+    """Per-example outcomes of one profile kind: genre hits, rating errors (argmax / expected), seconds."""
+    hits, err_argmax, err_expected, seconds = [], [], [], []
+    picked: dict[str, Counter] = {"next_genre": Counter(), "rating": Counter()}  # argmax answers: collapse shows
+    for ex in examples:
+        t0 = time.perf_counter()
+        options = list(ex.options or ())
+        logp = score_options_cached(reader, profile_downstream_prompt(profiles[ex.user_id], ex), options)
+        seconds.append(time.perf_counter() - t0)
+        picked[ex.task][options[int(logp.argmax())]] += 1
+        if ex.task == "next_genre":
+            hits.append(float(normalize_answer(options[int(logp.argmax())]) == normalize_answer(ex.answer)))
+        else:
+            gold = float(ex.answer)
+            err_argmax.append(abs(float(options[int(logp.argmax())]) - gold))
+            err_expected.append(abs(expected_rating(logp, options) - gold))
+    return {"hits": np.array(hits), "err_argmax": np.array(err_argmax), "err_expected": np.array(err_expected),
+            "seconds": seconds, "picked": picked}
+
+
+def delta(values: np.ndarray, base: np.ndarray, seed: int) -> dict[str, float]:
+    """Paired mean difference (kind - none) with a 95% percentile-bootstrap CI over examples."""
+    low, high = bootstrap_ci(values - base, n_boot=1000, seed=seed)
+    return {"value": round(float(np.mean(values - base)), 4), "ci_low": round(low, 4), "ci_high": round(high, 4)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="eval/results/profiles_ml100k.json")
+    p.add_argument("--users", type=int, default=150)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-items", type=int, default=20, help="history movies shown to the profile writer")
+    p.add_argument("--max-new-tokens", type=int, default=96, help="profile length cap (PersonalLM.profile default)")
+    p.add_argument("--gen-batch", type=int, default=8,
+                   help="profiles generated per batch (1 = one plm.profile call per user; same prompt, greedy)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default; use 1 on a shared CPU)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING)
+    t_start = time.perf_counter()
+    data = load_dataset("ml-100k")
+    rows = build_profile_tasks(data, split="test", seed=args.seed)
+    users = sample_users(rows, args.users, args.seed)
+    chosen = set(users)
+    examples = [ex for ex in rows if ex.user_id in chosen]
+    contexts = {ex.user_id: ex.context for ex in examples}  # test split: both rows share the context
+
+    plm = PersonalLM.from_base("smollm2-135m", catalogue=data.items)
+    reader = HFModel(loaded=(plm.model, plm.tokenizer))
+    tok = plm.tokenizer
+
+    t0 = time.perf_counter()
+    generated, gen_seconds = generate_profiles(plm, reader, contexts, data, batch=args.gen_batch,
+                                               max_items=args.max_items, max_new_tokens=args.max_new_tokens)
+    gen_wall = time.perf_counter() - t0
+    profiles: dict[str, dict[str, str | None]] = {
+        "none": dict.fromkeys(users),
+        "template": {u: template_profile(contexts[u], data) for u in users},
+        "generated": generated,
+    }
+    example_users = users[:N_EXAMPLES]
+    batch_check = None
+    if args.gen_batch > 1:  # does batching (left padding, bf16) change what the public API would have written?
+        same = [plm.profile(contexts[u], data, max_items=args.max_items, max_new_tokens=args.max_new_tokens)
+                == generated[u] for u in example_users]
+        batch_check = f"{sum(same)}/{len(same)} example profiles identical to one-by-one plm.profile calls"
+
+    outcomes = {}
+    for kind in KINDS:
+        t0 = time.perf_counter()
+        outcomes[kind] = read(reader, profiles[kind], examples)
+        print(f"  read {kind}: {time.perf_counter() - t0:.0f} s", flush=True)
+
+    genre_ex = [ex for ex in examples if ex.task == "next_genre"]
+    rating_ex = [ex for ex in examples if ex.task == "rating"]
+    base = outcomes["none"]
+    results: dict[str, Any] = {}
+    for kind in KINDS:
+        o = outcomes[kind]
+        texts = [t for t in profiles[kind].values() if t]
+        res: dict[str, Any] = {
+            "next_genre": {"accuracy": round(float(o["hits"].mean()), 4), "n": len(o["hits"])},
+            "rating": {"mae_expected": round(float(o["err_expected"].mean()), 4),
+                       "mae_argmax": round(float(o["err_argmax"].mean()), 4), "n": len(o["err_expected"])},
+            "argmax_answers": {task: dict(c.most_common()) for task, c in o["picked"].items()},
+            "profile_tokens_mean": round(float(np.mean([len(tok.encode(t, add_special_tokens=False))
+                                                        for t in texts])), 1) if texts else 0.0,
+            "reader_seconds_per_example_median": round(statistics.median(o["seconds"]), 3),
+        }
+        if kind != "none":
+            res["next_genre"]["delta_vs_none"] = delta(o["hits"], base["hits"], args.seed)
+            res["rating"]["delta_vs_none_expected"] = delta(o["err_expected"], base["err_expected"], args.seed)
+            res["rating"]["delta_vs_none_argmax"] = delta(o["err_argmax"], base["err_argmax"], args.seed)
+        results[kind] = res
+    first_line = "Movies this user watched"  # the writing prompt's opening: a profile starting so copies it
+    results["generated"]["echoes_prompt_share"] = round(
+        float(np.mean([generated[u].startswith(first_line) for u in users])), 4)
+    results["generated"]["generation_seconds_per_user"] = {
+        "median_over_batches": round(statistics.median(gen_seconds), 2), "mean": round(gen_wall / len(users), 2),
+        "batch": args.gen_batch}
+
+    majority = [majority_context_genre(ex.context, data) for ex in genre_ex]
+    means = [(m, float(ex.answer)) for ex in rating_ex if (m := mean_context_rating(ex.context)) is not None]
+    references = {
+        "note": "non-LLM references computed from the user's context alone; not profile kinds",
+        "majority_context_genre_accuracy": round(float(np.mean([m == ex.answer for m, ex in
+                                                                zip(majority, genre_ex, strict=True)])), 4),
+        "mean_context_rating_mae": round(float(np.mean([abs(m - gold) for m, gold in means])), 4),
+        "mean_context_rating_n": len(means),
+    }
+    out = {
+        "command": f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} .venv/bin/python -u "
+                   + " ".join(sys.argv),
+        "args": vars(args),
+        "machine": {"cpu_cores": 2, "torch_threads": torch.get_num_threads(), "device": str(reader.device),
+                    "python": platform.python_version(), "torch": torch.__version__,
+                    "note": "shared machine: two training jobs ran concurrently on the 2 cores"},
+        "model": "SmolLM2-135M-Instruct (offline default 'smollm2-135m', bf16), zero-shot; writer and reader",
+        "design": "test split (history[:-1] -> history[-1]); reader scores options by log-likelihood "
+                  "(genre: argmax of summed option log-probs; rating: argmax and softmax-expected over '1'..'5'); "
+                  "primary rating metric: mae_expected; deltas are kind - none, paired by example, bootstrap "
+                  "95% CI (1000 resamples); negative rating deltas = lower error = better",
+        "users": len(users), "examples": {"next_genre": len(genre_ex), "rating": len(rating_ex)},
+        "kinds": results,
+        "references_no_llm": references,
+        "generation_batch_check": batch_check,
+        "example_profiles": [{"user_id": u, "template": profiles["template"][u], "generated": generated[u]}
+                             for u in example_users],
+        "total_seconds": round(time.perf_counter() - t_start, 1),
+    }
+    write_json_atomic(args.out, out)
+    os.chmod(args.out, 0o644)
+
+    print(f"\n{len(users)} users, {len(genre_ex)} genre + {len(rating_ex)} rating examples; reader SmolLM2-135M")
+    print(f"{'kind':<10} {'genre acc':>9} {'d vs none [95% CI]':>24} {'MAE exp':>8} {'d vs none [95% CI]':>24} "
+          f"{'MAE argmax':>10} {'tokens':>6}")
+    for kind, r in results.items():
+        g, rt = r["next_genre"], r["rating"]
+
+        def ci(d: dict[str, float] | None) -> str:
+            return f"{d['value']:+.3f} [{d['ci_low']:+.3f},{d['ci_high']:+.3f}]" if d else "-"
+
+        print(f"{kind:<10} {g['accuracy']:>9.3f} {ci(g.get('delta_vs_none')):>24} {rt['mae_expected']:>8.3f} "
+              f"{ci(rt.get('delta_vs_none_expected')):>24} {rt['mae_argmax']:>10.3f} {r['profile_tokens_mean']:>6}")
+    print(f"non-LLM references: majority context genre acc {references['majority_context_genre_accuracy']:.3f}, "
+          f"mean context rating MAE {references['mean_context_rating_mae']:.3f}")
+    print(f"generated: {results['generated']['generation_seconds_per_user']}, echoes prompt "
+          f"{results['generated']['echoes_prompt_share']:.0%}; {batch_check}; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
