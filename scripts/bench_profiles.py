@@ -2,11 +2,16 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python -u scripts/bench_profiles.py --threads 1 --users 150
 
-Profile kinds: ``none``, ``template`` (top genres, mean rating, decade; no LLM) and ``generated``
-(``PersonalLM.profile`` of the offline SmolLM2-135M-Instruct, zero-shot, greedy). The same model, zero-shot, reads
+Profile kinds: ``none``, ``template`` (top genres, mean rating, decade; no LLM), ``generated`` (the offline
+SmolLM2-135M-Instruct, zero-shot, greedy, from the movie list only: ``PersonalLM.profile(grounded=False)``) and
+``generated_grounded`` (the default ``PersonalLM.profile``: the writer also sees the template's facts and its
+reply starts with "This user"). The same model, zero-shot, reads
 each profile and answers the user's held-out test movie: next_genre (argmax of the summed option log-probs over the
 genres -> accuracy) and rating (option log-probs of "1".."5": argmax -> MAE, and the expected rating under their
 softmax -> MAE, the primary rating figure). No free generation in the reader, so parse failures decide nothing.
+A 135M reader answers nearly the same option for every prompt, so each kind is also read with contextual
+calibration (Zhao et al. 2021): option log-probs minus those of the same question without a profile, i.e. what
+the profile itself adds (for ``none`` that is uniform).
 Deltas vs ``none`` are paired by example with a seeded percentile-bootstrap 95% CI. Two non-LLM references
 (majority primary genre / mean rating of the user's context) put the numbers in scale.
 """
@@ -32,7 +37,7 @@ from llmrec.data import load_dataset
 from llmrec.evaluation.models import HFModel
 from llmrec.evaluation.ranking import bootstrap_ci
 from llmrec.io import write_json_atomic
-from llmrec.lm.personal import PersonalLM
+from llmrec.lm.personal import PROFILE_PREFIX, PersonalLM
 from llmrec.tasks.profile import (
     ProfileExample,
     build_profile_tasks,
@@ -45,7 +50,7 @@ from llmrec.tasks.profile import (
 )
 from llmrec.tasks.uqa import normalize_answer
 
-KINDS = ("none", "template", "generated")
+KINDS = ("none", "template", "generated", "generated_grounded")
 N_EXAMPLES = 5
 
 
@@ -85,19 +90,23 @@ def sample_users(examples: Sequence[ProfileExample], n: int, seed: int) -> list[
 
 
 def generate_profiles(plm: PersonalLM, reader: HFModel, contexts: dict[str, Any], data, *, batch: int,
-                      max_items: int, max_new_tokens: int) -> tuple[dict[str, str], list[float]]:
+                      max_items: int, max_new_tokens: int, grounded: bool) -> tuple[dict[str, str], list[float]]:
     """Profiles per user and seconds per user per batch. ``batch == 1`` calls ``plm.profile`` itself; a larger
     batch sends the same prompt (``profile_write_prompt`` in the chat template) to greedy ``reader.generate``."""
-    users = sorted(contexts, key=lambda u: len(profile_write_prompt(contexts[u], data, max_items=max_items)))
+    def prompt(u: str) -> str:
+        return profile_write_prompt(contexts[u], data, max_items=max_items, grounded=grounded)
+
+    users = sorted(contexts, key=lambda u: len(prompt(u)))
     profiles, seconds = {}, []
     for start in range(0, len(users), batch):
         chunk = users[start:start + batch]
         t0 = time.perf_counter()
         if batch == 1:
-            texts = [plm.profile(contexts[chunk[0]], data, max_items=max_items, max_new_tokens=max_new_tokens)]
+            texts = [plm.profile(contexts[chunk[0]], data, max_items=max_items, max_new_tokens=max_new_tokens,
+                                 grounded=grounded)]
         else:
-            texts = reader.generate([profile_write_prompt(contexts[u], data, max_items=max_items) for u in chunk],
-                                    max_new_tokens)
+            texts = reader.generate([prompt(u) for u in chunk], max_new_tokens,
+                                    answer_prefix=PROFILE_PREFIX if grounded else "")
         seconds.append((time.perf_counter() - t0) / len(chunk))
         profiles.update(zip(chunk, texts, strict=True))
         print(f"  profiles {len(profiles)}/{len(users)}  {seconds[-1]:.1f} s/user", flush=True)
@@ -105,14 +114,22 @@ def generate_profiles(plm: PersonalLM, reader: HFModel, contexts: dict[str, Any]
 
 
 def read(reader: HFModel, profiles: dict[str, str | None], examples: Sequence[ProfileExample]) -> dict[str, Any]:
-    """Per-example outcomes of one profile kind: genre hits, rating errors (argmax / expected), seconds."""
-    hits, err_argmax, err_expected, seconds = [], [], [], []
-    picked: dict[str, Counter] = {"next_genre": Counter(), "rating": Counter()}  # argmax answers: collapse shows
+    """Option log-probs of every example under one profile kind, and the seconds each reading took."""
+    logps, seconds = [], []
     for ex in examples:
         t0 = time.perf_counter()
         options = list(ex.options or ())
-        logp = score_options_cached(reader, profile_downstream_prompt(profiles[ex.user_id], ex), options)
+        logps.append(score_options_cached(reader, profile_downstream_prompt(profiles[ex.user_id], ex), options))
         seconds.append(time.perf_counter() - t0)
+    return {"logps": logps, "seconds": seconds}
+
+
+def outcomes_of(logps: Sequence[np.ndarray], examples: Sequence[ProfileExample]) -> dict[str, Any]:
+    """Per-example outcomes from option log-probs: genre hits, rating errors (argmax / expected), answers."""
+    hits, err_argmax, err_expected = [], [], []
+    picked: dict[str, Counter] = {"next_genre": Counter(), "rating": Counter()}  # argmax answers: collapse shows
+    for ex, logp in zip(examples, logps, strict=True):
+        options = list(ex.options or ())
         picked[ex.task][options[int(logp.argmax())]] += 1
         if ex.task == "next_genre":
             hits.append(float(normalize_answer(options[int(logp.argmax())]) == normalize_answer(ex.answer)))
@@ -121,7 +138,7 @@ def read(reader: HFModel, profiles: dict[str, str | None], examples: Sequence[Pr
             err_argmax.append(abs(float(options[int(logp.argmax())]) - gold))
             err_expected.append(abs(expected_rating(logp, options) - gold))
     return {"hits": np.array(hits), "err_argmax": np.array(err_argmax), "err_expected": np.array(err_expected),
-            "seconds": seconds, "picked": picked}
+            "picked": picked}
 
 
 def delta(values: np.ndarray, base: np.ndarray, seed: int) -> dict[str, float]:
@@ -156,55 +173,68 @@ def main() -> None:
     reader = HFModel(loaded=(plm.model, plm.tokenizer))
     tok = plm.tokenizer
 
-    t0 = time.perf_counter()
-    generated, gen_seconds = generate_profiles(plm, reader, contexts, data, batch=args.gen_batch,
-                                               max_items=args.max_items, max_new_tokens=args.max_new_tokens)
-    gen_wall = time.perf_counter() - t0
+    written, gen_seconds, gen_wall = {}, {}, {}
+    for kind, grounded in (("generated", False), ("generated_grounded", True)):
+        t0 = time.perf_counter()
+        written[kind], gen_seconds[kind] = generate_profiles(
+            plm, reader, contexts, data, batch=args.gen_batch, max_items=args.max_items,
+            max_new_tokens=args.max_new_tokens, grounded=grounded)
+        gen_wall[kind] = time.perf_counter() - t0
+    generated = written["generated_grounded"]
     profiles: dict[str, dict[str, str | None]] = {
         "none": dict.fromkeys(users),
         "template": {u: template_profile(contexts[u], data) for u in users},
-        "generated": generated,
+        **written,
     }
     example_users = users[:N_EXAMPLES]
     batch_check = None
     if args.gen_batch > 1:  # does batching (left padding, bf16) change what the public API would have written?
         same = [plm.profile(contexts[u], data, max_items=args.max_items, max_new_tokens=args.max_new_tokens)
-                == generated[u] for u in example_users]
+                == generated[u] for u in example_users]  # the default (grounded) writer
         batch_check = f"{sum(same)}/{len(same)} example profiles identical to one-by-one plm.profile calls"
 
-    outcomes = {}
+    readings = {}
     for kind in KINDS:
         t0 = time.perf_counter()
-        outcomes[kind] = read(reader, profiles[kind], examples)
+        readings[kind] = read(reader, profiles[kind], examples)
         print(f"  read {kind}: {time.perf_counter() - t0:.0f} s", flush=True)
+    outcomes = {kind: outcomes_of(r["logps"], examples) for kind, r in readings.items()}
+    no_profile = readings["none"]["logps"]
+    calibrated = {kind: outcomes_of([lp - base for lp, base in zip(r["logps"], no_profile, strict=True)], examples)
+                  for kind, r in readings.items()}
 
     genre_ex = [ex for ex in examples if ex.task == "next_genre"]
     rating_ex = [ex for ex in examples if ex.task == "rating"]
-    base = outcomes["none"]
-    results: dict[str, Any] = {}
-    for kind in KINDS:
-        o = outcomes[kind]
-        texts = [t for t in profiles[kind].values() if t]
+    def summary(o: dict[str, Any], base: dict[str, Any], kind: str) -> dict[str, Any]:
         res: dict[str, Any] = {
             "next_genre": {"accuracy": round(float(o["hits"].mean()), 4), "n": len(o["hits"])},
             "rating": {"mae_expected": round(float(o["err_expected"].mean()), 4),
                        "mae_argmax": round(float(o["err_argmax"].mean()), 4), "n": len(o["err_expected"])},
             "argmax_answers": {task: dict(c.most_common()) for task, c in o["picked"].items()},
-            "profile_tokens_mean": round(float(np.mean([len(tok.encode(t, add_special_tokens=False))
-                                                        for t in texts])), 1) if texts else 0.0,
-            "reader_seconds_per_example_median": round(statistics.median(o["seconds"]), 3),
         }
         if kind != "none":
             res["next_genre"]["delta_vs_none"] = delta(o["hits"], base["hits"], args.seed)
             res["rating"]["delta_vs_none_expected"] = delta(o["err_expected"], base["err_expected"], args.seed)
             res["rating"]["delta_vs_none_argmax"] = delta(o["err_argmax"], base["err_argmax"], args.seed)
-        results[kind] = res
+        return res
+
+    results: dict[str, Any] = {}
+    for kind in KINDS:
+        texts = [t for t in profiles[kind].values() if t]
+        results[kind] = {
+            **summary(outcomes[kind], outcomes["none"], kind),
+            "calibrated": summary(calibrated[kind], calibrated["none"], kind),
+            "profile_tokens_mean": round(float(np.mean([len(tok.encode(t, add_special_tokens=False))
+                                                        for t in texts])), 1) if texts else 0.0,
+            "reader_seconds_per_example_median": round(statistics.median(readings[kind]["seconds"]), 3),
+        }
     first_line = "Movies this user watched"  # the writing prompt's opening: a profile starting so copies it
-    results["generated"]["echoes_prompt_share"] = round(
-        float(np.mean([generated[u].startswith(first_line) for u in users])), 4)
-    results["generated"]["generation_seconds_per_user"] = {
-        "median_over_batches": round(statistics.median(gen_seconds), 2), "mean": round(gen_wall / len(users), 2),
-        "batch": args.gen_batch}
+    for kind, texts in written.items():
+        results[kind]["echoes_prompt_share"] = round(float(np.mean([texts[u].startswith(first_line)
+                                                                    for u in users])), 4)
+        results[kind]["generation_seconds_per_user"] = {
+            "median_over_batches": round(statistics.median(gen_seconds[kind]), 2),
+            "mean": round(gen_wall[kind] / len(users), 2), "batch": args.gen_batch}
 
     majority = [majority_context_genre(ex.context, data) for ex in genre_ex]
     means = [(m, float(ex.answer)) for ex in rating_ex if (m := mean_context_rating(ex.context)) is not None]
@@ -226,12 +256,14 @@ def main() -> None:
         "design": "test split (history[:-1] -> history[-1]); reader scores options by log-likelihood "
                   "(genre: argmax of summed option log-probs; rating: argmax and softmax-expected over '1'..'5'); "
                   "primary rating metric: mae_expected; deltas are kind - none, paired by example, bootstrap "
-                  "95% CI (1000 resamples); negative rating deltas = lower error = better",
+                  "95% CI (1000 resamples); negative rating deltas = lower error = better; 'calibrated': option "
+                  "log-probs minus the no-profile prompt's (contextual calibration, Zhao et al. 2021)",
         "users": len(users), "examples": {"next_genre": len(genre_ex), "rating": len(rating_ex)},
         "kinds": results,
         "references_no_llm": references,
         "generation_batch_check": batch_check,
-        "example_profiles": [{"user_id": u, "template": profiles["template"][u], "generated": generated[u]}
+        "example_profiles": [{"user_id": u, "template": profiles["template"][u],
+                              "generated": written["generated"][u], "generated_grounded": generated[u]}
                              for u in example_users],
         "total_seconds": round(time.perf_counter() - t_start, 1),
     }
@@ -241,18 +273,20 @@ def main() -> None:
     print(f"\n{len(users)} users, {len(genre_ex)} genre + {len(rating_ex)} rating examples; reader SmolLM2-135M")
     print(f"{'kind':<10} {'genre acc':>9} {'d vs none [95% CI]':>24} {'MAE exp':>8} {'d vs none [95% CI]':>24} "
           f"{'MAE argmax':>10} {'tokens':>6}")
-    for kind, r in results.items():
+    for kind, r in [(k, v) for k, v in results.items()] + [(k + "/cal", v["calibrated"]) for k, v in results.items()]:
         g, rt = r["next_genre"], r["rating"]
 
         def ci(d: dict[str, float] | None) -> str:
             return f"{d['value']:+.3f} [{d['ci_low']:+.3f},{d['ci_high']:+.3f}]" if d else "-"
 
         print(f"{kind:<10} {g['accuracy']:>9.3f} {ci(g.get('delta_vs_none')):>24} {rt['mae_expected']:>8.3f} "
-              f"{ci(rt.get('delta_vs_none_expected')):>24} {rt['mae_argmax']:>10.3f} {r['profile_tokens_mean']:>6}")
+              f"{ci(rt.get('delta_vs_none_expected')):>24} {rt['mae_argmax']:>10.3f} {r.get('profile_tokens_mean', '')!s:>6}")
     print(f"non-LLM references: majority context genre acc {references['majority_context_genre_accuracy']:.3f}, "
           f"mean context rating MAE {references['mean_context_rating_mae']:.3f}")
-    print(f"generated: {results['generated']['generation_seconds_per_user']}, echoes prompt "
-          f"{results['generated']['echoes_prompt_share']:.0%}; {batch_check}; wrote {args.out}")
+    for kind in written:
+        print(f"{kind}: {results[kind]['generation_seconds_per_user']}, echoes prompt "
+              f"{results[kind]['echoes_prompt_share']:.0%}")
+    print(f"{batch_check}; wrote {args.out}")
 
 
 if __name__ == "__main__":

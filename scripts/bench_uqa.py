@@ -108,7 +108,24 @@ def main() -> None:
     variants = []
     for name in args.variants.split(","):
         variants += [("soft", int(k)) for k in args.ks.split(",")] if name == "soft" else [(name, 0)]
-    results = {}
+    def write_results() -> None:
+        out = {
+            "command": "python scripts/bench_uqa.py " + " ".join(f"--{a.replace('_', '-')} {v}" for a, v in vars(args).items()),
+            "machine": {"cpu_cores": 2, "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+                        "torch": torch.__version__, "note": "shared machine: other jobs ran concurrently"},
+            "model": "SmolLM2-135M-Instruct (bf16) + LoRA preset 'lora'",
+            "train_questions": len(train), "test_questions": len(test),
+            "majority_baseline": majority_baseline(train, test),
+            "encoder_pretraining": encoder_report,
+            "variants": results,
+        }
+        base = results.get("none", {}).get("mean_prompt_tokens")
+        if base is not None:  # tokens spent on the user (history text or soft tokens + their framing)
+            for res in results.values():
+                res["user_tokens"] = res["mean_prompt_tokens"] - base
+        write_json_atomic(args.out, out)
+
+    results: dict = {}
     for style, k in variants:
         label = f"soft_k{k}" if k else style
         torch.manual_seed(args.seed)
@@ -149,21 +166,7 @@ def main() -> None:
             plm.save(args.save_model)
         print(label, json.dumps({"macro": acc["macro"], "overall": acc["overall"], "tokens": results[label]["mean_prompt_tokens"]}),
               flush=True)
-    out = {
-        "command": "python scripts/bench_uqa.py " + " ".join(f"--{a.replace('_', '-')} {v}" for a, v in vars(args).items()),
-        "machine": {"cpu_cores": 2, "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-                    "torch": torch.__version__, "note": "shared machine: other jobs ran concurrently"},
-        "model": "SmolLM2-135M-Instruct (bf16) + LoRA preset 'lora'",
-        "train_questions": len(train), "test_questions": len(test),
-        "majority_baseline": majority_baseline(train, test),
-        "encoder_pretraining": encoder_report,
-        "variants": results,
-    }
-    base = results.get("none", {}).get("mean_prompt_tokens")
-    if base is not None:  # tokens spent on the user (history text or soft tokens + their framing)
-        for res in results.values():
-            res["user_tokens"] = res["mean_prompt_tokens"] - base
-    write_json_atomic(args.out, out)
+        write_results()  # after every variant: a long run keeps what it has measured
 
 
 if __name__ == "__main__":

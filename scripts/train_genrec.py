@@ -6,7 +6,8 @@
         # 2-process DDP; on a machine without GPUs it runs on the CPU over gloo (tests/test_ddp.py)
 
 Writes the PersonalLM directory to --out (loadable by `llmrec recommend --model DIR --user 42`) and, with
---results, a JSON report (validation curve, test metrics, timings). Resumes from --out/checkpoints if killed.
+--results, a JSON report (validation curve, test metrics, timings). Resumes from --checkpoints (default: DIR.checkpoints beside --out) if killed; the checkpoints
+live outside --out because saving the model replaces --out as a whole (atomic directory swap).
 Model selection uses validation NDCG@10 only; test is scored once, at the end.
 """
 
@@ -48,6 +49,7 @@ def collaborative_for(args: argparse.Namespace, data, split):
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True)
+    p.add_argument("--checkpoints", help="Trainer checkpoints (default: <out>.checkpoints)")
     p.add_argument("--dataset", default="ml-100k")
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--adapter", default="lora")
@@ -93,7 +95,7 @@ def main() -> None:
                                seed=args.seed)
     plm = PersonalLM.create(sids, data.items, plm_cfg, item_vectors=vectors)
     train_cfg = GenRecTrainConfig(
-        output_dir=str(Path(args.out) / "checkpoints"), epochs=args.epochs, max_steps=args.max_steps,
+        output_dir=args.checkpoints or f"{Path(args.out)}.checkpoints", epochs=args.epochs, max_steps=args.max_steps,
         learning_rate=args.lr, batch_size=args.batch_size, max_windows=args.max_windows or None,
         title_alignment=args.title_alignment, eval_users=args.eval_users, eval_steps=args.eval_steps,
         eval_beams=args.beams, time_budget_minutes=args.time_budget, seed=args.seed,

@@ -93,3 +93,24 @@ def test_soft_prompt_answers_survive_save_and_load(tiny_llama_dir, ml100k, tmp_p
 def test_soft_answer_without_a_user_model_is_a_clear_error(base_plm, ml100k):
     with pytest.raises(LlmrecError, match="no soft-prompt user encoder"):
         base_plm.answer(ml100k.histories()["1"], "Which genre?", ml100k, soft=True)
+
+
+def test_grounded_profile_sees_the_facts_and_starts_with_the_prefix(base_plm, ml100k):
+    from llmrec.lm.personal import PROFILE_PREFIX
+    from llmrec.tasks.profile import profile_write_prompt, template_profile
+
+    hist = ml100k.histories()["1"]
+    grounded = profile_write_prompt(hist, ml100k, max_items=3, grounded=True)
+    assert "Facts about the whole history: " + template_profile(hist, ml100k) in grounded
+    assert "Facts" not in profile_write_prompt(hist, ml100k, max_items=3)
+    text = base_plm.profile(hist, ml100k, max_items=3, max_new_tokens=4)
+    assert text.startswith(PROFILE_PREFIX)
+    assert not base_plm.profile(hist, ml100k, max_items=3, max_new_tokens=4, grounded=False).startswith(PROFILE_PREFIX)
+
+
+def test_hf_model_generate_starts_every_reply_with_the_prefix(tiny_llama):
+    from llmrec.evaluation.models import HFModel
+
+    model = HFModel(loaded=(tiny_llama.model, tiny_llama.tokenizer))
+    replies = model.generate(["Describe the user.", "Hi"], 3, answer_prefix="This user")
+    assert len(replies) == 2 and all(r.startswith("This user") for r in replies)

@@ -75,25 +75,26 @@ class HFModel:
             messages.insert(0, {"role": "system", "content": self.system_prompt})
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def _encode(self, prompts: Sequence[str]):
-        texts = [self.format(p) for p in prompts]
+    def _encode(self, prompts: Sequence[str], answer_prefix: str = ""):
+        texts = [self.format(p) + answer_prefix for p in prompts]
         # Keep the end of over-long prompts: the question sits after the retrieved profile.
         self.tokenizer.truncation_side = "left"
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True,
                              max_length=self.max_prompt_tokens, add_special_tokens=not self.use_chat)
         return {k: v.to(self.device) for k, v in enc.items()}
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+    def generate(self, prompts: Sequence[str], max_new_tokens: int, answer_prefix: str = "") -> list[str]:
+        """Greedy continuations; ``answer_prefix`` starts every reply (and is returned as part of it)."""
         import torch
 
-        enc = self._encode(prompts)
+        enc = self._encode(prompts, answer_prefix)
         with torch.inference_mode():
             out = self.model.generate(
                 **enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
         new = out[:, enc["input_ids"].shape[1]:]
-        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        return [(answer_prefix + t).strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
     def _forward_logprobs(self, input_ids, attention_mask):
         import torch

@@ -31,6 +31,7 @@ from llmrec.tasks.uqa import item_title
 logger = logging.getLogger(__name__)
 
 ADAPTERS_DIR = Path(__file__).resolve().parent.parent.parent / "adapters"
+PROFILE_PREFIX = "This user"  # start of a grounded profile (see PersonalLM.profile)
 LORA_KEYS = {"r", "lora_alpha", "lora_dropout", "target_modules", "load_in_4bit", "bias"}
 
 
@@ -168,9 +169,13 @@ class PersonalLM:
 
     # ----------------------------------------------------------------------------------- text generation
     @torch.no_grad()
-    def generate(self, prompt: str, *, max_new_tokens: int = 64, use_adapter: bool = True) -> str:
-        """Greedy reply to one user turn (chat template when the tokenizer has one)."""
-        ids = torch.tensor([chat_ids(self.tokenizer, prompt)], device=next(self.model.parameters()).device)
+    def generate(self, prompt: str, *, max_new_tokens: int = 64, use_adapter: bool = True,
+                 answer_prefix: str = "") -> str:
+        """Greedy reply to one user turn (chat template when the tokenizer has one). ``answer_prefix`` is written
+        as the start of the reply (and returned with it): it keeps small models from echoing the prompt."""
+        prefix_ids = self.tokenizer(answer_prefix, add_special_tokens=False)["input_ids"] if answer_prefix else []
+        ids = torch.tensor([chat_ids(self.tokenizer, prompt) + prefix_ids],
+                           device=next(self.model.parameters()).device)
         self.model.eval()
         disable = getattr(self.model, "disable_adapter", None)
         ctx = disable() if (not use_adapter and disable is not None) else nullcontext()
@@ -181,7 +186,8 @@ class PersonalLM:
                                       num_beams=1, max_new_tokens=max_new_tokens, suppress_tokens=suppress,
                                       pad_token_id=self.tokenizer.pad_token_id, temperature=None, top_p=None,
                                       top_k=None)
-        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        reply = self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        return (answer_prefix + reply).strip()
 
     def answer(self, history, question: str, data, *, max_items: int = 20, max_new_tokens: int = 48,
                use_adapter: bool = False, soft: bool | None = None) -> str:
@@ -200,12 +206,18 @@ class PersonalLM:
                              max_new_tokens=max_new_tokens, use_adapter=use_adapter)
 
     def profile(self, history, data, *, max_items: int = 20, max_new_tokens: int = 96,
-                use_adapter: bool = False) -> str:
-        """A short natural-language profile of the user from their history (``prompts/profile_write.jinja``)."""
+                use_adapter: bool = False, grounded: bool = True) -> str:
+        """A short natural-language profile of the user from their history (``prompts/profile_write.jinja``).
+
+        ``grounded`` (default) also gives the writer the facts computed from the whole history (top genres,
+        average rating, decade: :func:`~llmrec.tasks.profile.template_profile`) and starts the reply with
+        "This user", so a small model summarises instead of copying the movie list.
+        """
         from llmrec.tasks.profile import profile_write_prompt
 
-        return self.generate(profile_write_prompt(history, data, max_items=max_items),
-                             max_new_tokens=max_new_tokens, use_adapter=use_adapter)
+        return self.generate(profile_write_prompt(history, data, max_items=max_items, grounded=grounded),
+                             max_new_tokens=max_new_tokens, use_adapter=use_adapter,
+                             answer_prefix=PROFILE_PREFIX if grounded else "")
 
     @torch.no_grad()
     def soft_answer(self, history, question: str, *, max_new_tokens: int = 48) -> str:

@@ -140,11 +140,14 @@ def profile_downstream_prompt(profile_text: str | None, example: ProfileExample,
     return render(f"profile_downstream_{example.task}", **variables)
 
 
-def profile_write_prompt(context: UserHistory, data: InteractionData, *, max_items: int = 20) -> str:
-    """Render ``prompts/profile_write.jinja``: the last ``max_items`` movies with ratings, then the instruction."""
+def profile_write_prompt(context: UserHistory, data: InteractionData, *, max_items: int = 20,
+                         grounded: bool = False) -> str:
+    """Render ``prompts/profile_write.jinja``: the last ``max_items`` movies with ratings, then the instruction;
+    ``grounded`` adds the facts of :func:`template_profile` (computed over the whole context) for the writer."""
     from llmrec.prompting import render
 
-    return render("profile_write", history=history_lines(context, data, max_items=max_items))
+    facts = template_profile(context, data) if grounded else ""
+    return render("profile_write", history=history_lines(context, data, max_items=max_items), facts=facts)
 
 
 def history_lines(context: UserHistory, data: InteractionData, *, max_items: int = 20) -> list[str]:
