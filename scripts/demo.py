@@ -7,7 +7,10 @@
 3. baselines: popularity and a SASRec-style encoder trained briefly with full cross-entropy;
 4. generative recommender: SmolLM2-135M + LoRA + SID tokens, trained for a few minutes, then trie-constrained
    beam search for one user (only real, unseen movies can come out);
-5. the LLM answers a question about that user from their history.
+5. the LLM answers a question about that user from their history, and writes the user's profile;
+6. user embedder: the SASRec encoder + a projector turn the history into k = 4 soft-prompt vectors; trained
+   briefly with LoRA on computed questions (UQA-style), the LLM answers from those 4 vectors instead of the
+   ~260-token history text.
 The full-budget figures are in the README tables; this run only shows the whole chain working.
 """
 
@@ -24,8 +27,19 @@ from llmrec.data.stats import dataset_info
 from llmrec.evaluation.ranking import full_catalogue_metrics, summaries, topk_from_scores
 from llmrec.items import SemanticIdConfig, build_semantic_ids
 from llmrec.items.encoders import encode_items
-from llmrec.lm.personal import PersonalLM, PersonalLMConfig
+from llmrec.lm.loading import load_causal_lm
+from llmrec.lm.personal import PersonalLM, PersonalLMConfig, load_adapter_preset, lora_config
+from llmrec.lm.soft_prompt import (
+    USER_TOKEN,
+    SequenceUserEncoder,
+    SoftPromptConfig,
+    SoftPromptModel,
+    add_user_token,
+)
+from llmrec.tasks.profile import history_lines, template_profile
+from llmrec.tasks.uqa import ANSWER_KIND, build_uqa, item_title, uqa_prompt
 from llmrec.training.genrec import GenRecTrainConfig, evaluate_genrec, train_genrec
+from llmrec.training.qa import QATrainConfig, qa_rows, train_qa
 from llmrec.users.baselines import Popularity
 from llmrec.users.pretrain import PretrainConfig, evaluate_examples, score_histories, train_sequence_model
 from llmrec.users.sequence import SequenceEncoderConfig
@@ -38,6 +52,7 @@ def fmt(metrics: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description="llmrec end-to-end demo")
     p.add_argument("--train-minutes", type=float, default=3.0, help="LLM training budget")
+    p.add_argument("--soft-steps", type=int, default=40, help="soft-prompt QA training steps (batch 8)")
     p.add_argument("--user", default="1")
     args = p.parse_args()
     torch.manual_seed(0)
@@ -88,9 +103,49 @@ def main() -> None:
                                [set(seen)], 5)[0]
     print("    SASRec top 5: " + "; ".join(plm.titles[i] for i in sas_top))
 
+    context = hist.prefix(len(hist) - 1)
     question = "Which genres does this user like lately?"
-    print(f"[answer] {question} -> {plm.answer(hist.prefix(len(hist) - 1), question, data, max_items=10)}")
+    print(f"[answer] {question} -> {plm.answer(context, question, data, max_items=10)}")
+    print(f"[profile] template: {template_profile(context, data)}")
+    print(f"[profile] LLM (grounded): {plm.profile(context, data, max_new_tokens=60)}")
+    del plm
+
+    soft_plm, report = train_soft_prompt_qa(data, sas.model, steps=args.soft_steps)
+    print(f"[soft prompt] SASRec encoder + projector -> {SOFT_K} vectors, LoRA: {report['steps']} steps on "
+          f"{report['rows']} interest questions in {report['train_seconds']:.0f} s")
+    for ex in [e for e in build_uqa(data, split="test", tasks=INTEREST) if e.user_id == args.user]:
+        reply = soft_plm.soft_answer(context, ex.question, options=ex.options or (),
+                                     answer_kind=ANSWER_KIND.get(ex.task), max_new_tokens=8)
+        text_tokens = len(soft_plm.tokenizer("\n".join(history_lines(context, data, max_items=SOFT_ITEMS)))["input_ids"])
+        print(f"    {ex.question} -> {reply!r} (truth: {ex.answer}; {SOFT_K} soft tokens instead of "
+              f"{text_tokens} history tokens)")
     print(f"[done] {time.time() - t0:.0f} s")
+
+
+SOFT_K, SOFT_ITEMS = 4, 15
+INTEREST = ("longterm_genre", "recent_genre", "interest_shift")
+
+
+def train_soft_prompt_qa(data, encoder, *, steps: int) -> tuple[PersonalLM, dict]:
+    """A PersonalLM that reads the user from SOFT_K soft-prompt vectors (SASRec states -> projector), trained with
+    LoRA for ``steps`` on interest-perception questions whose answers are computed from the training data."""
+    from peft import get_peft_model
+
+    llm, tok = load_causal_lm(dtype="bf16")
+    uid = add_user_token(tok, llm)
+    llm = get_peft_model(llm, lora_config(load_adapter_preset("lora")))
+    soft = SoftPromptModel(llm, SequenceUserEncoder(encoder, SOFT_K), uid,
+                           SoftPromptConfig(k=SOFT_K, train_llm=True, max_items=SOFT_ITEMS))
+    index = {item: i + 1 for i, item in enumerate(data.item_ids)}
+    train = build_uqa(data, split="train", tasks=INTEREST)
+    rows = qa_rows([uqa_prompt(ex, "soft", user=USER_TOKEN * SOFT_K) for ex in train], [ex.answer for ex in train],
+                   tok, user_items=[[index[i] for i in ex.context.item_ids[-SOFT_ITEMS:]] for ex in train])
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = QATrainConfig(output_dir=tmp, max_steps=steps, learning_rate=1e-3, user_learning_rate=3e-3)
+        report = train_qa(soft, rows, tok.pad_token_id, cfg)
+    soft.eval()
+    titles = {i: item_title(it) for i, it in data.items.items()}
+    return PersonalLM(llm, tok, None, titles, PersonalLMConfig(), soft=soft, soft_item_ids=data.item_ids), report
 
 
 if __name__ == "__main__":

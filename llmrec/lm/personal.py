@@ -220,8 +220,10 @@ class PersonalLM:
                              answer_prefix=PROFILE_PREFIX if grounded else "")
 
     @torch.no_grad()
-    def soft_answer(self, history, question: str, *, max_new_tokens: int = 48) -> str:
-        """Greedy answer from ``prompts/uqa_soft.jinja`` with the user as k soft tokens (no history text)."""
+    def soft_answer(self, history, question: str, *, max_new_tokens: int = 48,
+                    options: Sequence[str] = (), answer_kind: str | None = None) -> str:
+        """Greedy answer from ``prompts/uqa_soft.jinja`` with the user as k soft tokens (no history text);
+        ``options``/``answer_kind`` fill the template as in training (e.g. the genre list, ``"genre"``)."""
         from llmrec.lm.soft_prompt import USER_TOKEN
 
         if self.soft is None:
@@ -233,8 +235,8 @@ class PersonalLM:
         unknown = [i for i in item_ids if i not in self.soft_index]
         if unknown:
             raise LlmrecError(f"user {history.user_id}: item {unknown[0]!r} is unknown to the user encoder")
-        prompt = render("uqa_soft", user=USER_TOKEN * self.soft.config.k, question=question, options=[],
-                        answer_kind=None)
+        prompt = render("uqa_soft", user=USER_TOKEN * self.soft.config.k, question=question, options=list(options),
+                        answer_kind=answer_kind)
         device = next(self.model.parameters()).device
         ids = torch.tensor([chat_ids(self.tokenizer, prompt)], device=device)
         items = torch.tensor([[self.soft_index[i] for i in item_ids]], device=device)
