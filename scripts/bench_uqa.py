@@ -34,7 +34,7 @@ from llmrec.lm.soft_prompt import (
     SoftPromptModel,
     add_user_token,
 )
-from llmrec.tasks.uqa import build_uqa, item_title, majority_baseline, uqa_accuracy, uqa_prompt
+from llmrec.tasks.uqa import build_uqa, item_line, item_title, majority_baseline, uqa_accuracy, uqa_prompt
 from llmrec.training.qa import QATrainConfig, generate_answers, qa_rows, train_qa
 from llmrec.users.pretrain import PretrainConfig, evaluate_examples, train_sequence_model
 from llmrec.users.sequence import SequenceEncoderConfig
@@ -48,7 +48,12 @@ def per_task_sample(examples, n, seed):
     return [ex for task in sorted(by_task) for ex in rng.sample(by_task[task], min(n, len(by_task[task])))]
 
 
-def lora_model(k: int | None, encoder, max_len: int):
+def catalogue_anchor_ids(tok, data) -> list[int]:
+    """Token ids of every item's text line (title, year, genres): the words a vocab projector may mix."""
+    return sorted({t for it in data.items.values() for t in tok(" " + item_line(it), add_special_tokens=False)["input_ids"]})
+
+
+def lora_model(k: int | None, encoder, max_len: int, projector: str = "mlp", data=None):
     from peft import get_peft_model
 
     llm, tok = load_causal_lm(dtype="bf16")
@@ -56,8 +61,10 @@ def lora_model(k: int | None, encoder, max_len: int):
     llm = get_peft_model(llm, lora_config(load_adapter_preset("lora")))
     if not k:
         return llm, tok, llm
+    anchors = tuple(catalogue_anchor_ids(tok, data)) if projector == "vocab" else ()
     model = SoftPromptModel(llm, SequenceUserEncoder(copy.deepcopy(encoder), k), uid,
-                            SoftPromptConfig(encoder="sequence", k=k, train_llm=True, max_items=max_len))
+                            SoftPromptConfig(encoder="sequence", k=k, train_llm=True, max_items=max_len,
+                                             projector=projector, anchor_ids=anchors))
     return model, tok, llm
 
 
@@ -72,6 +79,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--user-lr", type=float, default=None,
                    help="learning rate of the user encoder + projector (default: --lr)")
+    p.add_argument("--projector", choices=["mlp", "vocab"], default="vocab",
+                   help="soft tokens: free MLP vectors, or mixtures of the LLM's embeddings of catalogue words")
     p.add_argument("--item-vectors", choices=["none", "minilm"], default="minilm",
                    help="feed frozen MiniLM item text vectors (title, year, genres) to the user encoder")
     p.add_argument("--encoder-epochs", type=int, default=40)
@@ -129,7 +138,7 @@ def main() -> None:
     for style, k in variants:
         label = f"soft_k{k}" if k else style
         torch.manual_seed(args.seed)
-        model, tok, llm = lora_model(k, pre.model, max_len)
+        model, tok, llm = lora_model(k, pre.model, max_len, args.projector, data)
 
         def rows_for(examples, model_tok=tok, style=style, k=k):
             prompts = [uqa_prompt(ex, style, data=data, max_items=args.text_items, user=USER_TOKEN * k if k else None)

@@ -107,3 +107,26 @@ def test_user_modules_save_load_roundtrip(tiny_llama, tmp_path):
         torch.nn.init.zeros_(p)
     model.load_user_modules(tmp_path)
     torch.testing.assert_close(model.user_vectors(items), before)
+
+
+def test_vocab_projector_mixes_anchor_embeddings_and_learns(tiny_llama):
+    from llmrec.errors import ConfigError
+
+    torch.manual_seed(0)
+    llm, tok = tiny_llama.model, tiny_llama.tokenizer
+    uid = add_user_token(tok, llm)
+    anchors = (5, 9, 17, 33)
+    enc = SequenceUserEncoder(SequenceEncoder(SequenceEncoderConfig(n_items=N_ITEMS, d_model=16, n_heads=2,
+                                                                    max_len=10, pooling="mean")), 2)
+    model = SoftPromptModel(llm, enc, uid, SoftPromptConfig(k=2, projector="vocab", anchor_ids=anchors))
+    ids, mask, items = _batch(tok, 2)
+    vectors = model.user_vectors(items)
+    table = llm.get_input_embeddings().weight[list(anchors)].float()
+    torch.testing.assert_close(vectors, table.mean(0).expand_as(vectors))  # starts as the mean anchor
+    out = model(ids, mask, labels=ids, user_item_idx=items)
+    out.loss.backward()
+    assert model.projector.mlp[-1].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in llm.parameters())  # the frozen LLM (and its embedding) get nothing
+    assert not any(n.startswith("projector.embedding") for n, _ in model.named_parameters())
+    with pytest.raises(ConfigError, match="anchor_ids"):
+        SoftPromptConfig(projector="vocab")

@@ -15,7 +15,7 @@ from torch import nn
 
 from llmrec.config import Config
 from llmrec.errors import ConfigError, LlmrecError
-from llmrec.users.projector import Projector
+from llmrec.users.projector import Projector, VocabProjector
 
 USER_TOKEN = "<|user|>"
 
@@ -27,10 +27,18 @@ class SoftPromptConfig(Config):
     train_llm: bool = False  # False: encoder + projector only, LLM frozen (alignment stage); True: + LoRA
     train_encoder: bool = True
     max_items: int = 50  # most recent history items the encoder sees
+    # mlp: free vectors (2-layer MLP, normalised, learned scale); vocab: mixtures of the LLM's embeddings of
+    # ``anchor_ids`` (e.g. the tokens of the catalogue's titles and genres), see users.projector.VocabProjector
+    projector: str = "mlp"
+    anchor_ids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_items < 1:
             raise ConfigError(f"max_items must be >= 1, got {self.max_items}")
+        if self.projector not in ("mlp", "vocab"):
+            raise ConfigError(f"projector must be mlp or vocab, got {self.projector!r}")
+        if self.projector == "vocab" and not self.anchor_ids:
+            raise ConfigError("projector='vocab' needs anchor_ids (token ids whose embeddings the soft tokens mix)")
         if self.encoder not in ("sequence", "pool"):
             raise ConfigError(f"encoder must be sequence or pool, got {self.encoder!r}")
         if not 1 <= self.k <= 32:
@@ -72,7 +80,13 @@ class SoftPromptModel(nn.Module):
         emb = llm.get_input_embeddings().weight
         hidden = emb.shape[1]
         init_norm = float(emb[: user_token_id].detach().float().norm(dim=-1).mean())
-        self.projector = Projector(user_encoder.output_dim, hidden, init_norm)
+        if config.projector == "vocab":
+            if max(config.anchor_ids) >= emb.shape[0] or min(config.anchor_ids) < 0:
+                raise ConfigError(f"anchor_ids must be token ids below the vocabulary size {emb.shape[0]}")
+            self.projector = VocabProjector(user_encoder.output_dim, llm.get_input_embeddings(),
+                                            list(config.anchor_ids))
+        else:
+            self.projector = Projector(user_encoder.output_dim, hidden, init_norm)
         if not config.train_llm:
             for p in self.llm.parameters():
                 p.requires_grad_(False)

@@ -24,3 +24,31 @@ class Projector(nn.Module):
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         out = self.mlp(states)
         return out / out.norm(dim=-1, keepdim=True).clamp(min=1e-6) * self.log_scale.exp()
+
+
+class VocabProjector(nn.Module):
+    """Soft tokens as mixtures of the LLM's own token embeddings: ``softmax(MLP(state)) @ E[anchors]``.
+
+    Arbitrary projected vectors lie off the embedding manifold and a small LLM learns to read them slowly; a
+    mixture of real token embeddings (e.g. the words of the catalogue's titles and genres) is input the LLM
+    already understands, so the encoder only has to learn *which* words describe the user. The embedding rows
+    are read from the LLM at every call (nothing copied or saved); the last layer starts at zero, i.e. every
+    soft token starts as the mean anchor embedding.
+    """
+
+    def __init__(self, d_in: int, embedding: nn.Embedding, anchor_ids: list[int], hidden: int = 256,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        if not anchor_ids:
+            raise ValueError("VocabProjector needs at least one anchor token id")
+        self.embedding = [embedding]  # a list keeps the LLM's module out of this module's parameters/state
+        self.register_buffer("anchor_ids", torch.tensor(sorted(set(anchor_ids)), dtype=torch.long), persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, len(self.anchor_ids)))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        weights = self.mlp(states).softmax(-1)
+        anchors = self.embedding[0].weight[self.anchor_ids].float()
+        return weights @ anchors
