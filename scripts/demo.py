@@ -3,8 +3,9 @@
     make demo            # or: .venv/bin/python scripts/demo.py [--train-minutes 3]
 
 1. data: MovieLens-100k, leave-one-out split;
-2. item tokenizer: residual k-means semantic IDs for every movie (unique, with diagnostics);
-3. baselines: popularity and a SASRec-style encoder trained briefly with full cross-entropy;
+2. baselines: popularity and a SASRec-style encoder trained briefly with full cross-entropy;
+3. item tokenizer: residual k-means semantic IDs for every movie from its MiniLM text vector and its SASRec
+   item-table row (collaborative IDs; unique, with diagnostics);
 4. generative recommender: SmolLM2-135M + LoRA + SID tokens, trained for a few minutes, then trie-constrained
    beam search for one user (only real, unseen movies can come out);
 5. the LLM answers a question about that user from their history, and writes the user's profile;
@@ -26,6 +27,7 @@ from llmrec.data import leave_one_out, load_dataset
 from llmrec.data.stats import dataset_info
 from llmrec.evaluation.ranking import full_catalogue_metrics, summaries, topk_from_scores
 from llmrec.items import SemanticIdConfig, build_semantic_ids
+from llmrec.items.collaborative import collaborative_vectors
 from llmrec.items.encoders import encode_items
 from llmrec.lm.loading import load_causal_lm
 from llmrec.lm.personal import PersonalLM, PersonalLMConfig, load_adapter_preset, lora_config
@@ -63,13 +65,6 @@ def main() -> None:
           f"density {info['density']:.4f}, median history {info['history_length']['p50']:.0f}")
     split = leave_one_out(data.histories())
 
-    vectors = encode_items(data, show_progress=False)
-    sids, rep = build_semantic_ids(data, SemanticIdConfig(), vectors=vectors, show_progress=False)
-    print(f"[semantic ids] {len(sids)} items, levels {sids.codebook_sizes}, unique {rep['unique_fraction']:.3f}, "
-          f"collisions before disambiguation {rep['collision_rate_nearest']:.4f}, "
-          f"level-1 use {rep['utilization'][0]:.2f}, genre coherence x{rep['genre_coherence']:.2f}")
-    print(f"    'Toy Story' -> {sids.sid_string('1')}")
-
     test = split.test
     pop = Popularity.from_split(split, "test", data.item_ids)
     pop_m = summaries(full_catalogue_metrics(pop.scores(len(test)), data.item_ids, [e.target for e in test],
@@ -81,6 +76,16 @@ def main() -> None:
                                PretrainConfig(max_epochs=15, patience=3, lr=3e-3, batch_size=32))
     sas_m = summaries(evaluate_examples(sas.model, test, protocols=("rated_removed",)))
     print(f"[baseline] SASRec, {sas.epochs_run} epochs in {sas.wall_s:.0f} s: {fmt(sas_m['rated_removed'])}")
+
+    # item tokenizer: MiniLM text vectors next to SASRec's item table (trained on the training split only)
+    vectors = encode_items(data, show_progress=False)
+    sids, rep = build_semantic_ids(data, SemanticIdConfig(vectors="text+collaborative"), vectors=vectors,
+                                   collaborative=collaborative_vectors(sas.model, list(data.items)),
+                                   show_progress=False)
+    print(f"[semantic ids] text + collaborative: {len(sids)} items, levels {sids.codebook_sizes}, unique "
+          f"{rep['unique_fraction']:.3f}, collisions before disambiguation {rep['collision_rate_nearest']:.4f}, "
+          f"level-1 use {rep['utilization'][0]:.2f}, genre coherence x{rep['genre_coherence']:.2f}")
+    print(f"    'Toy Story' -> {sids.sid_string('1')}")
 
     plm = PersonalLM.create(sids, data.items, PersonalLMConfig(max_history=20), item_vectors=vectors)
     with tempfile.TemporaryDirectory() as tmp:

@@ -108,7 +108,7 @@ def main() -> None:
     summary, _, per_user = evaluate_genrec(plm, test, beams=args.beams, show_progress=True)
     result = {
         "command": "python scripts/train_genrec.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
-                                                               vars(args).items() if v not in (None, False)),
+                                                               vars(args).items() if v is not None and v is not False),
         "semantic_ids": {k: sid_report[k] for k in ("unique_fraction", "collision_rate", "utilization")},
         "config": {"model": plm_cfg.to_dict(), "train": train_cfg.to_dict()},
         "train": report,
