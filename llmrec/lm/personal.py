@@ -91,7 +91,8 @@ class PersonalLM:
         if soft is not None and (soft.llm is not model or soft_item_ids is None):
             raise LlmrecError("a soft-prompt user model must wrap this PersonalLM's model and come with its item ids")
         self.soft = soft
-        self.soft_index = {item: i + 1 for i, item in enumerate(soft_item_ids or [])}
+        self.soft_item_ids = list(soft_item_ids or [])
+        self.soft_index = {item: i + 1 for i, item in enumerate(self.soft_item_ids)}
         self.model = model
         self.tokenizer = tokenizer
         self.sids = sids
@@ -322,8 +323,7 @@ class PersonalLM:
             if self.soft is not None:
                 from llmrec.lm.soft_prompt import save_user_model
 
-                inverse = sorted(self.soft_index, key=self.soft_index.__getitem__)
-                save_user_model(self.soft, tmp / "user", inverse)
+                save_user_model(self.soft, tmp / "user", self.soft_item_ids)
             self.config.save(tmp / "llmrec_config.json")
             write_json_atomic(tmp / "catalogue.json", self.titles)
         return path
