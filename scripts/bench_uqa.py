@@ -27,15 +27,10 @@ from llmrec.io import write_json_atomic
 from llmrec.items.encoders import encode_items
 from llmrec.lm.loading import load_causal_lm
 from llmrec.lm.personal import PersonalLM, PersonalLMConfig, load_adapter_preset, lora_config
-from llmrec.lm.soft_prompt import (
-    USER_TOKEN,
-    SequenceUserEncoder,
-    SoftPromptConfig,
-    SoftPromptModel,
-    add_user_token,
-)
+from llmrec.lm.soft_prompt import USER_TOKEN, build_soft_prompt_lm, text_token_ids
 from llmrec.tasks.uqa import build_uqa, item_line, item_title, majority_baseline, uqa_accuracy, uqa_prompt
 from llmrec.training.qa import QATrainConfig, generate_answers, qa_rows, train_qa
+from llmrec.training.text_align import TextAlignConfig, align_to_text
 from llmrec.users.pretrain import PretrainConfig, evaluate_examples, train_sequence_model
 from llmrec.users.sequence import SequenceEncoderConfig
 
@@ -48,24 +43,16 @@ def per_task_sample(examples, n, seed):
     return [ex for task in sorted(by_task) for ex in rng.sample(by_task[task], min(n, len(by_task[task])))]
 
 
-def catalogue_anchor_ids(tok, data) -> list[int]:
-    """Token ids of every item's text line (title, year, genres): the words a vocab projector may mix."""
-    return sorted({t for it in data.items.values() for t in tok(" " + item_line(it), add_special_tokens=False)["input_ids"]})
-
-
-def lora_model(k: int | None, encoder, max_len: int, projector: str = "mlp", data=None):
+def lora_model(k: int, encoder, max_len: int, projector: str, item_texts: list[str]):
+    """k = 0: the LLM + LoRA (text styles); k > 0: a soft-prompt model over a copy of the pretrained encoder."""
+    if k:
+        return build_soft_prompt_lm(copy.deepcopy(encoder), k, max_items=max_len, projector=projector,
+                                    anchor_texts=item_texts if projector == "vocab" else ())
     from peft import get_peft_model
 
     llm, tok = load_causal_lm(dtype="bf16")
-    uid = add_user_token(tok, llm) if k else None
     llm = get_peft_model(llm, lora_config(load_adapter_preset("lora")))
-    if not k:
-        return llm, tok, llm
-    anchors = tuple(catalogue_anchor_ids(tok, data)) if projector == "vocab" else ()
-    model = SoftPromptModel(llm, SequenceUserEncoder(copy.deepcopy(encoder), k), uid,
-                            SoftPromptConfig(encoder="sequence", k=k, train_llm=True, max_items=max_len,
-                                             projector=projector, anchor_ids=anchors))
-    return model, tok, llm
+    return llm, tok, llm
 
 
 def main() -> None:
@@ -84,6 +71,8 @@ def main() -> None:
     p.add_argument("--item-vectors", choices=["none", "minilm"], default="minilm",
                    help="feed frozen MiniLM item text vectors (title, year, genres) to the user encoder")
     p.add_argument("--encoder-epochs", type=int, default=40)
+    p.add_argument("--text-align-epochs", type=int, default=30,
+                   help="soft variants: epochs of text alignment before QA training (0 = off; needs --projector vocab)")
     p.add_argument("--variants", default="none,text,soft")
     p.add_argument("--save-model", help="save the --save-variant model here as a PersonalLM directory "
                    "(llmrec answer --model DIR answers from its soft prompt)")
@@ -110,6 +99,7 @@ def main() -> None:
     train = per_task_sample(build_uqa(data, split="train", seed=args.seed), args.train_per_task, args.seed)
     test = per_task_sample(build_uqa(data, split="test", seed=args.seed), args.test_per_task, args.seed)
     index = {item: i + 1 for i, item in enumerate(data.item_ids)}
+    item_texts = [item_line(data.items[i]) for i in data.item_ids]  # index i + 1 <-> item_texts[i]
 
     def items_of(examples):
         return [[index[i] for i in ex.context.item_ids[-max_len:]] for ex in examples]
@@ -138,7 +128,7 @@ def main() -> None:
     for style, k in variants:
         label = f"soft_k{k}" if k else style
         torch.manual_seed(args.seed)
-        model, tok, llm = lora_model(k, pre.model, max_len, args.projector, data)
+        model, tok, llm = lora_model(k, pre.model, max_len, args.projector, item_texts)
 
         def rows_for(examples, model_tok=tok, style=style, k=k):
             prompts = [uqa_prompt(ex, style, data=data, max_items=args.text_items, user=USER_TOKEN * k if k else None)
@@ -146,6 +136,11 @@ def main() -> None:
             return qa_rows(prompts, [ex.answer for ex in examples], model_tok,
                            user_items=items_of(examples) if k else None)
 
+        align_report = None
+        if k and args.text_align_epochs:
+            histories = [[index[i] for i in h.item_ids] for h in split.train.values()]
+            align_report = align_to_text(model, histories, text_token_ids(tok, item_texts),
+                                         TextAlignConfig(epochs=args.text_align_epochs, seed=args.seed))
         train_rows, test_rows = rows_for(train), rows_for(test)
         with tempfile.TemporaryDirectory() as tmp:
             cfg = QATrainConfig(output_dir=tmp, epochs=args.epochs, learning_rate=args.lr,
@@ -167,6 +162,8 @@ def main() -> None:
                           "train": {k2: v for k2, v in report.items() if k2 != "loss_curve"},
                           "loss_first_last": [report["loss_curve"][0][1], report["loss_curve"][-1][1]]
                           if report["loss_curve"] else None,
+                          "text_align": ({k2: v for k2, v in align_report.items() if k2 != "curve"}
+                                         if align_report else None),
                           "answer_seconds_per_question": sec, "examples": list(zip(preds[:8], [e.answer for e in test[:8]], strict=True))}
         if args.save_model and label == args.save_variant:
             titles = {i: item_title(it) for i, it in data.items.items()}

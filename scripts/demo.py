@@ -29,15 +29,8 @@ from llmrec.evaluation.ranking import full_catalogue_metrics, summaries, topk_fr
 from llmrec.items import SemanticIdConfig, build_semantic_ids
 from llmrec.items.collaborative import collaborative_vectors
 from llmrec.items.encoders import encode_items
-from llmrec.lm.loading import load_causal_lm
-from llmrec.lm.personal import PersonalLM, PersonalLMConfig, load_adapter_preset, lora_config
-from llmrec.lm.soft_prompt import (
-    USER_TOKEN,
-    SequenceUserEncoder,
-    SoftPromptConfig,
-    SoftPromptModel,
-    add_user_token,
-)
+from llmrec.lm.personal import PersonalLM, PersonalLMConfig
+from llmrec.lm.soft_prompt import USER_TOKEN, build_soft_prompt_lm
 from llmrec.tasks.profile import history_lines, template_profile
 from llmrec.tasks.uqa import ANSWER_KIND, build_uqa, item_title, uqa_prompt
 from llmrec.training.genrec import GenRecTrainConfig, evaluate_genrec, train_genrec
@@ -134,13 +127,7 @@ INTEREST = ("longterm_genre", "recent_genre", "interest_shift")
 def train_soft_prompt_qa(data, encoder, *, steps: int) -> tuple[PersonalLM, dict]:
     """A PersonalLM that reads the user from SOFT_K soft-prompt vectors (SASRec states -> projector), trained with
     LoRA for ``steps`` on interest-perception questions whose answers are computed from the training data."""
-    from peft import get_peft_model
-
-    llm, tok = load_causal_lm(dtype="bf16")
-    uid = add_user_token(tok, llm)
-    llm = get_peft_model(llm, lora_config(load_adapter_preset("lora")))
-    soft = SoftPromptModel(llm, SequenceUserEncoder(encoder, SOFT_K), uid,
-                           SoftPromptConfig(k=SOFT_K, train_llm=True, max_items=SOFT_ITEMS))
+    soft, tok, llm = build_soft_prompt_lm(encoder, SOFT_K, max_items=SOFT_ITEMS)
     index = {item: i + 1 for i, item in enumerate(data.item_ids)}
     train = build_uqa(data, split="train", tasks=INTEREST)
     rows = qa_rows([uqa_prompt(ex, "soft", user=USER_TOKEN * SOFT_K) for ex in train], [ex.answer for ex in train],

@@ -130,3 +130,20 @@ def test_vocab_projector_mixes_anchor_embeddings_and_learns(tiny_llama):
     assert not any(n.startswith("projector.embedding") for n, _ in model.named_parameters())
     with pytest.raises(ConfigError, match="anchor_ids"):
         SoftPromptConfig(projector="vocab")
+
+
+@pytest.mark.parametrize("adapter", ["lora", None])
+def test_build_soft_prompt_lm_wires_llm_encoder_and_vocab_anchors(tiny_llama_dir, adapter):
+    from llmrec.lm.soft_prompt import build_soft_prompt_lm, text_token_ids
+
+    enc = SequenceEncoder(SequenceEncoderConfig(n_items=N_ITEMS, d_model=16, n_heads=2, max_len=10, pooling="mean"))
+    model, tok, llm = build_soft_prompt_lm(enc, 3, base_model=str(tiny_llama_dir), adapter=adapter, max_items=10,
+                                           projector="vocab", anchor_texts=["Drama, Comedy", "Toy Story (1995)"],
+                                           dtype="fp32")
+    assert model.user_encoder.encoder is enc and model.user_encoder.k == 3
+    assert model.user_token_id == tok.convert_tokens_to_ids(USER_TOKEN)
+    expected = sorted({t for ids in text_token_ids(tok, ["Drama, Comedy", "Toy Story (1995)"]) for t in ids})
+    assert list(model.config.anchor_ids) == expected
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == ({"llm", "user_encoder", "projector"} if adapter else {"user_encoder", "projector"})
+    assert model.config.train_llm is bool(adapter)

@@ -8,6 +8,7 @@ positions' input embeddings for the projected user vectors, in training (``forwa
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -208,3 +209,32 @@ def load_user_model(llm, tokenizer, path: str | Path) -> tuple[SoftPromptModel, 
     model.load_user_modules(path)
     model.eval()
     return model, item_ids
+
+
+# ------------------------------------------------------------------------------------------------ builder
+def build_soft_prompt_lm(encoder, k: int, *, base_model: str = "smollm2-135m", adapter: str | None = "lora",
+                         max_items: int = 50, projector: str = "mlp", anchor_texts: Sequence[str] = (),
+                         dtype: str = "bf16"):
+    """Load ``base_model``, add ``<|user|>``, wrap it in the LoRA ``adapter`` preset (None = frozen LLM, the
+    alignment-stage mode) and put a :class:`SoftPromptModel` with ``k`` tokens from ``encoder`` (a
+    :class:`~llmrec.users.sequence.SequenceEncoder`, used as is) on top -> ``(model, tokenizer, llm)``.
+    ``projector="vocab"`` mixes the embeddings of the tokens of ``anchor_texts`` (e.g. every item's text)."""
+    from peft import get_peft_model
+
+    from llmrec.lm.loading import load_causal_lm
+    from llmrec.lm.personal import load_adapter_preset, lora_config
+
+    llm, tok = load_causal_lm(base_model, dtype=dtype)
+    uid = add_user_token(tok, llm)
+    if adapter:
+        llm = get_peft_model(llm, lora_config(load_adapter_preset(adapter)))
+    anchors = tuple(sorted({t for ids in text_token_ids(tok, anchor_texts) for t in ids}))
+    config = SoftPromptConfig(encoder="sequence", k=k, train_llm=bool(adapter), max_items=max_items,
+                              projector=projector, anchor_ids=anchors)
+    return SoftPromptModel(llm, SequenceUserEncoder(encoder, k), uid, config), tok, llm
+
+
+def text_token_ids(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each text as it reads inside a prompt (after a space): the vocab projector's anchors and the
+    text-alignment targets (:mod:`llmrec.training.text_align`) use this one tokenization."""
+    return [tokenizer(" " + t, add_special_tokens=False)["input_ids"] for t in texts]

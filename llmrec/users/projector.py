@@ -48,7 +48,11 @@ class VocabProjector(nn.Module):
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
 
+    def logits(self, states: torch.Tensor) -> torch.Tensor:
+        """Unnormalised mixture weights over ``anchor_ids`` (sorted), ``[..., n_anchors]``."""
+        return self.mlp(states)
+
     def forward(self, states: torch.Tensor) -> torch.Tensor:
-        weights = self.mlp(states).softmax(-1)
+        weights = self.logits(states).softmax(-1)
         anchors = self.embedding[0].weight[self.anchor_ids].float()
         return weights @ anchors
