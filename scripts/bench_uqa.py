@@ -65,13 +65,14 @@ def main() -> None:
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--user-lr", type=float, default=None,
-                   help="learning rate of the user encoder + projector (default: --lr)")
+                   help="learning rate of the user encoder + projector in QA training (default: --lr; 0 = frozen, "
+                   "e.g. to keep the text-aligned soft tokens as they are)")
     p.add_argument("--projector", choices=["mlp", "vocab"], default="vocab",
                    help="soft tokens: free MLP vectors, or mixtures of the LLM's embeddings of catalogue words")
     p.add_argument("--item-vectors", choices=["none", "minilm"], default="minilm",
                    help="feed frozen MiniLM item text vectors (title, year, genres) to the user encoder")
     p.add_argument("--encoder-epochs", type=int, default=40)
-    p.add_argument("--text-align-epochs", type=int, default=30,
+    p.add_argument("--text-align-epochs", type=int, default=0,
                    help="soft variants: epochs of text alignment before QA training (0 = off; needs --projector vocab)")
     p.add_argument("--variants", default="none,text,soft")
     p.add_argument("--save-model", help="save the --save-variant model here as a PersonalLM directory "
@@ -141,10 +142,13 @@ def main() -> None:
             histories = [[index[i] for i in h.item_ids] for h in split.train.values()]
             align_report = align_to_text(model, histories, text_token_ids(tok, item_texts),
                                          TextAlignConfig(epochs=args.text_align_epochs, seed=args.seed))
+        if k and args.user_lr == 0:
+            for prm in list(model.user_encoder.parameters()) + list(model.projector.parameters()):
+                prm.requires_grad_(False)
         train_rows, test_rows = rows_for(train), rows_for(test)
         with tempfile.TemporaryDirectory() as tmp:
             cfg = QATrainConfig(output_dir=tmp, epochs=args.epochs, learning_rate=args.lr,
-                                user_learning_rate=args.user_lr, seed=args.seed)
+                                user_learning_rate=args.user_lr or None, seed=args.seed)
             report = train_qa(model, train_rows, tok.pad_token_id, cfg)
         model.eval()
         if k:
