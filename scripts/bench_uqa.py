@@ -43,11 +43,13 @@ def per_task_sample(examples, n, seed):
     return [ex for task in sorted(by_task) for ex in rng.sample(by_task[task], min(n, len(by_task[task])))]
 
 
-def lora_model(k: int, encoder, max_len: int, projector: str, item_texts: list[str]):
-    """k = 0: the LLM + LoRA (text styles); k > 0: a soft-prompt model over a copy of the pretrained encoder."""
+def lora_model(k: int, encoder, max_len: int, projector: str, item_texts: list[str], soft_llm: str = "lora"):
+    """k = 0: the LLM + LoRA (text styles); k > 0: a soft-prompt model over a copy of the pretrained encoder,
+    with LoRA or (``soft_llm="frozen"``) the LLM frozen: UQABench's alignment stage."""
     if k:
         return build_soft_prompt_lm(copy.deepcopy(encoder), k, max_items=max_len, projector=projector,
-                                    anchor_texts=item_texts if projector == "vocab" else ())
+                                    anchor_texts=item_texts if projector == "vocab" else (),
+                                    adapter=None if soft_llm == "frozen" else "lora")
     from peft import get_peft_model
 
     llm, tok = load_causal_lm(dtype="bf16")
@@ -72,6 +74,8 @@ def main() -> None:
     p.add_argument("--item-vectors", choices=["none", "minilm"], default="minilm",
                    help="feed frozen MiniLM item text vectors (title, year, genres) to the user encoder")
     p.add_argument("--encoder-epochs", type=int, default=40)
+    p.add_argument("--soft-llm", choices=["lora", "frozen"], default="lora",
+                   help="soft variants: train LoRA with the user side, or keep the LLM frozen (alignment stage)")
     p.add_argument("--text-align-epochs", type=int, default=0,
                    help="soft variants: epochs of text alignment before QA training (0 = off; needs --projector vocab)")
     p.add_argument("--variants", default="none,text,soft")
@@ -129,7 +133,7 @@ def main() -> None:
     for style, k in variants:
         label = f"soft_k{k}" if k else style
         torch.manual_seed(args.seed)
-        model, tok, llm = lora_model(k, pre.model, max_len, args.projector, item_texts)
+        model, tok, llm = lora_model(k, pre.model, max_len, args.projector, item_texts, args.soft_llm)
 
         def rows_for(examples, model_tok=tok, style=style, k=k):
             prompts = [uqa_prompt(ex, style, data=data, max_items=args.text_items, user=USER_TOKEN * k if k else None)
