@@ -29,7 +29,7 @@ from llmrec.data import load_dataset
 from llmrec.evaluation.models import HFModel
 from llmrec.io import write_json_atomic
 from llmrec.lm.loading import load_causal_lm
-from llmrec.lm.personal import PersonalLM, load_adapter_preset, lora_config
+from llmrec.lm.personal import PersonalLM, with_lora
 from llmrec.tasks.profile import (
     ProfileExample,
     build_profile_tasks,
@@ -101,10 +101,8 @@ def main() -> None:
     outcomes: dict[str, dict[str, Any]] = {}
     for kind in kinds:
         torch.manual_seed(args.seed)
-        from peft import get_peft_model
-
         llm, tok = load_causal_lm(dtype="bf16")
-        llm = get_peft_model(llm, lora_config(load_adapter_preset("lora")))
+        llm = with_lora(llm, "lora")
         rows = qa_rows([profile_downstream_prompt(profiles[kind][key(ex)], ex) for ex in train],
                        [ex.answer for ex in train], tok)
         with tempfile.TemporaryDirectory() as tmp:

@@ -26,7 +26,7 @@ from llmrec.evaluation.ranking import summaries
 from llmrec.io import write_json_atomic
 from llmrec.items.encoders import encode_items
 from llmrec.lm.loading import load_causal_lm
-from llmrec.lm.personal import PersonalLM, PersonalLMConfig, load_adapter_preset, lora_config
+from llmrec.lm.personal import PersonalLM, PersonalLMConfig, with_lora
 from llmrec.lm.soft_prompt import USER_TOKEN, build_soft_prompt_lm, text_token_ids
 from llmrec.tasks.uqa import build_uqa, item_line, item_title, majority_baseline, uqa_accuracy, uqa_prompt
 from llmrec.training.qa import QATrainConfig, generate_answers, qa_rows, train_qa
@@ -50,10 +50,8 @@ def lora_model(k: int, encoder, max_len: int, projector: str, item_texts: list[s
         return build_soft_prompt_lm(copy.deepcopy(encoder), k, max_items=max_len, projector=projector,
                                     anchor_texts=item_texts if projector == "vocab" else (),
                                     adapter=None if soft_llm == "frozen" else "lora")
-    from peft import get_peft_model
-
     llm, tok = load_causal_lm(dtype="bf16")
-    llm = get_peft_model(llm, lora_config(load_adapter_preset("lora")))
+    llm = with_lora(llm, "lora")
     return llm, tok, llm
 
 

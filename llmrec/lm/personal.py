@@ -81,6 +81,14 @@ def lora_config(preset: dict[str, Any], **extra: Any):
     )
 
 
+def with_lora(model, adapter: str | dict[str, Any] = "lora", **extra: Any):
+    """``model`` wrapped in PEFT LoRA from an ``adapters/`` preset (a name, a YAML path or a loaded preset)."""
+    from peft import get_peft_model
+
+    preset = adapter if isinstance(adapter, dict) else load_adapter_preset(adapter)
+    return get_peft_model(model, lora_config(preset, **extra))
+
+
 class PersonalLM:
     """Use :meth:`create` for a new model and :meth:`load` for a saved one."""
 
@@ -137,8 +145,6 @@ class PersonalLM:
         ``catalogue`` maps item id -> ``Item``; ``item_vectors`` (rows in ``sids.item_ids`` order) are the text
         vectors the SIDs were built from; they drive the ``projection`` initialisation.
         """
-        from peft import get_peft_model
-
         config = config or PersonalLMConfig()
         torch.manual_seed(config.seed)
         preset = load_adapter_preset(config.adapter)
@@ -157,7 +163,7 @@ class PersonalLM:
         titles = {i: item_title(catalogue[i]) for i in sids.item_ids}
         init_sid_embeddings(model, tok, sids, titles, new_ids, config.sid_init, item_vectors, config.seed)
         # Only the new SID rows train; the embedding stays tied to the LM head.
-        peft_model = get_peft_model(model, lora_config(preset, trainable_token_indices={"embed_tokens": new_ids}))
+        peft_model = with_lora(model, preset, trainable_token_indices={"embed_tokens": new_ids})
         return cls(peft_model, tok, sids, titles, config)
 
     @classmethod

@@ -219,15 +219,13 @@ def build_soft_prompt_lm(encoder, k: int, *, base_model: str = "smollm2-135m", a
     alignment-stage mode) and put a :class:`SoftPromptModel` with ``k`` tokens from ``encoder`` (a
     :class:`~llmrec.users.sequence.SequenceEncoder`, used as is) on top -> ``(model, tokenizer, llm)``.
     ``projector="vocab"`` mixes the embeddings of the tokens of ``anchor_texts`` (e.g. every item's text)."""
-    from peft import get_peft_model
-
     from llmrec.lm.loading import load_causal_lm
-    from llmrec.lm.personal import load_adapter_preset, lora_config
+    from llmrec.lm.personal import with_lora
 
     llm, tok = load_causal_lm(base_model, dtype=dtype)
     uid = add_user_token(tok, llm)
     if adapter:
-        llm = get_peft_model(llm, lora_config(load_adapter_preset(adapter)))
+        llm = with_lora(llm, adapter)
     anchors = tuple(sorted({t for ids in text_token_ids(tok, anchor_texts) for t in ids}))
     config = SoftPromptConfig(encoder="sequence", k=k, train_llm=bool(adapter), max_items=max_items,
                               projector=projector, anchor_ids=anchors)

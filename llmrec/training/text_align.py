@@ -27,6 +27,7 @@ from torch.nn import functional as F
 from llmrec.config import Config
 from llmrec.errors import ConfigError, DataError
 from llmrec.users.projector import VocabProjector
+from llmrec.users.sequence import history_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +66,7 @@ def item_token_bags(item_token_ids: Sequence[Sequence[int]], anchor_ids: Sequenc
 def chunk_targets(item_idx: torch.Tensor, k: int, bags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Token distributions ``[B, k, A]`` of the k chronological chunks of right-padded ``item_idx`` (the chunks
     of :meth:`SequenceEncoder.user_states` mean pooling) and a ``[B, k]`` mask of non-empty chunks."""
-    real = item_idx != 0
-    lengths = real.sum(1).clamp(min=1)
-    pos = torch.arange(item_idx.shape[1], device=item_idx.device)[None, :]
-    chunk = torch.div(pos * k, lengths[:, None], rounding_mode="floor")
-    chunk = torch.where(real, chunk, torch.full_like(chunk, k))
-    onehot = F.one_hot(chunk, k + 1)[..., :k].float()  # [B, T, k]
+    onehot = history_chunks(item_idx != 0, k).float()  # [B, T, k]
     counts = onehot.transpose(1, 2) @ bags[item_idx]  # [B, k, A]
     total = counts.sum(-1, keepdim=True)
     return counts / total.clamp(min=1e-9), total.squeeze(-1) > 0

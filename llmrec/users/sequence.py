@@ -76,6 +76,17 @@ class SequenceEncoderConfig(Config):
             raise ConfigError(f"n_user_vectors must be in 1..32, got {self.n_user_vectors}")
 
 
+def history_chunks(real: torch.Tensor, k: int) -> torch.Tensor:
+    """``[B, T, k]`` one-hot chunk of each position of right-padded histories (``real`` = not padding): chunk c
+    covers positions ``[c*len/k, (c+1)*len/k)``; padding is in no chunk, and rows shorter than k leave some chunks
+    empty. The chunks of ``user_states(pooling="mean")``, also the text-alignment targets' chunks."""
+    lengths = real.sum(1).clamp(min=1)
+    pos = torch.arange(real.shape[1], device=real.device)[None, :]
+    chunk = torch.div(pos * k, lengths[:, None], rounding_mode="floor")
+    chunk = torch.where(real, chunk, torch.full_like(chunk, k))
+    return F.one_hot(chunk, k + 1)[..., :k]
+
+
 class SequenceEncoder(nn.Module):
     """Causal transformer: ``forward(item_idx [B, T], ratings) -> states [B, T, d]``; ``score_all`` -> logits."""
 
@@ -218,7 +229,7 @@ class SequenceEncoder(nn.Module):
         lengths = real.sum(1)
         if (lengths == 0).any():
             raise DataError("user_states needs at least one item per history", field="item_ids")
-        b, t, d = states.shape
+        b, _, d = states.shape
         pooling = self.config.pooling
         if pooling == "query":
             if k != self.config.n_user_vectors:
@@ -226,16 +237,13 @@ class SequenceEncoder(nn.Module):
             queries = self.user_queries.unsqueeze(0).expand(b, -1, -1)
             out, _ = self.pool_attn(queries, states, states, key_padding_mask=~real, need_weights=False)
             return out
-        pos = torch.arange(t, device=states.device)[None, :]
         if pooling == "last":
             # slots j = 0..k-1 hold states lengths-k+j; slots before the first item stay zero
             src = lengths[:, None] - k + torch.arange(k, device=states.device)[None, :]
             gathered = states.gather(1, src.clamp(min=0)[..., None].expand(-1, -1, d))
             return gathered * (src >= 0)[..., None]
-        # mean: chunk c covers positions [c*len/k, (c+1)*len/k); an empty chunk (len < k) is zero
-        chunk = torch.div(pos * k, lengths[:, None], rounding_mode="floor")
-        chunk = torch.where(real, chunk, torch.full_like(chunk, k))
-        onehot = F.one_hot(chunk, k + 1)[..., :k].to(states.dtype)  # [B, T, k]
+        # mean over each chunk; an empty chunk (len < k) is zero
+        onehot = history_chunks(real, k).to(states.dtype)  # [B, T, k]
         sums = onehot.transpose(1, 2) @ states
         counts = onehot.sum(1).clamp(min=1)[..., None]
         return sums / counts
