@@ -10,6 +10,7 @@ are chosen on validation only.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -26,9 +27,12 @@ def main() -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--dataset", default="ml-100k")
     p.add_argument("--split", choices=["valid", "test"], default="valid")
-    p.add_argument("--beams", type=int, nargs="+", default=[10])
+    p.add_argument("--beams", type=int, nargs="+", default=[10],
+                   help="beam widths to score; 0 = exact ranking of every catalogue item (slow)")
     p.add_argument("--users", type=int, default=0, help="first N users of the split (0 = all)")
     p.add_argument("--batch-users", type=int, default=16)
+    p.add_argument("--max-history", type=int, default=0,
+                   help="history items in the prompt (0 = the model's own max_history setting)")
     p.add_argument("--results", help="write a JSON report here")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default; use 1 on a shared CPU)")
     args = p.parse_args()
@@ -39,6 +43,8 @@ def main() -> None:
     examples = split.valid if args.split == "valid" else split.test
     examples = examples[: args.users] if args.users else examples
     plm = PersonalLM.load(args.model)
+    if args.max_history:
+        plm.config = dataclasses.replace(plm.config, max_history=args.max_history)
     rows = {}
     for beams in args.beams:
         t0 = time.perf_counter()
@@ -48,6 +54,7 @@ def main() -> None:
         print(f"beams {beams}: " + json.dumps(rows[str(beams)]), flush=True)
     if args.results:
         write_json_atomic(args.results, {"model": args.model, "split": args.split, "users": len(examples),
+                                         "max_history": plm.config.max_history,
                                          "torch_threads": torch.get_num_threads(), "by_beams": rows})
 
 

@@ -198,3 +198,45 @@ def test_tiny_training_run_learns_and_resumes(plm, tmp_path):
     # a second call finds the finished run's checkpoints and resumes instead of starting over
     again = train_genrec(plm, split.train, split.valid, cfg)
     assert again["resumed_from"] is not None
+
+
+def test_checkpoint_averaging_is_the_weight_mean_and_loads(plm, tmp_path):
+    from safetensors.torch import load_file
+
+    from llmrec.lm.averaging import average_adapter_weights, write_averaged_model
+
+    a = plm.save(tmp_path / "a")
+    with torch.no_grad():
+        for p in plm.model.parameters():
+            if p.requires_grad:
+                p.add_(1.0)
+    b = plm.save(tmp_path / "b")
+    wa, wb = load_file(str(a / "adapter_model.safetensors")), load_file(str(b / "adapter_model.safetensors"))
+    assert any(not torch.equal(wa[n], wb[n]) for n in wa)
+    avg = average_adapter_weights([a, b])
+    for name in wa:
+        torch.testing.assert_close(avg[name], (wa[name].float() + wb[name].float()).div(2).to(wa[name].dtype))
+    out = write_averaged_model(a, [a, b], tmp_path / "avg")
+    loaded = PersonalLM.load(out)
+    recs = loaded.recommend([str(i) for i in range(5)], k=5)
+    assert len({r["item_id"] for r in recs}) == 5
+    with pytest.raises(LlmrecError, match="at least two"):
+        average_adapter_weights([a])
+    cfg = json.loads((b / "adapter_config.json").read_text())
+    (b / "adapter_config.json").write_text(json.dumps({**cfg, "r": cfg["r"] * 2}))
+    with pytest.raises(LlmrecError, match=r"adapter config differs .*\['r'\]"):
+        average_adapter_weights([a, b])
+    with pytest.raises(LlmrecError, match="no adapter_model.safetensors"):
+        average_adapter_weights([a, tmp_path])
+
+
+def test_evaluate_exact_ranking_equals_exhaustive_beam_search(plm):
+    from llmrec.training.genrec import evaluate_genrec
+
+    split = leave_one_out(_catalogue_data().histories())
+    exact, exact_lists, _ = evaluate_genrec(plm, split.valid, beams=0)
+    wide, wide_lists, _ = evaluate_genrec(plm, split.valid, beams=N_ITEMS)
+    assert exact_lists == wide_lists  # beam search as wide as the catalogue is exhaustive
+    assert exact == wide and exact["invalid_rate"] == 0.0
+    for e, items in zip(split.valid, exact_lists, strict=True):
+        assert len(set(items)) == 10 and not set(items) & set(e.history.item_ids)

@@ -65,12 +65,22 @@ def evaluate_genrec(
     plm, examples: Sequence[SplitExample], *, k: int = 10, beams: int = 10, batch_users: int = 16,
     show_progress: bool = False,
 ) -> tuple[dict[str, float], list[list[str]], float]:
-    """Beam-search top-``k`` for each example (history items excluded) -> metrics, lists, seconds/user."""
+    """Beam-search top-``k`` for each example (history items excluded) -> metrics, lists, seconds/user.
+
+    ``beams=0`` ranks by the exact log-probability of every catalogue item instead (``PersonalLM.score_items``):
+    the limit beam search approaches, to tell search errors from model errors (slow; small catalogues)."""
     from tqdm.auto import tqdm
 
     ranked: list[list[str]] = []
     t0 = time.perf_counter()
-    for start in tqdm(range(0, len(examples), batch_users), disable=not show_progress, desc="recommend"):
+    if beams == 0:
+        for e in tqdm(examples, disable=not show_progress, desc="score all items"):
+            scores = plm.score_items(list(e.history.item_ids))
+            scores[[plm.item_row[i] for i in e.history.item_ids if i in plm.item_row]] = -np.inf
+            top = np.lexsort((np.arange(len(scores)), -scores))[:k]  # ties by catalogue row, as beam search
+            ranked.append([plm.item_ids[r] for r in top])
+    for start in tqdm(range(0, len(examples) if beams else 0, batch_users), disable=not show_progress,
+                      desc="recommend"):
         chunk = examples[start:start + batch_users]
         recs = plm.recommend_batch([list(e.history.item_ids) for e in chunk], k=k, num_beams=beams)
         ranked.extend([r["item_id"] for r in rs] for rs in recs)
