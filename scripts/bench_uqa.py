@@ -28,7 +28,15 @@ from llmrec.items.encoders import encode_items
 from llmrec.lm.loading import load_causal_lm
 from llmrec.lm.personal import PersonalLM, PersonalLMConfig, with_lora
 from llmrec.lm.soft_prompt import USER_TOKEN, build_soft_prompt_lm, text_token_ids
-from llmrec.tasks.uqa import build_uqa, item_line, item_title, majority_baseline, uqa_accuracy, uqa_prompt
+from llmrec.tasks.uqa import (
+    build_uqa,
+    genre_line,
+    item_line,
+    item_title,
+    majority_baseline,
+    uqa_accuracy,
+    uqa_prompt,
+)
 from llmrec.training.qa import QATrainConfig, generate_answers, qa_rows, train_qa
 from llmrec.training.text_align import TextAlignConfig, align_to_text
 from llmrec.users.pretrain import PretrainConfig, evaluate_examples, train_sequence_model
@@ -76,6 +84,9 @@ def main() -> None:
                    help="soft variants: train LoRA with the user side, or keep the LLM frozen (alignment stage)")
     p.add_argument("--text-align-epochs", type=int, default=0,
                    help="soft variants: epochs of text alignment before QA training (0 = off; needs --projector vocab)")
+    p.add_argument("--anchor-text", choices=["items", "genres"], default="items",
+                   help="vocab projector anchors and text-alignment targets: each item's title + genres, or its "
+                   "genre words only (sharper mixtures for the genre and interest questions)")
     p.add_argument("--variants", default="none,text,soft")
     p.add_argument("--save-model", help="save the --save-variant model here as a PersonalLM directory "
                    "(llmrec answer --model DIR answers from its soft prompt)")
@@ -102,7 +113,8 @@ def main() -> None:
     train = per_task_sample(build_uqa(data, split="train", seed=args.seed), args.train_per_task, args.seed)
     test = per_task_sample(build_uqa(data, split="test", seed=args.seed), args.test_per_task, args.seed)
     index = {item: i + 1 for i, item in enumerate(data.item_ids)}
-    item_texts = [item_line(data.items[i]) for i in data.item_ids]  # index i + 1 <-> item_texts[i]
+    line = item_line if args.anchor_text == "items" else genre_line
+    item_texts = [line(data.items[i]) for i in data.item_ids]  # index i + 1 <-> item_texts[i]
 
     def items_of(examples):
         return [[index[i] for i in ex.context.item_ids[-max_len:]] for ex in examples]

@@ -9,7 +9,8 @@
 4. generative recommender: SmolLM2-135M + LoRA + SID tokens, trained for a few minutes, then trie-constrained
    beam search for one user (only real, unseen movies can come out);
 5. the LLM answers a question about that user from their history, and writes the user's profile;
-6. user embedder: the SASRec encoder + a projector turn the history into k = 4 soft-prompt vectors; trained
+6. user embedder: the SASRec encoder + a projector onto the LLM's genre-word embeddings turn the history into
+   k = 4 soft-prompt vectors, text-aligned to the genres of each history chunk (no LLM pass); trained
    briefly with LoRA on computed questions (UQA-style), the LLM answers from those 4 vectors instead of the
    ~260-token history text.
 The full-budget figures are in the README tables; this run only shows the whole chain working.
@@ -30,11 +31,12 @@ from llmrec.items import SemanticIdConfig, build_semantic_ids
 from llmrec.items.collaborative import collaborative_vectors
 from llmrec.items.encoders import encode_items
 from llmrec.lm.personal import PersonalLM, PersonalLMConfig
-from llmrec.lm.soft_prompt import USER_TOKEN, build_soft_prompt_lm
+from llmrec.lm.soft_prompt import USER_TOKEN, build_soft_prompt_lm, text_token_ids
 from llmrec.tasks.profile import history_lines, template_profile
-from llmrec.tasks.uqa import ANSWER_KIND, build_uqa, item_title, uqa_prompt
+from llmrec.tasks.uqa import ANSWER_KIND, build_uqa, genre_line, item_title, uqa_prompt
 from llmrec.training.genrec import GenRecTrainConfig, evaluate_genrec, train_genrec
 from llmrec.training.qa import QATrainConfig, qa_rows, train_qa
+from llmrec.training.text_align import TextAlignConfig, align_to_text
 from llmrec.users.baselines import Popularity
 from llmrec.users.pretrain import PretrainConfig, evaluate_examples, score_histories, train_sequence_model
 from llmrec.users.sequence import SequenceEncoderConfig
@@ -108,8 +110,9 @@ def main() -> None:
     print(f"[profile] LLM (grounded): {plm.profile(context, data, max_new_tokens=60)}")
     del plm
 
-    soft_plm, report = train_soft_prompt_qa(data, sas.model, steps=args.soft_steps)
-    print(f"[soft prompt] SASRec encoder + projector -> {SOFT_K} vectors, LoRA: {report['steps']} steps on "
+    soft_plm, report = train_soft_prompt_qa(data, sas.model, split.train, steps=args.soft_steps)
+    print(f"[soft prompt] SASRec encoder + genre-word projector -> {SOFT_K} vectors, text-aligned (held-out KL "
+          f"{report['align_kl'][0]:.2f} -> {report['align_kl'][1]:.3f}), LoRA: {report['steps']} steps on "
           f"{report['rows']} interest questions in {report['train_seconds']:.0f} s")
     for ex in [e for e in build_uqa(data, split="test", tasks=INTEREST) if e.user_id == args.user]:
         reply = soft_plm.soft_answer(context, ex.question, options=ex.options or (),
@@ -124,18 +127,27 @@ SOFT_K, SOFT_ITEMS = 4, 15
 INTEREST = ("longterm_genre", "recent_genre", "interest_shift")
 
 
-def train_soft_prompt_qa(data, encoder, *, steps: int) -> tuple[PersonalLM, dict]:
-    """A PersonalLM that reads the user from SOFT_K soft-prompt vectors (SASRec states -> projector), trained with
-    LoRA for ``steps`` on interest-perception questions whose answers are computed from the training data."""
-    soft, tok, llm = build_soft_prompt_lm(encoder, SOFT_K, max_items=SOFT_ITEMS)
+def train_soft_prompt_qa(data, encoder, train_histories, *, steps: int) -> tuple[PersonalLM, dict]:
+    """A PersonalLM that reads the user from SOFT_K soft-prompt vectors: SASRec states -> vocab projector over the
+    LLM's genre-word embeddings, text-aligned (soft token j = the genre words of the j-th chunk of the history, no
+    LLM pass), then LoRA for ``steps`` on interest-perception questions whose answers come from the training data
+    (the aligned user side stays frozen)."""
+    genres = [genre_line(data.items[i]) for i in data.item_ids]  # index i + 1 <-> genres[i]
+    soft, tok, llm = build_soft_prompt_lm(encoder, SOFT_K, max_items=SOFT_ITEMS, projector="vocab",
+                                          anchor_texts=genres)
     index = {item: i + 1 for i, item in enumerate(data.item_ids)}
+    align = align_to_text(soft, [[index[i] for i in h.item_ids] for h in train_histories.values()],
+                          text_token_ids(tok, genres), TextAlignConfig(epochs=10))
+    for prm in list(soft.user_encoder.parameters()) + list(soft.projector.parameters()):
+        prm.requires_grad_(False)
     train = build_uqa(data, split="train", tasks=INTEREST)
     rows = qa_rows([uqa_prompt(ex, "soft", user=USER_TOKEN * SOFT_K) for ex in train], [ex.answer for ex in train],
                    tok, user_items=[[index[i] for i in ex.context.item_ids[-SOFT_ITEMS:]] for ex in train])
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = QATrainConfig(output_dir=tmp, max_steps=steps, learning_rate=1e-3, user_learning_rate=3e-3)
+        cfg = QATrainConfig(output_dir=tmp, max_steps=steps, learning_rate=1e-3)
         report = train_qa(soft, rows, tok.pad_token_id, cfg)
     soft.eval()
+    report["align_kl"] = (align["heldout_kl_before"], align["heldout_kl_after"])
     titles = {i: item_title(it) for i, it in data.items.items()}
     return PersonalLM(llm, tok, None, titles, PersonalLMConfig(), soft=soft, soft_item_ids=data.item_ids), report
 

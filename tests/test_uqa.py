@@ -15,6 +15,7 @@ from llmrec.tasks.uqa import (
     TASKS,
     UqaExample,
     build_uqa,
+    genre_line,
     genre_vocabulary,
     title_matches,
     uqa_accuracy,
@@ -295,3 +296,10 @@ def test_harness_tasks_load_and_build(ml100k, ml_test):
     assert bare == uqa_prompt(mine[0], "none")
     with pytest.raises(ConfigError, match="dataset_args"):
         build_examples(spec.with_overrides(dataset_args={"task": "recent_genre", "window": 3}))
+
+
+def test_genre_line_lists_real_genres_only():
+    assert genre_line(Item("1", "Toy Story", {"genres": ["Animation", "Children's", "Comedy"]})) == \
+        "Animation Children's Comedy"
+    assert genre_line(Item("9", "Lost film", {"genres": ["unknown"]})) == "unknown"
+    assert genre_line(Item("10", "No genres", {})) == "unknown"

@@ -102,6 +102,12 @@ def item_line(item: Item) -> str:
     return f"{item_title(item)} — {', '.join(genres)}" if genres else item_title(item)
 
 
+def genre_line(item: Item) -> str:
+    """The item's genre words, space-separated (``unknown`` when it has none): the text a genre-anchored soft
+    prompt is aligned to (sharper token mixtures than the whole :func:`item_line` for genre questions)."""
+    return " ".join(g for g in item_genres(item) if g != UNKNOWN_GENRE) or UNKNOWN_GENRE
+
+
 def primary_genre(item: Item) -> str | None:
     """The first-listed real genre, or None when the item has only "unknown" (or none)."""
     genres = item_genres(item)
