@@ -70,6 +70,8 @@ def main() -> None:
     p.add_argument("--test-per-task", type=int, default=50)
     p.add_argument("--ks", default="1,4,16")
     p.add_argument("--text-items", type=int, default=15, help="history items shown as text / fed to the encoder")
+    p.add_argument("--soft-items", type=int, default=0,
+                   help="history items the user encoder sees (0 = --text-items, the same items the text prompt shows)")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--user-lr", type=float, default=None,
@@ -99,7 +101,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     data = load_dataset("ml-100k")
     split = leave_one_out(data.histories())
-    max_len = args.text_items  # the encoder sees exactly the items the text prompt shows
+    # By default the encoder sees exactly the items the text prompt shows; --soft-items lets it see more (a longer
+    # history costs the soft prompt no extra LLM tokens, the text prompt ~17 tokens per item).
+    max_len = args.soft_items or args.text_items
 
     t0 = time.perf_counter()
     vectors = (torch.from_numpy(encode_items(data, show_progress=False)) if args.item_vectors == "minilm" else None)
