@@ -161,8 +161,7 @@ def main() -> None:
             align_report = align_to_text(model, histories, text_token_ids(tok, item_texts),
                                          TextAlignConfig(epochs=args.text_align_epochs, seed=args.seed))
         if k and args.user_lr == 0:
-            for prm in list(model.user_encoder.parameters()) + list(model.projector.parameters()):
-                prm.requires_grad_(False)
+            model.freeze_user_modules()
         train_rows, test_rows = rows_for(train), rows_for(test)
         with tempfile.TemporaryDirectory() as tmp:
             cfg = QATrainConfig(output_dir=tmp, epochs=args.epochs, learning_rate=args.lr,

@@ -138,8 +138,7 @@ def train_soft_prompt_qa(data, encoder, train_histories, *, steps: int) -> tuple
     index = {item: i + 1 for i, item in enumerate(data.item_ids)}
     align = align_to_text(soft, [[index[i] for i in h.item_ids] for h in train_histories.values()],
                           text_token_ids(tok, genres), TextAlignConfig(epochs=10))
-    for prm in list(soft.user_encoder.parameters()) + list(soft.projector.parameters()):
-        prm.requires_grad_(False)
+    soft.freeze_user_modules()
     train = build_uqa(data, split="train", tasks=INTEREST)
     rows = qa_rows([uqa_prompt(ex, "soft", user=USER_TOKEN * SOFT_K) for ex in train], [ex.answer for ex in train],
                    tok, user_items=[[index[i] for i in ex.context.item_ids[-SOFT_ITEMS:]] for ex in train])

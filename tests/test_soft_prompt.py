@@ -147,3 +147,6 @@ def test_build_soft_prompt_lm_wires_llm_encoder_and_vocab_anchors(tiny_llama_dir
     trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == ({"llm", "user_encoder", "projector"} if adapter else {"user_encoder", "projector"})
     assert model.config.train_llm is bool(adapter)
+    if adapter:  # after text alignment the user side is frozen and only LoRA trains
+        model.freeze_user_modules()
+        assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} == {"llm"}

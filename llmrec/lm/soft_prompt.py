@@ -95,6 +95,12 @@ class SoftPromptModel(nn.Module):
             for p in self.user_encoder.parameters():
                 p.requires_grad_(False)
 
+    def freeze_user_modules(self) -> None:
+        """Stop training the encoder and projector (e.g. once text-aligned, so LoRA learns to read them as they
+        are: trained on during QA they drift back to uninformative tokens)."""
+        for p in list(self.user_encoder.parameters()) + list(self.projector.parameters()):
+            p.requires_grad_(False)
+
     def user_vectors(self, user_item_idx: torch.Tensor, user_query_vec: torch.Tensor | None = None,
                      user_ratings: torch.Tensor | None = None) -> torch.Tensor:
         states = self.user_encoder(user_item_idx, query_vec=user_query_vec, ratings=user_ratings)

@@ -79,11 +79,11 @@ def evaluate_genrec(
             scores[[plm.item_row[i] for i in e.history.item_ids if i in plm.item_row]] = -np.inf
             top = np.lexsort((np.arange(len(scores)), -scores))[:k]  # ties by catalogue row, as beam search
             ranked.append([plm.item_ids[r] for r in top])
-    for start in tqdm(range(0, len(examples) if beams else 0, batch_users), disable=not show_progress,
-                      desc="recommend"):
-        chunk = examples[start:start + batch_users]
-        recs = plm.recommend_batch([list(e.history.item_ids) for e in chunk], k=k, num_beams=beams)
-        ranked.extend([r["item_id"] for r in rs] for rs in recs)
+    else:
+        for start in tqdm(range(0, len(examples), batch_users), disable=not show_progress, desc="recommend"):
+            chunk = examples[start:start + batch_users]
+            recs = plm.recommend_batch([list(e.history.item_ids) for e in chunk], k=k, num_beams=beams)
+            ranked.extend([r["item_id"] for r in rs] for rs in recs)
     per_user = (time.perf_counter() - t0) / max(1, len(examples))
     result = ranking_metrics(ranked, [e.target for e in examples], ks=(5, 10), valid_items=set(plm.item_ids))
     return result.summary, ranked, per_user
