@@ -61,6 +61,8 @@ def parse_args() -> argparse.Namespace:
                    "collaborative --sid-vectors train one with the tuned ml-100k settings when omitted")
     p.add_argument("--max-history", type=int, default=20)
     p.add_argument("--max-windows", type=int, default=3, help="windows per user, newest first (0 = all)")
+    p.add_argument("--context-items", type=int, default=0,
+                   help="overlap windows by N items that are context only, so those targets see a longer history")
     p.add_argument("--title-alignment", action="store_true")
     p.add_argument("--epochs", type=float, default=2.0)
     p.add_argument("--max-steps", type=int, default=-1)
@@ -70,6 +72,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--eval-steps", type=int, default=0)
     p.add_argument("--time-budget", type=float, default=0.0, help="minutes of training before stopping")
     p.add_argument("--test-users", type=int, default=0, help="score only the first N test users (0 = all)")
+    p.add_argument("--skip-test", action="store_true",
+                   help="train and save only; score test later with eval_genrec.py once a variant is selected on "
+                        "validation (so the test split is read once, for the selected model)")
     p.add_argument("--beams", type=int, default=10)
     p.add_argument("--results", help="write a JSON report here")
     p.add_argument("--seed", type=int, default=0)
@@ -97,13 +102,18 @@ def main() -> None:
     train_cfg = GenRecTrainConfig(
         output_dir=args.checkpoints or f"{Path(args.out)}.checkpoints", epochs=args.epochs, max_steps=args.max_steps,
         learning_rate=args.lr, batch_size=args.batch_size, max_windows=args.max_windows or None,
-        title_alignment=args.title_alignment, eval_users=args.eval_users, eval_steps=args.eval_steps,
+        context_items=args.context_items, title_alignment=args.title_alignment, eval_users=args.eval_users, eval_steps=args.eval_steps,
         eval_beams=args.beams, time_budget_minutes=args.time_budget, seed=args.seed,
     )
     report = train_genrec(plm, split.train, split.valid, train_cfg)
     if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return
     plm.save(args.out)
+    if args.skip_test:
+        if args.results:
+            write_json_atomic(args.results, {"config": {"model": plm_cfg.to_dict(), "train": train_cfg.to_dict()},
+                                             "train": report, "total_seconds": time.perf_counter() - t0})
+        return
     test = split.test[: args.test_users] if args.test_users else split.test
     summary, _, per_user = evaluate_genrec(plm, test, beams=args.beams, show_progress=True)
     result = {

@@ -240,3 +240,33 @@ def test_evaluate_exact_ranking_equals_exhaustive_beam_search(plm):
     assert exact == wide and exact["invalid_rate"] == 0.0
     for e, items in zip(split.valid, exact_lists, strict=True):
         assert len(set(items)) == 10 and not set(items) & set(e.history.item_ids)
+
+
+def test_history_windows_with_context_make_every_item_a_target_once():
+    from llmrec.tasks.genrec import history_windows
+
+    items = [str(i) for i in range(23)]
+    wins = history_windows(items, 8, None, context=3)
+    # newest first; every window but the oldest starts with 3 context-only items from the next older one
+    assert wins[0] == (items[15:23], 3)
+    assert wins[1] == (items[10:18], 3)
+    targets = [i for win, n_ctx in wins for i in win[n_ctx:]]
+    assert sorted(targets, key=int) == items
+    assert wins[-1][1] == 0 and wins[-1][0][0] == "0"
+    assert history_windows(items, 8, None) == [(items[15:23], 0), (items[7:15], 0), (items[:7], 0)]
+    with pytest.raises(ValueError, match="context"):
+        history_windows(items, 8, None, context=7)
+
+
+def test_context_items_are_masked_in_the_labels(plm):
+    from llmrec.tasks.genrec import build_genrec_rows
+
+    data = _catalogue_data()
+    plain = build_genrec_rows(plm, data.histories())
+    ctx = build_genrec_rows(plm, data.histories(), context=3)
+    n_sid = len(plm.levels)
+    # same targets overall (each item once), more sequences, and the newest window's first 3 items are context
+    assert plain.target_tokens == ctx.target_tokens
+    first = ctx.rows[0]
+    sid_labels = [lab for tok, lab in zip(first["input_ids"], first["labels"], strict=True) if tok >= plm.first_sid_id]
+    assert sid_labels[:3 * n_sid] == [-100] * (3 * n_sid) and -100 not in sid_labels[3 * n_sid:]

@@ -19,15 +19,24 @@ class GenRecRows:
     target_tokens: int
 
 
-def history_windows(items: Sequence[str], window: int, max_windows: int | None) -> list[list[str]]:
-    """Non-overlapping windows from the end, so every item is a target exactly once (most recent first)."""
-    out = []
+def history_windows(
+    items: Sequence[str], window: int, max_windows: int | None, context: int = 0
+) -> list[tuple[list[str], int]]:
+    """Windows from the end (most recent first), each as ``(items, n_context)``: every item is a target exactly
+    once. With ``context > 0`` each window but the oldest starts with the ``context`` items that end the next
+    older window; they are context only there, so those targets are predicted from a longer history (as SASRec
+    sees every earlier item) at the cost of ``window / (window - context)`` times the tokens."""
+    if not 0 <= context <= window - 2:
+        raise ValueError(f"context ({context}) must be between 0 and window - 2 ({window - 2}): "
+                         "a window needs at least two targets")
+    out: list[tuple[list[str], int]] = []
     end = len(items)
     while end > 0 and (max_windows is None or len(out) < max_windows):
         start = max(0, end - window)
-        if end - start >= 2 or not out:
-            out.append(list(items[start:end]))
-        end = start
+        n_context = context if start > 0 else 0
+        if end - start - n_context >= 2 or not out:
+            out.append((list(items[start:end]), n_context))
+        end = start + n_context
     return out
 
 
@@ -37,18 +46,24 @@ def build_genrec_rows(
     *,
     window: int | None = None,
     max_windows: int | None = None,
+    context: int = 0,
     title_alignment: bool = False,
 ) -> GenRecRows:
-    """Tokenise windows of each training history with ``plm``'s prompt; labels = SID tokens only."""
+    """Tokenise windows of each training history with ``plm``'s prompt; labels = the SID tokens of every item
+    but a window's ``context`` leading items (see :func:`history_windows`)."""
     tok = plm.tokenizer
     window = window or plm.config.max_history
     first_sid = plm.first_sid_id
     ids_col, labels_col = [], []
     n_seq = target_tokens = 0
     for h in histories.values():
-        for win in history_windows(h.item_ids, window, max_windows):
+        for win, n_context in history_windows(h.item_ids, window, max_windows, context):
             ids = plm.encode_prompt(win)
-            labels = [t if t >= first_sid else -100 for t in ids]
+            skip = n_context * len(plm.levels)  # SID tokens of the context-only items
+            labels, seen = [], 0
+            for t in ids:
+                seen += t >= first_sid
+                labels.append(t if t >= first_sid and seen > skip else -100)
             ids_col.append(ids)
             labels_col.append(labels)
             target_tokens += sum(1 for t in labels if t != -100)

@@ -42,6 +42,7 @@ class GenRecTrainConfig(Config):
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     max_windows: int | None = 1  # windows of `max_history` items per user (None = the whole history)
+    context_items: int = 0  # leading items of each window that are context only (overlap with the older window)
     title_alignment: bool = False
     eval_users: int = 200  # validation users scored by beam search at each evaluation
     eval_steps: int = 0  # 0 = evaluate once per epoch
@@ -155,7 +156,7 @@ def train_genrec(
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
-    rows = build_genrec_rows(plm, train_histories, max_windows=config.max_windows,
+    rows = build_genrec_rows(plm, train_histories, max_windows=config.max_windows, context=config.context_items,
                              title_alignment=config.title_alignment)
     eval_examples = list(valid_examples)
     if config.eval_users and len(eval_examples) > config.eval_users:
