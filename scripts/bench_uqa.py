@@ -116,12 +116,11 @@ def main() -> None:
                       "best_epoch": pre.best_epoch, "train_seconds": round(time.perf_counter() - t0, 1)}
     train = per_task_sample(build_uqa(data, split="train", seed=args.seed), args.train_per_task, args.seed)
     test = per_task_sample(build_uqa(data, split="test", seed=args.seed), args.test_per_task, args.seed)
-    index = {item: i + 1 for i, item in enumerate(data.item_ids)}
     line = item_line if args.anchor_text == "items" else genre_line
     item_texts = [line(data.items[i]) for i in data.item_ids]  # index i + 1 <-> item_texts[i]
 
     def items_of(examples):
-        return [[index[i] for i in ex.context.item_ids[-max_len:]] for ex in examples]
+        return [pre.model.item_indices(ex.context.item_ids[-max_len:]) for ex in examples]
 
     variants = []
     for name in args.variants.split(","):
@@ -157,7 +156,7 @@ def main() -> None:
 
         align_report = None
         if k and args.text_align_epochs:
-            histories = [[index[i] for i in h.item_ids] for h in split.train.values()]
+            histories = [pre.model.item_indices(h.item_ids) for h in split.train.values()]
             align_report = align_to_text(model, histories, text_token_ids(tok, item_texts),
                                          TextAlignConfig(epochs=args.text_align_epochs, seed=args.seed))
         if k and args.user_lr == 0:

@@ -135,13 +135,12 @@ def train_soft_prompt_qa(data, encoder, train_histories, *, steps: int) -> tuple
     genres = [genre_line(data.items[i]) for i in data.item_ids]  # index i + 1 <-> genres[i]
     soft, tok, llm = build_soft_prompt_lm(encoder, SOFT_K, max_items=SOFT_ITEMS, projector="vocab",
                                           anchor_texts=genres)
-    index = {item: i + 1 for i, item in enumerate(data.item_ids)}
-    align = align_to_text(soft, [[index[i] for i in h.item_ids] for h in train_histories.values()],
+    align = align_to_text(soft, [encoder.item_indices(h.item_ids) for h in train_histories.values()],
                           text_token_ids(tok, genres), TextAlignConfig(epochs=10))
     soft.freeze_user_modules()
     train = build_uqa(data, split="train", tasks=INTEREST)
     rows = qa_rows([uqa_prompt(ex, "soft", user=USER_TOKEN * SOFT_K) for ex in train], [ex.answer for ex in train],
-                   tok, user_items=[[index[i] for i in ex.context.item_ids[-SOFT_ITEMS:]] for ex in train])
+                   tok, user_items=[encoder.item_indices(ex.context.item_ids[-SOFT_ITEMS:]) for ex in train])
     with tempfile.TemporaryDirectory() as tmp:
         cfg = QATrainConfig(output_dir=tmp, max_steps=steps, learning_rate=1e-3)
         report = train_qa(soft, rows, tok.pad_token_id, cfg)

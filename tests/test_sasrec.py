@@ -122,8 +122,12 @@ def test_bad_input_and_config():
     with pytest.raises(ConfigError):
         SequenceEncoderConfig.from_dict({"n_items": 10, "layers": 2})
     model = SequenceEncoder(_tiny(), ITEMS)
-    with pytest.raises(DataError, match="unknown item"):
+    with pytest.raises(DataError, match="unknown item 'nope'") as err:
         model.encode_histories([["it1", "nope"]])
+    assert err.value.record == 0 and err.value.field == "item_ids"
+    assert model.item_indices([ITEMS[2], ITEMS[0]]) == [3, 1]  # 1-based: 0 is padding
+    with pytest.raises(ConfigError, match="no item ids"):
+        SequenceEncoder(_tiny()).item_indices(["it1"])
     with pytest.raises(DataError, match="empty history"):
         model.encode_histories([[]])
     with pytest.raises(DataError, match="max_len"):

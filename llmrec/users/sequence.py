@@ -165,22 +165,26 @@ class SequenceEncoder(nn.Module):
         top = self.config.n_rating_levels
         return [0 if r is None or not top else min(max(int(round(r)), 1), top) for r in ratings]
 
+    def item_indices(self, item_ids: Sequence[str], record: object = None) -> list[int]:
+        """The encoder's 1-based indices of catalogue items (0 is padding); ``record`` names the history in errors."""
+        if self.item_ids is None:
+            raise ConfigError("this encoder has no item ids; build it with item_ids=... to encode histories")
+        try:
+            return [self._index[x] for x in item_ids]
+        except KeyError as exc:
+            raise DataError(f"unknown item {exc.args[0]!r}", record=record, field="item_ids") from None
+
     def encode_histories(
         self, histories: Sequence[UserHistory | Sequence[str]], max_len: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Right-padded ``[B, T]`` item indices (and rating levels) of each history's last ``max_len`` items."""
-        if self.item_ids is None:
-            raise ConfigError("this encoder has no item ids; build it with item_ids=... to encode histories")
         max_len = max_len or self.config.max_len
         rows, rates = [], []
         for n, h in enumerate(histories):
             ids = h.item_ids if isinstance(h, UserHistory) else tuple(h)
             if not ids:
                 raise DataError("empty history", record=getattr(h, "user_id", n), field="item_ids")
-            try:
-                rows.append([self._index[x] for x in ids[-max_len:]])
-            except KeyError as exc:
-                raise DataError(f"unknown item {exc.args[0]!r}", record=getattr(h, "user_id", n), field="item_ids") from None
+            rows.append(self.item_indices(ids[-max_len:], record=getattr(h, "user_id", n)))
             ratings = h.ratings if isinstance(h, UserHistory) else (None,) * len(ids)
             rates.append(self.rating_levels(ratings[-max_len:]))
         width = max(len(r) for r in rows)
