@@ -109,18 +109,21 @@ def main() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return
     plm.save(args.out)
+    command = "python scripts/train_genrec.py " + " ".join(
+        f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in vars(args).items()
+        if v is not None and v is not False)
+    config = {"model": plm_cfg.to_dict(), "train": train_cfg.to_dict()}
     if args.skip_test:
         if args.results:
-            write_json_atomic(args.results, {"config": {"model": plm_cfg.to_dict(), "train": train_cfg.to_dict()},
-                                             "train": report, "total_seconds": time.perf_counter() - t0})
+            write_json_atomic(args.results, {"command": command, "config": config, "train": report,
+                                             "total_seconds": time.perf_counter() - t0})
         return
     test = split.test[: args.test_users] if args.test_users else split.test
     summary, _, per_user = evaluate_genrec(plm, test, beams=args.beams, show_progress=True)
     result = {
-        "command": "python scripts/train_genrec.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
-                                                               vars(args).items() if v is not None and v is not False),
+        "command": command,
         "semantic_ids": {k: sid_report[k] for k in ("unique_fraction", "collision_rate", "utilization")},
-        "config": {"model": plm_cfg.to_dict(), "train": train_cfg.to_dict()},
+        "config": config,
         "train": report,
         "test": summary,
         "test_users": len(test),
