@@ -13,12 +13,11 @@ excluded) and SASRec's top-50 (history excluded, ties by catalogue index).
 from __future__ import annotations
 
 import argparse
-import math
 
-import numpy as np
 import torch
 
 from llmrec.data import leave_one_out, load_dataset
+from llmrec.evaluation.ranking import ranking_metrics, topk_from_scores
 from llmrec.io import write_json_atomic
 from llmrec.lm.personal import PersonalLM
 from llmrec.training.genrec import evaluate_genrec
@@ -26,10 +25,6 @@ from llmrec.users.pretrain import score_histories
 from llmrec.users.sequence import SequenceEncoder
 
 RRF_K = 60
-
-
-def ndcg_at_10(ranked: list[str], target: str) -> float:
-    return 1 / math.log2(ranked.index(target) + 2) if target in ranked[:10] else 0.0
 
 
 def rrf(lists: list[list[str]]) -> list[str]:
@@ -53,25 +48,21 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     split = leave_one_out(load_dataset("ml-100k").histories())
     plm, sas = PersonalLM.load(args.model), SequenceEncoder.load(args.sasrec)
-    col = {item: i for i, item in enumerate(sas.item_ids)}
     out = {"model": args.model, "sasrec": args.sasrec, "beams": args.beams, "rrf_k": RRF_K}
     for name in args.splits:
         examples = split.valid if name == "valid" else split.test
+        targets = [ex.target for ex in examples]
         _, llm_lists, _ = evaluate_genrec(plm, examples, beams=args.beams)
-        scores = score_histories(sas, [ex.history for ex in examples])
-        counts = {"both": 0, "only_llm": 0, "only_sasrec": 0}
-        ndcg = {"llm": 0.0, "sasrec": 0.0, "rrf": 0.0}
-        for ex, llm_top, s in zip(examples, llm_lists, scores, strict=True):
-            s[[col[i] for i in ex.history.item_ids]] = -np.inf
-            sas_top = [sas.item_ids[j] for j in np.argsort(-s, kind="stable")[:50]]
-            hit_l, hit_s = ex.target in llm_top[:10], ex.target in sas_top[:10]
-            counts["both"] += hit_l and hit_s
-            counts["only_llm"] += hit_l and not hit_s
-            counts["only_sasrec"] += hit_s and not hit_l
-            for key, ranked in (("llm", llm_top), ("sasrec", sas_top), ("rrf", rrf([llm_top[:10], sas_top]))):
-                ndcg[key] += ndcg_at_10(ranked, ex.target)
-        n = len(examples)
-        out[name] = {"users": n, "hits@10": counts, "ndcg@10": {k: round(v / n, 4) for k, v in ndcg.items()}}
+        sas_lists = topk_from_scores(score_histories(sas, [ex.history for ex in examples]), sas.item_ids,
+                                     exclude=[ex.history.item_ids for ex in examples], k=50)
+        lists = {"llm": llm_lists, "sasrec": sas_lists,
+                 "rrf": [rrf([a[:10], b]) for a, b in zip(llm_lists, sas_lists, strict=True)]}
+        results = {key: ranking_metrics(ranked, targets, ks=(10,)) for key, ranked in lists.items()}
+        hit_l, hit_s = (results[key].per_example["recall@10"] > 0 for key in ("llm", "sasrec"))
+        counts = {"both": int((hit_l & hit_s).sum()), "only_llm": int((hit_l & ~hit_s).sum()),
+                  "only_sasrec": int((hit_s & ~hit_l).sum())}
+        out[name] = {"users": len(examples), "hits@10": counts,
+                     "ndcg@10": {key: round(r["ndcg@10"], 4) for key, r in results.items()}}
         print(name, out[name], flush=True)
     if args.results:
         write_json_atomic(args.results, out)

@@ -102,8 +102,8 @@ def main() -> None:
     train_cfg = GenRecTrainConfig(
         output_dir=args.checkpoints or f"{Path(args.out)}.checkpoints", epochs=args.epochs, max_steps=args.max_steps,
         learning_rate=args.lr, batch_size=args.batch_size, max_windows=args.max_windows or None,
-        context_items=args.context_items, title_alignment=args.title_alignment, eval_users=args.eval_users, eval_steps=args.eval_steps,
-        eval_beams=args.beams, time_budget_minutes=args.time_budget, seed=args.seed,
+        context_items=args.context_items, title_alignment=args.title_alignment, eval_users=args.eval_users,
+        eval_steps=args.eval_steps, eval_beams=args.beams, time_budget_minutes=args.time_budget, seed=args.seed,
     )
     report = train_genrec(plm, split.train, split.valid, train_cfg)
     if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
