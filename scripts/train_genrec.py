@@ -34,16 +34,14 @@ from llmrec.users.pretrain import train_sequence_model, tuned_sasrec_configs
 from llmrec.users.sequence import SequenceEncoder
 
 
-def collaborative_for(args: argparse.Namespace, data, split):
-    """The item table of a SASRec trained on ``split.train`` only (None for text-only IDs)."""
-    if args.sid_vectors == "text":
+def sasrec_for(args: argparse.Namespace, data, split) -> SequenceEncoder | None:
+    """A SASRec trained on ``split.train`` only, when collaborative IDs or user states need one."""
+    if args.sid_vectors == "text" and not args.user_states:
         return None
     if args.sasrec:
-        encoder = SequenceEncoder.load(args.sasrec)
-    else:
-        model_cfg, pretrain_cfg = tuned_sasrec_configs(len(data.items), seed=args.seed)
-        encoder = train_sequence_model(split, data.item_ids, model_cfg, pretrain_cfg).model
-    return collaborative_vectors(encoder, list(data.items))
+        return SequenceEncoder.load(args.sasrec)
+    model_cfg, pretrain_cfg = tuned_sasrec_configs(len(data.items), seed=args.seed)
+    return train_sequence_model(split, data.item_ids, model_cfg, pretrain_cfg).model
 
 
 def parse_args() -> argparse.Namespace:
@@ -58,7 +56,11 @@ def parse_args() -> argparse.Namespace:
                    help="what the semantic IDs quantize: item text, a trained SASRec's item table, or both")
     p.add_argument("--collaborative-weight", type=float, default=1.0)
     p.add_argument("--sasrec", help="SASRec directory from scripts/train_sasrec.py (trained on the same split); "
-                   "collaborative --sid-vectors train one with the tuned ml-100k settings when omitted")
+                   "collaborative --sid-vectors and --user-states train one with the tuned ml-100k settings "
+                   "when omitted")
+    p.add_argument("--user-states", action="store_true",
+                   help="add the SASRec's state after each history item to that item's last SID token embedding "
+                        "(llmrec.lm.user_states; the SASRec stays frozen, a projector trains with the LoRA)")
     p.add_argument("--max-history", type=int, default=20)
     p.add_argument("--max-windows", type=int, default=3, help="windows per user, newest first (0 = all)")
     p.add_argument("--context-items", type=int, default=0,
@@ -94,11 +96,15 @@ def main() -> None:
     sid_cfg = SemanticIdConfig(quantizer=QuantizerConfig(kind=args.quantizer, seed=args.seed),
                                vectors=args.sid_vectors, collaborative_weight=args.collaborative_weight)
     vectors = encode_items(data, sid_cfg.encoder, sid_cfg.template, show_progress=False)
+    sasrec = sasrec_for(args, data, split)
+    collaborative = None if args.sid_vectors == "text" else collaborative_vectors(sasrec, list(data.items))
     sids, sid_report = build_semantic_ids(data, sid_cfg, vectors=vectors, show_progress=False,
-                                          collaborative=collaborative_for(args, data, split))
+                                          collaborative=collaborative)
     plm_cfg = PersonalLMConfig(base_model=args.model, adapter=args.adapter, max_history=args.max_history,
                                seed=args.seed)
     plm = PersonalLM.create(sids, data.items, plm_cfg, item_vectors=vectors)
+    if args.user_states:
+        plm.attach_user_states(sasrec)
     train_cfg = GenRecTrainConfig(
         output_dir=args.checkpoints or f"{Path(args.out)}.checkpoints", epochs=args.epochs, max_steps=args.max_steps,
         learning_rate=args.lr, batch_size=args.batch_size, max_windows=args.max_windows or None,

@@ -270,3 +270,74 @@ def test_context_items_are_masked_in_the_labels(plm):
     first = ctx.rows[0]
     sid_labels = [lab for tok, lab in zip(first["input_ids"], first["labels"], strict=True) if tok >= plm.first_sid_id]
     assert sid_labels[:3 * n_sid] == [-100] * (3 * n_sid) and -100 not in sid_labels[3 * n_sid:]
+
+
+# ------------------------------------------------------------------------------------- user-state tokens
+def _with_user_states(plm: PersonalLM) -> PersonalLM:
+    from llmrec.users.sequence import SequenceEncoder, SequenceEncoderConfig
+
+    torch.manual_seed(3)
+    cfg = SequenceEncoderConfig(n_items=N_ITEMS, d_model=16, n_heads=2, max_len=16, dropout=0.3)
+    plm.attach_user_states(SequenceEncoder(cfg, plm.item_ids))
+    return plm
+
+
+def test_user_states_shift_only_item_slots_causally_and_roundtrip(plm, tmp_path):
+    history = [str(i) for i in range(3, 13)]
+    plain = plm.recommend(history, k=5)
+    _with_user_states(plm)
+    assert plm.recommend(history, k=5) == plain  # zero-initialised projector: exactly the plain model
+    torch.nn.init.normal_(plm.user_states.projector[-1].weight, std=1.0)
+    window = plm.prompt_items(history)
+    ids = torch.tensor([plm.encode_prompt(history)])
+    idx = plm.user_state_inputs([window])["user_item_idx"]
+    base = plm.model.get_input_embeddings()(ids)
+    shifted = plm.user_states.embed(ids, idx)
+    lo, hi = plm.user_states.slot_ids
+    slots = (ids[0] >= lo) & (ids[0] < hi)
+    assert int(slots.sum()) == len(window) == 8
+    assert torch.equal((shifted != base).any(-1)[0], slots)  # only each item's last SID token moves
+    # causal: changing the newest item leaves every earlier slot's shift as it was
+    other = plm.user_states.embed(ids, torch.cat([idx[:, :-1], torch.tensor([[40]])], 1))
+    last = int(torch.nonzero(slots)[-1])
+    assert torch.equal(other[0, :last], shifted[0, :last]) and not torch.equal(other[0, last], shifted[0, last])
+    with pytest.raises(LlmrecError, match="slot token"):
+        plm.user_states.embed(ids, idx[:, :-1])
+    with pytest.raises(LlmrecError, match="same item ids"):
+        plm.attach_user_states(type(plm.user_states.encoder)(plm.user_states.encoder.config))
+    recs = plm.recommend(history, k=5)
+    assert recs != plain and len({r["item_id"] for r in recs}) == 5 and not set(history) & {r["item_id"] for r in recs}
+    # beam search as wide as the catalogue = exact scoring, with the states in the prompt pass of both
+    from llmrec.training.genrec import evaluate_genrec
+
+    split = leave_one_out(_catalogue_data().histories())
+    _, exact_lists, _ = evaluate_genrec(plm, split.valid, beams=0)
+    _, wide_lists, _ = evaluate_genrec(plm, split.valid, beams=N_ITEMS)
+    assert exact_lists == wide_lists
+    loaded = PersonalLM.load(plm.save(tmp_path / "plm"))
+    assert loaded.user_states is not None and not loaded.user_states.training
+    assert [r["item_id"] for r in loaded.recommend(history, k=5)] == [r["item_id"] for r in recs]
+
+
+def test_user_state_training_trains_projector_not_encoder_and_resumes(plm, tmp_path):
+    from llmrec.tasks.genrec import build_genrec_rows
+    from llmrec.training.genrec import GenRecTrainConfig, evaluate_genrec, train_genrec
+
+    _with_user_states(plm)
+    with pytest.raises(Exception, match="title alignment"):
+        build_genrec_rows(plm, _catalogue_data().histories(), title_alignment=True)
+    encoder_before = {k: v.clone() for k, v in plm.user_states.encoder.state_dict().items()}
+    projector_before = {k: v.clone() for k, v in plm.user_states.projector.state_dict().items()}
+    data = _catalogue_data(n_users=24)
+    split = leave_one_out(data.histories())
+    cfg = GenRecTrainConfig(output_dir=str(tmp_path / "run"), epochs=2, learning_rate=1e-2, batch_size=8,
+                            eval_users=8, eval_batch_users=8, logging_steps=1, early_stopping_patience=10)
+    report = train_genrec(plm, split.train, split.valid, cfg)
+    assert report["steps"] == 6 and report["best_valid_ndcg@10"] is not None
+    assert all(torch.equal(v, plm.user_states.encoder.state_dict()[k]) for k, v in encoder_before.items())
+    assert not torch.equal(projector_before["2.weight"], plm.user_states.projector[2].weight)
+    assert not plm.user_states.encoder.training  # its dropout never ran while the LLM trained
+    summary, ranked, _ = evaluate_genrec(plm, split.test, beams=10)
+    assert summary["invalid_rate"] == 0.0 and all(len(set(r)) == 10 for r in ranked)
+    again = train_genrec(plm, split.train, split.valid, cfg)  # resumes adapter + projector from the checkpoint
+    assert again["resumed_from"] is not None

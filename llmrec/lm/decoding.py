@@ -58,13 +58,14 @@ class PrefixIndex:
         return _prefix_counts(self.codes[sorted(set(excluded))].tolist())
 
 
-def _forward(model, input_ids, attention_mask, position_ids, past):
+def _forward(model, input_ids, attention_mask, position_ids, past, **extra):
     out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids,
         past_key_values=past,
         use_cache=True,
+        **extra,
     )
     return out.logits[:, -1, :].float().log_softmax(-1), out.past_key_values
 
@@ -79,11 +80,13 @@ def constrained_beam_search(
     num_beams: int | None = None,
     exclude: Sequence[Sequence[int]] | None = None,
     pad_token_id: int = 0,
+    prompt_inputs: dict[str, torch.Tensor] | None = None,
 ) -> list[list[Recommendation]]:
     """Top-``k`` distinct real items per prompt, best first.
 
     ``prompts`` are token-id lists (one per user, left-padded here as a batch); ``exclude`` holds, per prompt,
     item indices that may not be returned (e.g. the user's history). ``num_beams`` defaults to ``k``.
+    ``prompt_inputs``: extra model inputs for the prompt pass only (e.g. ``user_item_idx`` of user-state models).
     """
     beams = max(num_beams or k, k)
     n = len(prompts)
@@ -99,7 +102,7 @@ def constrained_beam_search(
         mask[i, width - len(p):] = 1
     ids, mask = ids.to(device), mask.to(device)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    logp, past = _forward(model, ids, mask, pos, None)
+    logp, past = _forward(model, ids, mask, pos, None, **(prompt_inputs or {}))
 
     # Beam state per user: list of (prefix codes, score); expanded to n * beams rows after the first level.
     prefixes: list[list[tuple[int, ...]]] = [[()] for _ in range(n)]
@@ -169,6 +172,7 @@ def score_all_items(
     index: PrefixIndex,
     *,
     chunk_size: int = 512,
+    prompt_inputs: dict[str, torch.Tensor] | None = None,
 ) -> np.ndarray:
     """Exact log-probability of every catalogue item's semantic ID after ``prompt`` (small catalogues).
 
@@ -176,7 +180,7 @@ def score_all_items(
     """
     device = next(model.parameters()).device
     ids = torch.tensor([list(prompt)], dtype=torch.long, device=device)
-    out = model(input_ids=ids, use_cache=True)
+    out = model(input_ids=ids, use_cache=True, **(prompt_inputs or {}))
     first = out.logits[0, -1].float().log_softmax(-1)
     base_len = ids.shape[1]
     tokens = torch.tensor([index.token_ids(i) for i in range(index.n_items)], dtype=torch.long, device=device)

@@ -3,7 +3,8 @@
 Saved as one directory that plain transformers + peft can open (``adapter_model.safetensors``,
 ``adapter_config.json``, tokenizer with the SID tokens) plus llmrec's own pieces (``llmrec_config.json``,
 ``sids/`` the semantic-ID table, ``catalogue.json`` item titles, and ``user/`` the soft-prompt user encoder +
-projector when the model answers from soft prompts).
+projector when the model answers from soft prompts, ``user_state_encoder/`` + ``user_state_projector.safetensors``
+when it recommends from a sequence encoder's states too, see :mod:`llmrec.lm.user_states`).
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ class PersonalLM:
         self.item_ids: list[str] = list(sids.item_ids) if sids is not None else list(titles)
         self.item_row = {item_id: i for i, item_id in enumerate(self.item_ids)}
         self.index = None
+        self.user_states = None  # UserStateLM around ``model`` when recommending from SASRec states too
         if sids is not None:
             self._index_sids(sids)
 
@@ -128,6 +130,41 @@ class PersonalLM:
         # information: it is left out of prompts and decoding, which saves one token per item.
         self.levels = [lv for lv, size in enumerate(sids.codebook_sizes) if size > 1] or [0]
         self.index = PrefixIndex(np.asarray(sids.codes)[:, self.levels], [offsets[lv] for lv in self.levels])
+
+    def attach_user_states(self, encoder) -> None:
+        """Feed a trained :class:`~llmrec.users.sequence.SequenceEncoder`'s state after each history item into
+        the LLM (see :mod:`llmrec.lm.user_states`); recommendation and training then go through it."""
+        from llmrec.lm.user_states import UserStateLM
+
+        self._need_sids()
+        if encoder.item_ids is None or set(encoder.item_ids) != set(self.item_ids):
+            raise LlmrecError("the user-state encoder must be built over this model's catalogue (same item ids)")
+        if encoder.config.max_len < self.config.max_history:
+            raise LlmrecError(f"the user-state encoder reads {encoder.config.max_len} items but prompts hold up to "
+                              f"max_history={self.config.max_history}")
+        last = self.levels[-1]
+        lo = self.index.level_offsets[-1]
+        self.user_states = UserStateLM(self.model, encoder, (lo, lo + self.sids.codebook_sizes[last]))
+
+    @property
+    def trainable_model(self):
+        """The module training and decoding run: the user-state wrapper when attached, else the PEFT model."""
+        return self.user_states if self.user_states is not None else self.model
+
+    def prompt_items(self, history: Sequence[str]) -> list[str]:
+        """The history items a prompt shows (the last ``max_history``), oldest first."""
+        return list(history)[-self.config.max_history:]
+
+    def user_state_inputs(self, windows: Sequence[Sequence[str]]) -> dict[str, torch.Tensor]:
+        """``{"user_item_idx": [B, T]}`` for prompts of these item windows (empty without user states)."""
+        if self.user_states is None:
+            return {}
+        rows = [self.user_states.encoder.item_indices(w, record=n) for n, w in enumerate(windows)]
+        idx = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long)
+        for b, r in enumerate(rows):
+            idx[b, : len(r)] = torch.tensor(r, dtype=torch.long)
+        device = next(self.model.parameters()).device
+        return {"user_item_idx": idx.to(device)}
 
     # ----------------------------------------------------------------------------------------- building
     @classmethod
@@ -263,7 +300,7 @@ class PersonalLM:
         unknown = [i for i in history if i not in self.item_row]
         if unknown:
             raise LlmrecError(f"history has {len(unknown)} item(s) not in the SID table, e.g. {unknown[0]!r}")
-        window = list(history)[-self.config.max_history:]
+        window = self.prompt_items(history)
         items = [{"sid": self.sid_string(i), "title": self.titles[i]} for i in window]
         return render(self.config.prompt, history=items)
 
@@ -294,10 +331,12 @@ class PersonalLM:
             if exclude is not None:
                 rows += [self.item_row[i] for i in exclude[u] if i in self.item_row]
             excl.append(rows)
-        self.model.eval()
+        model = self.trainable_model
+        model.eval()
         recs = constrained_beam_search(
-            self.model, prompts, self.index, k=k, num_beams=num_beams, exclude=excl,
+            model, prompts, self.index, k=k, num_beams=num_beams, exclude=excl,
             pad_token_id=self.tokenizer.pad_token_id or 0,
+            prompt_inputs=self.user_state_inputs([self.prompt_items(h) for h in histories]),
         )
         return [
             [{"item_id": self.item_ids[r.item_index], "title": self.titles[self.item_ids[r.item_index]],
@@ -310,8 +349,10 @@ class PersonalLM:
 
     def score_items(self, history: Sequence[str]) -> np.ndarray:
         """Exact log-probability of every catalogue item (rows in ``item_ids`` order); small catalogues."""
-        self.model.eval()
-        return score_all_items(self.model, self.encode_prompt(history), self.index)
+        model = self.trainable_model
+        model.eval()
+        return score_all_items(model, self.encode_prompt(history), self.index,
+                               prompt_inputs=self.user_state_inputs([self.prompt_items(history)]))
 
     def _need_sids(self) -> None:
         if self.index is None:
@@ -322,7 +363,9 @@ class PersonalLM:
         path = Path(path)
         with atomic_dir(path) as tmp:
             # The SID rows live in the trainable-tokens adapter; saving the full resized embedding is not needed.
-            self.model.save_pretrained(tmp, save_embedding_layers=False)
+            self.trainable_model.save_pretrained(tmp, save_embedding_layers=False)
+            if self.user_states is not None:
+                self.user_states.save_encoder(tmp)
             self.tokenizer.save_pretrained(tmp)
             if self.sids is not None:
                 self.sids.save(tmp / "sids")
@@ -359,7 +402,18 @@ class PersonalLM:
             from llmrec.lm.soft_prompt import load_user_model
 
             soft, soft_items = load_user_model(model, tok, path / "user")
-        return cls(model, tok, sids, titles, config, soft=soft, soft_item_ids=soft_items)
+        plm = cls(model, tok, sids, titles, config, soft=soft, soft_item_ids=soft_items)
+        from llmrec.lm.user_states import ENCODER_DIR, PROJECTOR_FILE
+
+        if (path / ENCODER_DIR).is_dir():
+            from safetensors.torch import load_file
+
+            from llmrec.users.sequence import SequenceEncoder
+
+            plm.attach_user_states(SequenceEncoder.load(path / ENCODER_DIR))
+            plm.user_states.projector.load_state_dict(load_file(str(path / PROJECTOR_FILE)))
+            plm.user_states.eval()
+        return plm
 
 
 def init_sid_embeddings(

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import datasets
 
 from llmrec.data.schema import UserHistory
+from llmrec.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class GenRecRows:
-    rows: datasets.Dataset  # columns: input_ids, labels
+    rows: datasets.Dataset  # columns: input_ids, labels (+ user_item_idx with user states: encoder indices)
     sequences: int
     alignment: int
     target_tokens: int
@@ -54,11 +55,16 @@ def build_genrec_rows(
     tok = plm.tokenizer
     window = window or plm.config.max_history
     first_sid = plm.first_sid_id
-    ids_col, labels_col = [], []
+    states = plm.user_states is not None
+    if states and title_alignment:
+        raise ConfigError("title alignment rows carry no history for the user-state encoder; use one or the other")
+    ids_col, labels_col, state_col = [], [], []
     n_seq = target_tokens = 0
     for h in histories.values():
         for win, n_context in history_windows(h.item_ids, window, max_windows, context):
             ids = plm.encode_prompt(win)
+            if states:
+                state_col.append(plm.user_states.encoder.item_indices(plm.prompt_items(win), record=h.user_id))
             skip = n_context * len(plm.levels)  # SID tokens of the context-only items
             labels, seen = [], 0
             for t in ids:
@@ -80,5 +86,6 @@ def build_genrec_rows(
                 labels_col.append([-100] * len(p) + c)
                 target_tokens += len(c)
                 n_align += 1
-    rows = datasets.Dataset.from_dict({"input_ids": ids_col, "labels": labels_col})
+    columns = {"input_ids": ids_col, "labels": labels_col} | ({"user_item_idx": state_col} if states else {})
+    rows = datasets.Dataset.from_dict(columns)
     return GenRecRows(rows, n_seq, n_align, target_tokens)

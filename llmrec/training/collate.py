@@ -24,4 +24,10 @@ class CausalCollator:
             ids[i, :n] = torch.tensor(r["input_ids"])
             labels[i, :n] = torch.tensor(r["labels"])
             mask[i, :n] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        if "user_item_idx" in rows[0]:  # user-state models: the prompt's items, right-padded with 0
+            items = torch.zeros((len(rows), max(len(r["user_item_idx"]) for r in rows)), dtype=torch.long)
+            for i, r in enumerate(rows):
+                items[i, : len(r["user_item_idx"])] = torch.tensor(r["user_item_idx"], dtype=torch.long)
+            batch["user_item_idx"] = items
+        return batch

@@ -25,6 +25,7 @@ from llmrec.config import Config
 from llmrec.data.splits import SplitExample
 from llmrec.errors import ConfigError
 from llmrec.evaluation.ranking import ranking_metrics
+from llmrec.lm.user_states import UserStateLM
 from llmrec.tasks.genrec import build_genrec_rows
 from llmrec.training.collate import CausalCollator
 
@@ -130,6 +131,19 @@ class GenRecTrainer(Trainer):
         self.model.save_pretrained(output_dir, save_embedding_layers=False)
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None) -> None:
+        model = model or self.model
+        if isinstance(model, UserStateLM):  # not a PEFT model to Trainer: adapter + projector by hand
+            model.load_checkpoint(resume_from_checkpoint)
+        else:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self) -> None:
+        if isinstance(self.model, UserStateLM):
+            self.model.load_checkpoint(self.state.best_model_checkpoint)
+        else:
+            super()._load_best_model()
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         cfg = self.train_config
         was_training = self.model.training
@@ -194,7 +208,7 @@ def train_genrec(
         disable_tqdm=True,
     )
     trainer = GenRecTrainer(
-        model=plm.model,
+        model=plm.trainable_model,
         args=args,
         train_dataset=rows.rows,
         eval_dataset=rows.rows.select(range(1)),  # unused by our evaluate(), but Trainer wants one
