@@ -4,7 +4,10 @@
 
 Full-catalogue ranking metrics of the trie-constrained beam search (history items excluded) for each beam width,
 on the validation targets (for choosing decoding settings) or the test targets (report once). Decoding settings
-are chosen on validation only.
+are chosen on validation only. With --sasrec, shallow fusion: every beam is ranked by its LLM log-probability + w x
+the SASRec log-probability mass of the items under its prefix, for each w in --prior-weights (keys "BEAMS@wW").
+
+    .venv/bin/python scripts/eval_genrec.py --model DIR --sasrec adapters/trained/sasrec --prior-weights 0.5 1 2
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from llmrec.data import leave_one_out, load_dataset
 from llmrec.io import write_json_atomic
 from llmrec.lm.personal import PersonalLM
 from llmrec.training.genrec import evaluate_genrec
+from llmrec.users.pretrain import sequence_log_prior
+from llmrec.users.sequence import SequenceEncoder
 
 
 def main() -> None:
@@ -29,6 +34,9 @@ def main() -> None:
     p.add_argument("--split", choices=["valid", "test"], default="valid")
     p.add_argument("--beams", type=int, nargs="+", default=[10],
                    help="beam widths to score; 0 = exact ranking of every catalogue item (slow)")
+    p.add_argument("--sasrec", help="shallow fusion: a SequenceEncoder directory trained on the same split whose "
+                   "next-item log-probabilities are added to the LLM's, weighted by each --prior-weights value")
+    p.add_argument("--prior-weights", type=float, nargs="+", default=[1.0])
     p.add_argument("--users", type=int, default=0, help="first N users of the split (0 = all)")
     p.add_argument("--batch-users", type=int, default=16)
     p.add_argument("--max-history", type=int, default=0,
@@ -45,16 +53,23 @@ def main() -> None:
     plm = PersonalLM.load(args.model)
     if args.max_history:
         plm.config = dataclasses.replace(plm.config, max_history=args.max_history)
+    prior, weights = None, [None]
+    if args.sasrec:
+        prior = sequence_log_prior(SequenceEncoder.load(args.sasrec), [e.history for e in examples], plm.item_ids)
+        weights = args.prior_weights
     rows = {}
     for beams in args.beams:
-        t0 = time.perf_counter()
-        summary, _, per_user = evaluate_genrec(plm, examples, beams=beams, batch_users=args.batch_users)
-        rows[str(beams)] = {**summary, "decode_seconds_per_user": round(per_user, 4),
-                            "wall_seconds": round(time.perf_counter() - t0, 1)}
-        print(f"beams {beams}: " + json.dumps(rows[str(beams)]), flush=True)
+        for weight in weights:
+            t0 = time.perf_counter()
+            summary, _, per_user = evaluate_genrec(plm, examples, beams=beams, batch_users=args.batch_users,
+                                                   log_prior=prior, prior_weight=weight or 0.0)
+            key = str(beams) if weight is None else f"{beams}@w{weight:g}"
+            rows[key] = {**summary, "decode_seconds_per_user": round(per_user, 4),
+                         "wall_seconds": round(time.perf_counter() - t0, 1)}
+            print(f"beams {key}: " + json.dumps(rows[key]), flush=True)
     if args.results:
         write_json_atomic(args.results, {"model": args.model, "split": args.split, "users": len(examples),
-                                         "max_history": plm.config.max_history,
+                                         "max_history": plm.config.max_history, "sasrec": args.sasrec,
                                          "torch_threads": torch.get_num_threads(), "by_beams": rows})
 
 

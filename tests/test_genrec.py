@@ -341,3 +341,56 @@ def test_user_state_training_trains_projector_not_encoder_and_resumes(plm, tmp_p
     assert summary["invalid_rate"] == 0.0 and all(len(set(r)) == 10 for r in ranked)
     again = train_genrec(plm, split.train, split.valid, cfg)  # resumes adapter + projector from the checkpoint
     assert again["resumed_from"] is not None
+
+
+# ------------------------------------------------------------------------------------------ shallow fusion
+def test_prefix_log_mass_is_the_prior_mass_under_each_prefix():
+    index = _index()
+    prior = np.log(np.random.default_rng(4).dirichlet(np.ones(index.n_items)))
+    mass = index.log_mass(prior, excluded=[0, 5])
+    for p in [tuple(index.codes[3, :1]), tuple(index.codes[7, :2]), tuple(index.codes[9])]:
+        under = [i for i in range(index.n_items) if tuple(index.codes[i, :len(p)]) == p and i not in (0, 5)]
+        assert mass[p] == pytest.approx(np.log(np.exp(prior[under]).sum()))
+    assert mass[tuple(index.codes[0])] == -np.inf
+    with pytest.raises(ValueError, match="one value per item"):
+        index.log_mass(prior[:-1])
+
+
+def test_fusion_weight_zero_is_plain_and_exact_equals_exhaustive_beam(plm):
+    from llmrec.training.genrec import evaluate_genrec
+
+    split = leave_one_out(_catalogue_data().histories())
+    prior = np.log(np.random.default_rng(5).dirichlet(np.ones(N_ITEMS) * 0.3, size=len(split.valid)))
+    _, plain, _ = evaluate_genrec(plm, split.valid, beams=10)
+    _, zero, _ = evaluate_genrec(plm, split.valid, beams=10, log_prior=prior, prior_weight=0.0)
+    assert zero == plain
+    _, exact, _ = evaluate_genrec(plm, split.valid, beams=0, log_prior=prior, prior_weight=0.7)
+    _, wide, _ = evaluate_genrec(plm, split.valid, beams=N_ITEMS, log_prior=prior, prior_weight=0.7)
+    assert exact == wide and exact != plain
+    # a dominant prior: the lists become the prior's own top 10 (history excluded)
+    _, ruled, _ = evaluate_genrec(plm, split.valid, beams=N_ITEMS, log_prior=prior, prior_weight=1e4)
+    for e, row, items in zip(split.valid, prior, ruled, strict=True):
+        order = [plm.item_ids[j] for j in np.argsort(-row, kind="stable") if plm.item_ids[j] not in e.history.item_ids]
+        assert items == order[:10]
+    recs = plm.recommend(list(split.valid[0].history.item_ids), k=3, num_beams=N_ITEMS, log_prior=prior[:1],
+                         prior_weight=0.7)
+    assert [r["item_id"] for r in recs] == exact[0][:3]
+    assert recs[0]["score"] >= recs[1]["score"] >= recs[2]["score"]
+
+
+def test_sequence_log_prior_columns_follow_the_recommender(plm):
+    from llmrec.users.pretrain import sequence_log_prior
+    from llmrec.users.sequence import SequenceEncoder, SequenceEncoderConfig
+
+    torch.manual_seed(0)
+    order = list(reversed(plm.item_ids))
+    enc = SequenceEncoder(SequenceEncoderConfig(n_items=N_ITEMS, d_model=16, n_heads=2, max_len=16), order).eval()
+    hist = _catalogue_data().histories()["u0"]
+    lp = sequence_log_prior(enc, [hist], plm.item_ids)
+    assert lp.shape == (1, N_ITEMS) and np.exp(lp).sum() == pytest.approx(1.0)
+    from llmrec.users.pretrain import score_histories
+
+    raw = score_histories(enc, [hist])[0]
+    assert np.argmax(lp[0]) == plm.item_ids.index(order[int(np.argmax(raw))])
+    with pytest.raises(Exception, match="same catalogue"):
+        sequence_log_prior(enc, [hist], plm.item_ids[:-1])

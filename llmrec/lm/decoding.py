@@ -19,7 +19,7 @@ from llmrec.items.trie import SidTrie
 @dataclass(frozen=True)
 class Recommendation:
     item_index: int  # row in the catalogue / SID table
-    score: float  # sum of token log-probabilities of the item's semantic ID
+    score: float  # sum of token log-probabilities of the item's semantic ID (+ weighted log prior when fused)
 
 
 def _prefix_counts(rows: Iterable[Sequence[int]]) -> dict[tuple[int, ...], int]:
@@ -49,9 +49,29 @@ class PrefixIndex:
         self.level_offsets = list(level_offsets)
         self.trie = SidTrie(codes, codes.max(axis=0) + 1)
         self.counts = _prefix_counts(codes.tolist())
+        # per level: the distinct prefixes and each item's prefix number (for prior masses under a prefix)
+        self._groups = []
+        for level in range(1, self.levels + 1):
+            uniq, inv = np.unique(codes[:, :level], axis=0, return_inverse=True)
+            self._groups.append(([tuple(u) for u in uniq.tolist()], inv.reshape(-1)))
 
     def token_ids(self, item_index: int) -> list[int]:
         return [self.level_offsets[lv] + int(c) for lv, c in enumerate(self.codes[item_index])]
+
+    def log_mass(self, log_prior: np.ndarray, excluded: Sequence[int] = ()) -> dict[tuple[int, ...], float]:
+        """log of the prior probability of the items under each prefix (``log_prior``: one log-probability per
+        item row), excluded items left out: the fusion term of a partial semantic ID, the item's own log-prior
+        once the ID is complete."""
+        lp = np.asarray(log_prior, dtype=np.float64).copy()
+        if lp.shape != (self.n_items,):
+            raise ValueError(f"log_prior must have one value per item ({self.n_items}), got shape {lp.shape}")
+        lp[list(excluded)] = -np.inf
+        out: dict[tuple[int, ...], float] = {}
+        for prefixes, inv in self._groups:
+            mass = np.full(len(prefixes), -np.inf)
+            np.logaddexp.at(mass, inv, lp)
+            out.update(zip(prefixes, mass.tolist(), strict=True))
+        return out
 
     def excluded_counts(self, excluded: Sequence[int]) -> dict[tuple[int, ...], int]:
         """How many excluded items sit under each prefix (a prefix is dead when all its items are excluded)."""
@@ -81,18 +101,26 @@ def constrained_beam_search(
     exclude: Sequence[Sequence[int]] | None = None,
     pad_token_id: int = 0,
     prompt_inputs: dict[str, torch.Tensor] | None = None,
+    log_prior: np.ndarray | None = None,
+    prior_weight: float = 1.0,
 ) -> list[list[Recommendation]]:
     """Top-``k`` distinct real items per prompt, best first.
 
     ``prompts`` are token-id lists (one per user, left-padded here as a batch); ``exclude`` holds, per prompt,
     item indices that may not be returned (e.g. the user's history). ``num_beams`` defaults to ``k``.
     ``prompt_inputs``: extra model inputs for the prompt pass only (e.g. ``user_item_idx`` of user-state models).
+    ``log_prior`` ``[n_prompts, n_items]``: shallow fusion with another recommender's item log-probabilities
+    (e.g. SASRec's): a partial ID is ranked by its LLM log-probability + ``prior_weight`` x the log prior mass of
+    the items under it, a complete one by LLM + ``prior_weight`` x its own log prior (its returned score).
     """
     beams = max(num_beams or k, k)
     n = len(prompts)
     device = next(model.parameters()).device
     exclude = exclude or [[] for _ in range(n)]
     ex_counts = [index.excluded_counts(e) for e in exclude]
+    if log_prior is not None and len(log_prior) != n:
+        raise ValueError(f"log_prior has {len(log_prior)} rows for {n} prompts")
+    masses = [index.log_mass(log_prior[u], exclude[u]) for u in range(n)] if log_prior is not None else None
 
     width = max(len(p) for p in prompts)
     ids = torch.full((n, width), pad_token_id, dtype=torch.long)
@@ -106,15 +134,16 @@ def constrained_beam_search(
 
     # Beam state per user: list of (prefix codes, score); expanded to n * beams rows after the first level.
     prefixes: list[list[tuple[int, ...]]] = [[()] for _ in range(n)]
-    scores: list[list[float]] = [[0.0] for _ in range(n)]
+    scores: list[list[float]] = [[0.0] for _ in range(n)]  # LLM log-probability of each beam's prefix
+    ranks: list[list[float]] = [[0.0] for _ in range(n)]  # what beams are ranked by (= scores without a prior)
     rows_per_user = 1
     next_pos = pos[:, -1] + 1
     for level in range(index.levels):
         off = index.level_offsets[level]
         lp = logp.cpu().numpy()
-        new_prefixes, new_scores, parent_rows, chosen_tokens = [], [], [], []
+        new_prefixes, new_scores, new_ranks, parent_rows, chosen_tokens = [], [], [], [], []
         for u in range(n):
-            cand: list[tuple[float, int, tuple[int, ...]]] = []
+            cand: list[tuple[float, float, int, tuple[int, ...]]] = []
             for b, (prefix, s) in enumerate(zip(prefixes[u], scores[u], strict=True)):
                 row = u * rows_per_user + b
                 codes = index.trie.next_codes(prefix)
@@ -124,19 +153,21 @@ def constrained_beam_search(
                     p = prefix + (c,)
                     if ex_counts[u].get(p, 0) >= index.counts[p]:
                         continue  # every item below this prefix is excluded
-                    cand.append((s + v, row, p))
-            cand.sort(key=lambda t: (-t[0], t[2]))  # deterministic ties: by code tuple
+                    rank = s + v if masses is None else s + v + prior_weight * masses[u][p]
+                    cand.append((rank, s + v, row, p))
+            cand.sort(key=lambda t: (-t[0], t[3]))  # deterministic ties: by code tuple
             top = cand[:beams]
             if not top:
                 raise ValueError(f"prompt {u}: no item left to recommend after exclusion")
             # Pad to a fixed beam count so the batch stays rectangular; padded beams are dropped at the end.
             while len(top) < beams:
-                top.append((-np.inf, top[0][1], top[0][2]))
-            new_prefixes.append([t[2] for t in top])
-            new_scores.append([t[0] for t in top])
-            parent_rows.extend(t[1] for t in top)
-            chosen_tokens.extend(off + t[2][-1] for t in top)
-        prefixes, scores = new_prefixes, new_scores
+                top.append((-np.inf, -np.inf, top[0][2], top[0][3]))
+            new_prefixes.append([t[3] for t in top])
+            new_ranks.append([t[0] for t in top])
+            new_scores.append([t[1] for t in top])
+            parent_rows.extend(t[2] for t in top)
+            chosen_tokens.extend(off + t[3][-1] for t in top)
+        prefixes, scores, ranks = new_prefixes, new_scores, new_ranks
         if level == index.levels - 1:
             break
         sel = torch.tensor(parent_rows, dtype=torch.long, device=device)
@@ -157,9 +188,9 @@ def constrained_beam_search(
     results: list[list[Recommendation]] = []
     for u in range(n):
         items = [
-            Recommendation(index.trie.row(p), float(s))
-            for p, s in zip(prefixes[u], scores[u], strict=True)
-            if np.isfinite(s)
+            Recommendation(index.trie.row(p), float(r))
+            for p, r in zip(prefixes[u], ranks[u], strict=True)
+            if np.isfinite(r)
         ]
         results.append(items[:k])
     return results

@@ -316,8 +316,14 @@ class PersonalLM:
         num_beams: int | None = None,
         exclude_history: bool = True,
         exclude: Sequence[Sequence[str]] | None = None,
+        log_prior: np.ndarray | None = None,
+        prior_weight: float = 1.0,
     ) -> list[list[dict[str, Any]]]:
-        """Top-``k`` distinct real items per history: ``{"item_id", "title", "score"}``, best first."""
+        """Top-``k`` distinct real items per history: ``{"item_id", "title", "score"}``, best first.
+
+        ``log_prior`` ``[len(histories), n_items]`` (columns in ``item_ids`` order, e.g. from
+        :func:`llmrec.users.pretrain.sequence_log_prior`): shallow fusion with another recommender, see
+        :func:`~llmrec.lm.decoding.constrained_beam_search`."""
         self._need_sids()
         if k < 1:
             raise LlmrecError("k must be >= 1")
@@ -337,6 +343,7 @@ class PersonalLM:
             model, prompts, self.index, k=k, num_beams=num_beams, exclude=excl,
             pad_token_id=self.tokenizer.pad_token_id or 0,
             prompt_inputs=self.user_state_inputs([self.prompt_items(h) for h in histories]),
+            log_prior=log_prior, prior_weight=prior_weight,
         )
         return [
             [{"item_id": self.item_ids[r.item_index], "title": self.titles[self.item_ids[r.item_index]],

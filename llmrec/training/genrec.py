@@ -65,26 +65,32 @@ class GenRecTrainConfig(Config):
 
 def evaluate_genrec(
     plm, examples: Sequence[SplitExample], *, k: int = 10, beams: int = 10, batch_users: int = 16,
-    show_progress: bool = False,
+    show_progress: bool = False, log_prior: np.ndarray | None = None, prior_weight: float = 1.0,
 ) -> tuple[dict[str, float], list[list[str]], float]:
     """Beam-search top-``k`` for each example (history items excluded) -> metrics, lists, seconds/user.
 
     ``beams=0`` ranks by the exact log-probability of every catalogue item instead (``PersonalLM.score_items``):
-    the limit beam search approaches, to tell search errors from model errors (slow; small catalogues)."""
+    the limit beam search approaches, to tell search errors from model errors (slow; small catalogues).
+    ``log_prior`` (one row per example, columns in ``plm.item_ids`` order): shallow fusion, score = LLM +
+    ``prior_weight`` x prior (see :func:`~llmrec.lm.decoding.constrained_beam_search`)."""
     from tqdm.auto import tqdm
 
     ranked: list[list[str]] = []
     t0 = time.perf_counter()
     if beams == 0:
-        for e in tqdm(examples, disable=not show_progress, desc="score all items"):
+        for n, e in enumerate(tqdm(examples, disable=not show_progress, desc="score all items")):
             scores = plm.score_items(list(e.history.item_ids))
+            if log_prior is not None:
+                scores = scores + prior_weight * log_prior[n]
             scores[[plm.item_row[i] for i in e.history.item_ids if i in plm.item_row]] = -np.inf
             top = np.lexsort((np.arange(len(scores)), -scores))[:k]  # ties by catalogue row, as beam search
             ranked.append([plm.item_ids[r] for r in top])
     else:
         for start in tqdm(range(0, len(examples), batch_users), disable=not show_progress, desc="recommend"):
             chunk = examples[start:start + batch_users]
-            recs = plm.recommend_batch([list(e.history.item_ids) for e in chunk], k=k, num_beams=beams)
+            prior = log_prior[start:start + batch_users] if log_prior is not None else None
+            recs = plm.recommend_batch([list(e.history.item_ids) for e in chunk], k=k, num_beams=beams,
+                                       log_prior=prior, prior_weight=prior_weight)
             ranked.extend([r["item_id"] for r in rs] for rs in recs)
     per_user = (time.perf_counter() - t0) / max(1, len(examples))
     result = ranking_metrics(ranked, [e.target for e in examples], ks=(5, 10), valid_items=set(plm.item_ids))

@@ -117,6 +117,17 @@ def score_histories(model: SequenceEncoder, histories: Sequence[UserHistory], ba
     return np.concatenate(out, axis=0) if out else np.zeros((0, model.config.n_items), dtype=np.float32)
 
 
+def sequence_log_prior(model: SequenceEncoder, histories: Sequence[UserHistory], item_ids: Sequence[str]) -> np.ndarray:
+    """``[len(histories), len(item_ids)]`` next-item log-probabilities (softmax over the catalogue), columns in
+    ``item_ids`` order: the prior of shallow fusion (``PersonalLM.recommend_batch(log_prior=...)``)."""
+    if model.item_ids is None or set(model.item_ids) != set(item_ids):
+        raise ConfigError("the sequence model must be built over the same catalogue (item ids) as the recommender")
+    logits = torch.from_numpy(score_histories(model, histories)).double()
+    logp = torch.log_softmax(logits, dim=-1).numpy()
+    column = {item: j for j, item in enumerate(model.item_ids)}
+    return logp[:, [column[i] for i in item_ids]]
+
+
 def evaluate_examples(
     model: SequenceEncoder,
     examples: Sequence[SplitExample],
