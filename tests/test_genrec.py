@@ -394,3 +394,28 @@ def test_sequence_log_prior_columns_follow_the_recommender(plm):
     assert np.argmax(lp[0]) == plm.item_ids.index(order[int(np.argmax(raw))])
     with pytest.raises(Exception, match="same catalogue"):
         sequence_log_prior(enc, [hist], plm.item_ids[:-1])
+
+
+def test_recommend_cli_with_and_without_fusion(tiny_llama_dir, ml100k, tmp_path, capsys):
+    from llmrec.cli import main
+    from llmrec.users.sequence import SequenceEncoder, SequenceEncoderConfig
+
+    item_ids = list(ml100k.items)
+    rng = np.random.default_rng(0)
+    codes = rng.permutation(16 ** 3)[: len(item_ids)]
+    sids = SemanticIds.from_quantized(item_ids, np.stack([codes // 256, codes // 16 % 16, codes % 16], 1), (16, 16, 16))
+    cfg = PersonalLMConfig(base_model=str(tiny_llama_dir), dtype="fp32", max_history=8)
+    PersonalLM.create(sids, ml100k.items, cfg).save(tmp_path / "plm")
+    torch.manual_seed(0)
+    SequenceEncoder(SequenceEncoderConfig(n_items=len(item_ids), d_model=16, n_heads=2, max_len=16),
+                    item_ids).save(tmp_path / "sas")
+    args = ["recommend", "--model", str(tmp_path / "plm"), "--user", "1", "-k", "5", "--json"]
+    assert main(args) == 0
+    plain = json.loads(capsys.readouterr().out)["recommendations"]
+    assert main([*args, "--sasrec", str(tmp_path / "sas"), "--prior-weight", "1000"]) == 0
+    fused = json.loads(capsys.readouterr().out)["recommendations"]
+    seen = set(ml100k.histories()["1"].item_ids)
+    for recs in (plain, fused):
+        assert len({r["item_id"] for r in recs}) == 5 and not seen & {r["item_id"] for r in recs}
+    assert fused != plain
+    assert main(["recommend", "--model", str(tmp_path / "plm"), "--user", "nobody"]) == 2

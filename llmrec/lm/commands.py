@@ -16,6 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--beams", type=int, default=None)
     p.add_argument("--include-history", action="store_true", help="allow items the user already has")
+    p.add_argument("--sasrec", help="shallow fusion with this SASRec directory (scripts/train_sasrec.py): beams are "
+                   "ranked by LLM log-prob + --prior-weight x SASRec log-prob")
+    p.add_argument("--prior-weight", type=float, default=1.0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_recommend)
     register_text(sub)
@@ -37,8 +40,14 @@ def _recommend(args: argparse.Namespace) -> int:
 
     data, hist = _user_history(args)
     plm = PersonalLM.load(args.model)
+    prior = None
+    if args.sasrec:
+        from llmrec.users.pretrain import sequence_log_prior
+        from llmrec.users.sequence import SequenceEncoder
+
+        prior = sequence_log_prior(SequenceEncoder.load(args.sasrec), [hist], plm.item_ids)
     recs = plm.recommend(list(hist.item_ids), k=args.k, num_beams=args.beams,
-                         exclude_history=not args.include_history)
+                         exclude_history=not args.include_history, log_prior=prior, prior_weight=args.prior_weight)
     if args.json:
         print(json.dumps({"user": str(args.user), "recommendations": recs}))
         return 0
@@ -47,7 +56,7 @@ def _recommend(args: argparse.Namespace) -> int:
         print(f"    {plm.titles.get(item_id, item_id)}")
     print("recommended:")
     for rank, r in enumerate(recs, 1):
-        print(f"{rank:3d}. {r['title']}  (item {r['item_id']}, log-prob {r['score']:.2f})")
+        print(f"{rank:3d}. {r['title']}  (item {r['item_id']}, {'fused score' if args.sasrec else 'log-prob'} {r['score']:.2f})")
     return 0
 
 
