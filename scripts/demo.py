@@ -7,7 +7,7 @@
 3. item tokenizer: residual k-means semantic IDs for every movie from its MiniLM text vector and its SASRec
    item-table row (collaborative IDs; unique, with diagnostics);
 4. generative recommender: SmolLM2-135M + LoRA + SID tokens, trained for a few minutes, then trie-constrained
-   beam search for one user (only real, unseen movies can come out);
+   beam search for one user (only real, unseen movies can come out), alone and in shallow fusion with SASRec;
 5. the LLM answers a question about that user from their history, and writes the user's profile;
 6. user embedder: the SASRec encoder + a projector onto the LLM's genre-word embeddings turn the history into
    k = 4 soft-prompt vectors, text-aligned to the genres of each history chunk (no LLM pass); trained
@@ -38,7 +38,13 @@ from llmrec.training.genrec import GenRecTrainConfig, evaluate_genrec, train_gen
 from llmrec.training.qa import QATrainConfig, qa_rows, train_qa
 from llmrec.training.text_align import TextAlignConfig, align_to_text
 from llmrec.users.baselines import Popularity
-from llmrec.users.pretrain import PretrainConfig, evaluate_examples, score_histories, train_sequence_model
+from llmrec.users.pretrain import (
+    PretrainConfig,
+    evaluate_examples,
+    score_histories,
+    sequence_log_prior,
+    train_sequence_model,
+)
 from llmrec.users.sequence import SequenceEncoderConfig
 
 
@@ -102,6 +108,9 @@ def main() -> None:
     sas_top = topk_from_scores(score_histories(sas.model, [hist.prefix(len(hist) - 1)]), sas.model.item_ids,
                                [set(seen)], 5)[0]
     print("    SASRec top 5: " + "; ".join(plm.titles[i] for i in sas_top))
+    prior = sequence_log_prior(sas.model, [hist.prefix(len(hist) - 1)], plm.item_ids)
+    fused = plm.recommend(seen, k=5, log_prior=prior, prior_weight=1.0)
+    print("    LLM + SASRec shallow fusion top 5: " + "; ".join(r["title"] for r in fused))
 
     context = hist.prefix(len(hist) - 1)
     question = "Which genres does this user like lately?"
