@@ -105,14 +105,13 @@ def main() -> None:
     print(f"[user {args.user}] held-out next movie: {plm.titles[hist.item_ids[-1]]}")
     for rank, rec in enumerate(plm.recommend(seen, k=5), 1):
         print(f"    LLM #{rank}: {rec['title']}  (log-prob {rec['score']:.2f})")
-    sas_top = topk_from_scores(score_histories(sas.model, [hist.prefix(len(hist) - 1)]), sas.model.item_ids,
-                               [set(seen)], 5)[0]
+    context = hist.prefix(len(hist) - 1)
+    sas_top = topk_from_scores(score_histories(sas.model, [context]), sas.model.item_ids, [set(seen)], 5)[0]
     print("    SASRec top 5: " + "; ".join(plm.titles[i] for i in sas_top))
-    prior = sequence_log_prior(sas.model, [hist.prefix(len(hist) - 1)], plm.item_ids)
+    prior = sequence_log_prior(sas.model, [context], plm.item_ids)
     fused = plm.recommend(seen, k=5, log_prior=prior, prior_weight=1.0)
     print("    LLM + SASRec shallow fusion top 5: " + "; ".join(r["title"] for r in fused))
 
-    context = hist.prefix(len(hist) - 1)
     question = "Which genres does this user like lately?"
     print(f"[answer] {question} -> {plm.answer(context, question, data, max_items=10)}")
     print(f"[profile] template: {template_profile(context, data)}")

@@ -181,13 +181,20 @@ def test_training_step_changes_only_trainable_params(plm):
         assert changed == p.requires_grad, name
 
 
-def test_tiny_training_run_learns_and_resumes(plm, tmp_path):
-    from llmrec.training.genrec import GenRecTrainConfig, evaluate_genrec, train_genrec
+def _tiny_run(tmp_path, epochs: int):
+    """The split and config of the tiny training runs: 24 users, 3 batches of 8 per epoch."""
+    from llmrec.training.genrec import GenRecTrainConfig
 
-    data = _catalogue_data(n_users=24)
-    split = leave_one_out(data.histories())
-    cfg = GenRecTrainConfig(output_dir=str(tmp_path / "run"), epochs=3, learning_rate=1e-2, batch_size=8,
+    split = leave_one_out(_catalogue_data(n_users=24).histories())
+    cfg = GenRecTrainConfig(output_dir=str(tmp_path / "run"), epochs=epochs, learning_rate=1e-2, batch_size=8,
                             eval_users=8, eval_batch_users=8, logging_steps=1, early_stopping_patience=10)
+    return split, cfg
+
+
+def test_tiny_training_run_learns_and_resumes(plm, tmp_path):
+    from llmrec.training.genrec import evaluate_genrec, train_genrec
+
+    split, cfg = _tiny_run(tmp_path, epochs=3)
     report = train_genrec(plm, split.train, split.valid, cfg)
     assert report["steps"] == 9 and report["best_valid_ndcg@10"] is not None
     losses = [loss for _, loss in report["loss_curve"]]
@@ -321,17 +328,14 @@ def test_user_states_shift_only_item_slots_causally_and_roundtrip(plm, tmp_path)
 
 def test_user_state_training_trains_projector_not_encoder_and_resumes(plm, tmp_path):
     from llmrec.tasks.genrec import build_genrec_rows
-    from llmrec.training.genrec import GenRecTrainConfig, evaluate_genrec, train_genrec
+    from llmrec.training.genrec import evaluate_genrec, train_genrec
 
     _with_user_states(plm)
     with pytest.raises(Exception, match="title alignment"):
         build_genrec_rows(plm, _catalogue_data().histories(), title_alignment=True)
     encoder_before = {k: v.clone() for k, v in plm.user_states.encoder.state_dict().items()}
     projector_before = {k: v.clone() for k, v in plm.user_states.projector.state_dict().items()}
-    data = _catalogue_data(n_users=24)
-    split = leave_one_out(data.histories())
-    cfg = GenRecTrainConfig(output_dir=str(tmp_path / "run"), epochs=2, learning_rate=1e-2, batch_size=8,
-                            eval_users=8, eval_batch_users=8, logging_steps=1, early_stopping_patience=10)
+    split, cfg = _tiny_run(tmp_path, epochs=2)
     report = train_genrec(plm, split.train, split.valid, cfg)
     assert report["steps"] == 6 and report["best_valid_ndcg@10"] is not None
     assert all(torch.equal(v, plm.user_states.encoder.state_dict()[k]) for k, v in encoder_before.items())

@@ -159,12 +159,8 @@ class PersonalLM:
         """``{"user_item_idx": [B, T]}`` for prompts of these item windows (empty without user states)."""
         if self.user_states is None:
             return {}
-        rows = [self.user_states.encoder.item_indices(w, record=n) for n, w in enumerate(windows)]
-        idx = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long)
-        for b, r in enumerate(rows):
-            idx[b, : len(r)] = torch.tensor(r, dtype=torch.long)
-        device = next(self.model.parameters()).device
-        return {"user_item_idx": idx.to(device)}
+        idx, _ = self.user_states.encoder.encode_histories(windows)  # windows fit: attach checked max_len
+        return {"user_item_idx": idx.to(next(self.model.parameters()).device)}
 
     # ----------------------------------------------------------------------------------------- building
     @classmethod
@@ -410,15 +406,13 @@ class PersonalLM:
 
             soft, soft_items = load_user_model(model, tok, path / "user")
         plm = cls(model, tok, sids, titles, config, soft=soft, soft_item_ids=soft_items)
-        from llmrec.lm.user_states import ENCODER_DIR, PROJECTOR_FILE
+        from llmrec.lm.user_states import ENCODER_DIR
 
         if (path / ENCODER_DIR).is_dir():
-            from safetensors.torch import load_file
-
             from llmrec.users.sequence import SequenceEncoder
 
             plm.attach_user_states(SequenceEncoder.load(path / ENCODER_DIR))
-            plm.user_states.projector.load_state_dict(load_file(str(path / PROJECTOR_FILE)))
+            plm.user_states.load_projector(path)
             plm.user_states.eval()
         return plm
 

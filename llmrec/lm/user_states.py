@@ -84,12 +84,16 @@ class UserStateLM(nn.Module):
     def save_encoder(self, path: str | Path) -> None:
         self.encoder.save(Path(path) / ENCODER_DIR)
 
-    def load_checkpoint(self, path: str | Path) -> None:
-        """Adapter + projector from a :meth:`save_pretrained` directory (Trainer resume / best-model reload)."""
+    def load_projector(self, path: str | Path) -> None:
+        """The projector written by :meth:`save_pretrained` into ``path`` (a checkpoint or a model directory)."""
         from safetensors.torch import load_file
 
         file = Path(path) / PROJECTOR_FILE
         if not file.is_file():
             raise LlmrecError(f"{path}: no {PROJECTOR_FILE} (not a checkpoint of a user-state model)")
-        self.llm.load_adapter(str(path), self.llm.active_adapters[0], is_trainable=True)
         self.projector.load_state_dict(load_file(str(file)))
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Adapter + projector from a :meth:`save_pretrained` directory (Trainer resume / best-model reload)."""
+        self.load_projector(path)
+        self.llm.load_adapter(str(path), self.llm.active_adapters[0], is_trainable=True)
