@@ -42,6 +42,8 @@ from llmrec.training.text_align import TextAlignConfig, align_to_text
 from llmrec.users.pretrain import PretrainConfig, evaluate_examples, train_sequence_model
 from llmrec.users.sequence import SequenceEncoderConfig
 
+RECENT_WINDOW = 10  # "recent" in the questions, and the profile pooling's recent slot
+
 
 def per_task_sample(examples, n, seed):
     by_task = defaultdict(list)
@@ -89,6 +91,11 @@ def main() -> None:
     p.add_argument("--anchor-text", choices=["items", "genres"], default="items",
                    help="vocab projector anchors and text-alignment targets: each item's title + genres, or its "
                    "genre words only (sharper mixtures for the genre and interest questions)")
+    p.add_argument("--pooling", choices=["mean", "profile"], default="mean",
+                   help="soft slots: k chronological chunks of the history, or a profile (slot 0 = the whole "
+                   "history, slot 1 = the last 10 items, the rest = the last k - 2 items one each)")
+    p.add_argument("--align-sharpness", type=float, default=1.0,
+                   help="text alignment: power on each slot's word counts (> 1 leans to its commonest words)")
     p.add_argument("--variants", default="none,text,soft")
     p.add_argument("--save-model", help="save the --save-variant model here as a PersonalLM directory "
                    "(llmrec answer --model DIR answers from its soft prompt)")
@@ -108,14 +115,16 @@ def main() -> None:
     t0 = time.perf_counter()
     vectors = (torch.from_numpy(encode_items(data, show_progress=False)) if args.item_vectors == "minilm" else None)
     enc_cfg = SequenceEncoderConfig(n_items=len(data.items), d_model=64, n_layers=2, n_heads=2, max_len=max_len,
-                                    dropout=0.2, pooling="mean",
+                                    dropout=0.2, pooling=args.pooling, recent_window=RECENT_WINDOW,
                                     item_vector_dim=0 if vectors is None else int(vectors.shape[1]))
     pre = train_sequence_model(split, data.item_ids, enc_cfg,
                                PretrainConfig(max_epochs=args.encoder_epochs, patience=5, seed=args.seed), vectors)
     encoder_report = {"test": summaries(evaluate_examples(pre.model, split.test)),
                       "best_epoch": pre.best_epoch, "train_seconds": round(time.perf_counter() - t0, 1)}
-    train = per_task_sample(build_uqa(data, split="train", seed=args.seed), args.train_per_task, args.seed)
-    test = per_task_sample(build_uqa(data, split="test", seed=args.seed), args.test_per_task, args.seed)
+    train = per_task_sample(build_uqa(data, split="train", seed=args.seed, recent_window=RECENT_WINDOW),
+                            args.train_per_task, args.seed)
+    test = per_task_sample(build_uqa(data, split="test", seed=args.seed, recent_window=RECENT_WINDOW),
+                           args.test_per_task, args.seed)
     line = item_line if args.anchor_text == "items" else genre_line
     item_texts = [line(data.items[i]) for i in data.item_ids]  # index i + 1 <-> item_texts[i]
 
@@ -158,7 +167,8 @@ def main() -> None:
         if k and args.text_align_epochs:
             histories = [pre.model.item_indices(h.item_ids) for h in split.train.values()]
             align_report = align_to_text(model, histories, text_token_ids(tok, item_texts),
-                                         TextAlignConfig(epochs=args.text_align_epochs, seed=args.seed))
+                                         TextAlignConfig(epochs=args.text_align_epochs, seed=args.seed,
+                                                         sharpness=args.align_sharpness))
         if k and args.user_lr == 0:
             model.freeze_user_modules()
         train_rows, test_rows = rows_for(train), rows_for(test)

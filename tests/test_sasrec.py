@@ -81,10 +81,11 @@ def test_right_padding_does_not_change_real_states():
     assert model.score_all(batched).shape == (2, N_ITEMS)
 
 
-@pytest.mark.parametrize("pooling,k", [("last", 1), ("last", 4), ("mean", 1), ("mean", 3), ("query", 4)])
+@pytest.mark.parametrize("pooling,k", [("last", 1), ("last", 4), ("mean", 1), ("mean", 3), ("profile", 1),
+                                       ("profile", 5), ("query", 4)])
 def test_user_states_shape_and_masking(pooling, k):
     torch.manual_seed(0)
-    model = SequenceEncoder(_tiny(pooling=pooling, n_user_vectors=k), ITEMS).eval()
+    model = SequenceEncoder(_tiny(pooling=pooling, n_user_vectors=k, recent_window=4), ITEMS).eval()
     idx, _ = model.encode_histories([ITEMS[:2], ITEMS[:7]])
     with torch.no_grad():
         out = model.user_states(idx)
@@ -96,6 +97,15 @@ def test_user_states_shape_and_masking(pooling, k):
         assert torch.allclose(out[1, 0], states[1, :7].mean(0), atol=1e-5)
     if pooling == "last":
         assert torch.allclose(out[1, -1], states[1, 6], atol=1e-5)
+        if k == 4:  # the 2-item history fills only the last two slots
+            assert torch.allclose(out[0, :2], torch.zeros(2, 16)) and torch.allclose(out[0, 2], states[0, 0])
+    if pooling == "profile":
+        assert torch.allclose(out[1, 0], states[1, :7].mean(0), atol=1e-5)  # long-term: every item
+    if pooling == "profile" and k == 5:
+        assert torch.allclose(out[1, 1], states[1, 3:7].mean(0), atol=1e-5)  # recent: the last 4 (recent_window)
+        assert torch.allclose(out[1, 2:], states[1, 4:7], atol=1e-5)  # then the last k - 2 items, oldest first
+        assert torch.allclose(out[0, 2], torch.zeros(16))  # a 2-item history leaves the 3rd-last slot empty
+        assert torch.allclose(out[0, 3:], states[0, :2], atol=1e-5)
 
 
 def test_item_vectors_ratings_and_codes_feed_the_embedding():

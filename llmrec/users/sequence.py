@@ -28,7 +28,7 @@ from llmrec.io import atomic_dir
 
 logger = logging.getLogger(__name__)
 
-POOLINGS = ("last", "mean", "query")
+POOLINGS = ("last", "mean", "profile", "query")
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 ITEMS_FILE = "items.json"
@@ -56,6 +56,7 @@ class SequenceEncoderConfig(Config):
     n_rating_levels: int = 0
     pooling: str = "last"
     n_user_vectors: int = 1
+    recent_window: int = 10  # ``profile`` pooling: the items its "recent" slot averages
 
     def __post_init__(self) -> None:
         if self.n_items < 1:
@@ -74,6 +75,8 @@ class SequenceEncoderConfig(Config):
             raise ConfigError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if not 1 <= self.n_user_vectors <= 32:
             raise ConfigError(f"n_user_vectors must be in 1..32, got {self.n_user_vectors}")
+        if self.recent_window < 1:
+            raise ConfigError(f"recent_window must be >= 1, got {self.recent_window}")
 
 
 def history_chunks(real: torch.Tensor, k: int) -> torch.Tensor:
@@ -85,6 +88,35 @@ def history_chunks(real: torch.Tensor, k: int) -> torch.Tensor:
     chunk = torch.div(pos * k, lengths[:, None], rounding_mode="floor")
     chunk = torch.where(real, chunk, torch.full_like(chunk, k))
     return F.one_hot(chunk, k + 1)[..., :k]
+
+
+def slot_members(real: torch.Tensor, k: int, pooling: str, recent_window: int = 10) -> torch.Tensor:
+    """``[B, T, k]`` 0/1 membership of each position of right-padded histories in each of the k user slots that
+    :meth:`SequenceEncoder.user_states` averages (and text alignment fits to the same items' words):
+
+    - ``last``: slot j holds the (k - j)-th most recent item (slots before the first item are empty);
+    - ``mean``: k consecutive chronological chunks (:func:`history_chunks`);
+    - ``profile``: slot 0 = the whole history (long-term taste), slot 1 = the last ``recent_window`` items (recent
+      taste), slots 2..k-1 = the k - 2 most recent items one each, oldest first. Slots overlap on purpose: a user
+      profile in k vectors, whose long-term slot summarises items a text prompt would have no room for.
+    """
+    if k < 1:
+        raise ConfigError(f"k must be >= 1, got {k}")
+    if pooling == "mean":
+        return history_chunks(real, k)
+    lengths = real.sum(1)
+    pos = torch.arange(real.shape[1], device=real.device)[None, :, None]
+    from_end = lengths[:, None, None] - 1 - pos  # 0 = the most recent item; negative = padding
+    if pooling == "last":
+        want = (k - 1 - torch.arange(k, device=real.device))[None, None, :]
+        return (from_end == want).long()
+    if pooling != "profile":
+        raise ConfigError(f"pooling {pooling!r} has no fixed slots (one of last, mean, profile)")
+    slots = [real.long(), (real & (from_end[..., 0] < recent_window)).long()]
+    if k > 2:
+        want = (k - 3 - torch.arange(k - 2, device=real.device))[None, None, :]
+        slots.append((from_end == want).long())
+    return torch.cat([s if s.dim() == 3 else s[..., None] for s in slots], -1)[..., :k]
 
 
 class SequenceEncoder(nn.Module):
@@ -226,14 +258,15 @@ class SequenceEncoder(nn.Module):
         self, item_idx: torch.Tensor, ratings: torch.Tensor | None = None, k: int | None = None
     ) -> torch.Tensor:
         """``[B, k, d]`` user vectors: ``last`` = the last k states, ``mean`` = means of k consecutive
-        chunks of the history (k = 1: the masked mean), ``query`` = k learned queries attending over the states."""
+        chunks of the history (k = 1: the masked mean), ``profile`` = long-term, recent and last-item slots
+        (:func:`slot_members`), ``query`` = k learned queries attending over the states."""
         k = k or self.config.n_user_vectors
         states = self(item_idx, ratings)
         real = item_idx != 0
         lengths = real.sum(1)
         if (lengths == 0).any():
             raise DataError("user_states needs at least one item per history", field="item_ids")
-        b, _, d = states.shape
+        b = states.shape[0]
         pooling = self.config.pooling
         if pooling == "query":
             if k != self.config.n_user_vectors:
@@ -241,15 +274,10 @@ class SequenceEncoder(nn.Module):
             queries = self.user_queries.unsqueeze(0).expand(b, -1, -1)
             out, _ = self.pool_attn(queries, states, states, key_padding_mask=~real, need_weights=False)
             return out
-        if pooling == "last":
-            # slots j = 0..k-1 hold states lengths-k+j; slots before the first item stay zero
-            src = lengths[:, None] - k + torch.arange(k, device=states.device)[None, :]
-            gathered = states.gather(1, src.clamp(min=0)[..., None].expand(-1, -1, d))
-            return gathered * (src >= 0)[..., None]
-        # mean over each chunk; an empty chunk (len < k) is zero
-        onehot = history_chunks(real, k).to(states.dtype)  # [B, T, k]
-        sums = onehot.transpose(1, 2) @ states
-        counts = onehot.sum(1).clamp(min=1)[..., None]
+        # the mean of each slot's states (slot_members); an empty slot (history shorter than k) is zero
+        members = slot_members(real, k, pooling, self.config.recent_window).to(states.dtype)  # [B, T, k]
+        sums = members.transpose(1, 2) @ states
+        counts = members.sum(1).clamp(min=1)[..., None]
         return sums / counts
 
     # ---- persistence ----------------------------------------------------------------------------------
