@@ -73,7 +73,7 @@ def main() -> None:
     print(f"[baseline] popularity (test, rated removed): {fmt(pop_m['rated_removed'])}")
     sas = train_sequence_model(split, data.item_ids,
                                SequenceEncoderConfig(n_items=len(data.items), d_model=64, n_layers=2, max_len=50,
-                                                     dropout=0.5),
+                                                     dropout=0.5, pooling="profile"),  # pooling: soft stage
                                PretrainConfig(max_epochs=15, patience=3, lr=3e-3, batch_size=32))
     sas_m = summaries(evaluate_examples(sas.model, test, protocols=("rated_removed",)))
     print(f"[baseline] SASRec, {sas.epochs_run} epochs in {sas.wall_s:.0f} s: {fmt(sas_m['rated_removed'])}")
@@ -131,15 +131,16 @@ def main() -> None:
     print(f"[done] {time.time() - t0:.0f} s")
 
 
-SOFT_K, SOFT_ITEMS = 4, 15
+SOFT_K, SOFT_ITEMS = 4, 50
 INTEREST = ("longterm_genre", "recent_genre", "interest_shift")
 
 
 def train_soft_prompt_qa(data, encoder, train_histories, *, steps: int) -> tuple[PersonalLM, dict]:
-    """A PersonalLM that reads the user from SOFT_K soft-prompt vectors: SASRec states -> vocab projector over the
-    LLM's genre-word embeddings, text-aligned (soft token j = the genre words of the j-th chunk of the history, no
-    LLM pass), then LoRA for ``steps`` on interest-perception questions whose answers come from the training data
-    (the aligned user side stays frozen)."""
+    """A PersonalLM that reads the user from SOFT_K soft-prompt vectors: SASRec states pooled as a profile (the
+    last SOFT_ITEMS items, the last 10, the last two items) -> vocab projector over the LLM's genre-word
+    embeddings, text-aligned (each soft token = the genre words of its items, no LLM pass), then LoRA for
+    ``steps`` on interest-perception questions whose answers come from the training data (the aligned user side
+    stays frozen)."""
     genres = [genre_line(data.items[i]) for i in data.item_ids]  # index i + 1 <-> genres[i]
     soft, tok, llm = build_soft_prompt_lm(encoder, SOFT_K, max_items=SOFT_ITEMS, projector="vocab",
                                           anchor_texts=genres)
