@@ -52,6 +52,9 @@ def test_profile_slot_targets_and_sharpness():
     assert mask.all()
     sharp, _ = slot_targets(members, idx, bags, sharpness=2.0)
     torch.testing.assert_close(sharp[0, 0], torch.tensor([4 / 6, 1 / 6, 0.0, 1 / 6]))  # counts squared
+    many = torch.ones(1, 300, 1, dtype=torch.long)  # 300 items of one word, sharpened hard: no float overflow
+    hard, _ = slot_targets(many, torch.full((1, 300), 2), bags, sharpness=20.0)
+    assert torch.isfinite(hard).all() and hard[0, 0, 0] == 1.0
     with pytest.raises(ConfigError, match="pooling"):
         slot_members(idx != 0, 2, "query")
     with pytest.raises(ConfigError, match="sharpness"):

@@ -72,8 +72,8 @@ def slot_targets(members: torch.Tensor, item_idx: torch.Tensor, bags: torch.Tens
     of non-empty slots. ``sharpness`` > 1 raises the counts to that power before normalising, so a slot's
     mixture leans towards its most frequent words (a long-term slot then names the favourite genre)."""
     counts = members.float().transpose(1, 2) @ bags[item_idx]  # [B, k, A]
-    if sharpness != 1.0:
-        counts = counts.pow(sharpness)
+    if sharpness != 1.0:  # scaled to max 1 first: 200 counts ** 20 would overflow float32
+        counts = (counts / counts.amax(-1, keepdim=True).clamp(min=1e-9)).pow(sharpness)
     total = counts.sum(-1, keepdim=True)
     return counts / total.clamp(min=1e-9), total.squeeze(-1) > 0
 
@@ -157,6 +157,9 @@ def align_to_text(model, histories: Sequence[Sequence[int]], item_token_ids: Seq
         rng.shuffle(rows)
         for i in range(0, len(rows), cfg.batch_size):
             loss = kl(rows[i: i + cfg.batch_size])
+            if not torch.isfinite(loss):
+                raise ConfigError(f"text alignment diverged at step {step} (loss {loss.item()}); lower "
+                                  "learning_rate or sharpness")
             opt.zero_grad()
             loss.backward()
             opt.step()
