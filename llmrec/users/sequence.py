@@ -104,19 +104,18 @@ def slot_members(real: torch.Tensor, k: int, pooling: str, recent_window: int = 
         raise ConfigError(f"k must be >= 1, got {k}")
     if pooling == "mean":
         return history_chunks(real, k)
-    lengths = real.sum(1)
-    pos = torch.arange(real.shape[1], device=real.device)[None, :, None]
-    from_end = lengths[:, None, None] - 1 - pos  # 0 = the most recent item; negative = padding
+    pos = torch.arange(real.shape[1], device=real.device)[None, :]
+    from_end = real.sum(1)[:, None] - 1 - pos  # [B, T]: 0 = the most recent item; negative = padding
+
+    def last_items(n: int) -> torch.Tensor:  # [B, T, n]: slot j = the (n - j)-th most recent item
+        return (from_end[..., None] == (n - 1 - torch.arange(n, device=real.device))).long()
+
     if pooling == "last":
-        want = (k - 1 - torch.arange(k, device=real.device))[None, None, :]
-        return (from_end == want).long()
+        return last_items(k)
     if pooling != "profile":
         raise ConfigError(f"pooling {pooling!r} has no fixed slots (one of last, mean, profile)")
-    slots = [real.long(), (real & (from_end[..., 0] < recent_window)).long()]
-    if k > 2:
-        want = (k - 3 - torch.arange(k - 2, device=real.device))[None, None, :]
-        slots.append((from_end == want).long())
-    return torch.cat([s if s.dim() == 3 else s[..., None] for s in slots], -1)[..., :k]
+    whole, recent = real.long(), (real & (from_end < recent_window)).long()
+    return torch.cat([whole[..., None], recent[..., None], last_items(max(k - 2, 0))], -1)[..., :k]
 
 
 class SequenceEncoder(nn.Module):
