@@ -53,6 +53,15 @@ def per_task_sample(examples, n, seed):
     return [ex for task in sorted(by_task) for ex in rng.sample(by_task[task], min(n, len(by_task[task])))]
 
 
+def examples_by_task(preds, examples, n=3):
+    """The first n (prediction, gold answer) pairs of each task."""
+    out = defaultdict(list)
+    for pred, ex in zip(preds, examples, strict=True):
+        if len(out[ex.task]) < n:
+            out[ex.task].append((pred, ex.answer))
+    return dict(out)
+
+
 def lora_model(k: int, encoder, max_len: int, projector: str, item_texts: list[str], soft_llm: str = "lora"):
     """k = 0: the LLM + LoRA (text styles); k > 0: a soft-prompt model over a copy of the pretrained encoder,
     with LoRA or (``soft_llm="frozen"``) the LLM frozen: UQABench's alignment stage."""
@@ -96,6 +105,9 @@ def main() -> None:
                    "history, slot 1 = the last 10 items, the rest = the last k - 2 items one each)")
     p.add_argument("--align-sharpness", type=float, default=1.0,
                    help="text alignment: power on each slot's word counts (> 1 leans to its commonest words)")
+    p.add_argument("--worked-answers", action="store_true",
+                   help="train and ask for worked answers where a task has one (interest shift: 'Drama, Comedy: "
+                   "yes', both favourites computed from the data); scored on the final answer")
     p.add_argument("--variants", default="none,text,soft")
     p.add_argument("--save-model", help="save the --save-variant model here as a PersonalLM directory "
                    "(llmrec answer --model DIR answers from its soft prompt)")
@@ -158,9 +170,9 @@ def main() -> None:
         model, tok, llm = lora_model(k, pre.model, max_len, args.projector, item_texts, args.soft_llm)
 
         def rows_for(examples, model_tok=tok, style=style, k=k):
-            prompts = [uqa_prompt(ex, style, data=data, max_items=args.text_items, user=USER_TOKEN * k if k else None)
-                       for ex in examples]
-            return qa_rows(prompts, [ex.answer for ex in examples], model_tok,
+            prompts = [uqa_prompt(ex, style, data=data, max_items=args.text_items, user=USER_TOKEN * k if k else None,
+                                  worked=args.worked_answers) for ex in examples]
+            return qa_rows(prompts, [ex.target(args.worked_answers) for ex in examples], model_tok,
                            user_items=items_of(examples) if k else None)
 
         align_report = None
@@ -194,7 +206,7 @@ def main() -> None:
                           if report["loss_curve"] else None,
                           "text_align": ({k2: v for k2, v in align_report.items() if k2 != "curve"}
                                          if align_report else None),
-                          "answer_seconds_per_question": sec, "examples": list(zip(preds[:8], [e.answer for e in test[:8]], strict=True))}
+                          "answer_seconds_per_question": sec, "examples": examples_by_task(preds, test)}
         if args.save_model and label == args.save_variant:
             titles = {i: item_title(it) for i, it in data.items.items()}
             plm = PersonalLM(llm, tok, None, titles, PersonalLMConfig(base_model="smollm2-135m", adapter="lora"),

@@ -4,6 +4,7 @@ real ml-100k; prompt rendering; lenient title matching and per-task / per-family
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -14,6 +15,7 @@ from llmrec.tasks.uqa import (
     FAMILIES,
     TASKS,
     UqaExample,
+    answer_correct,
     build_uqa,
     genre_line,
     genre_vocabulary,
@@ -99,6 +101,11 @@ def test_answers_test_split_by_hand():
     assert u2["longterm_genre"].answer == "Comedy"  # Comedy 4 of 5
     assert u2["recent_genre"].answer == "Comedy"  # last 4: Comedy 3, Drama 2, Romance 2
     assert u2["interest_shift"].answer == "no"
+    # worked answers: the two favourites, then the answer; only interest_shift has one
+    assert u1["interest_shift"].worked == "Comedy, Thriller: yes" and u2["interest_shift"].worked == "Comedy, Comedy: no"
+    assert u1["interest_shift"].target(worked=True) == "Comedy, Thriller: yes"
+    assert u1["interest_shift"].target() == "yes"
+    assert all(e.worked is None and e.target(worked=True) == e.answer for e in ex if e.task != "interest_shift")
 
 
 def test_sequence_questions_by_hand_over_seeds():
@@ -273,6 +280,23 @@ def test_uqa_accuracy_by_hand():
     assert got["macro"] == pytest.approx(2 / 5)
     with pytest.raises(DataError, match="predictions"):
         uqa_accuracy(predictions[:2], examples)
+
+
+def test_worked_answers_prompt_and_scoring():
+    data = hand_data()
+    u1 = by_task(build_uqa(data, split="test", recent_window=4), "u1")
+    shift = u1["interest_shift"]
+    plain, worked = uqa_prompt(shift, "none"), uqa_prompt(shift, "none", worked=True)
+    assert plain.endswith("Answer with only the word yes or no.")
+    assert worked.splitlines()[:-1] == plain.splitlines()[:-1] and "genre overall, then lately" in worked
+    assert uqa_prompt(u1["recent_genre"], "none", worked=True) == uqa_prompt(u1["recent_genre"], "none")
+    # scored on the final answer, whatever the worked part says; a bare answer still scores
+    for pred, hit in (("Comedy, Thriller: yes", True), ("Drama, Drama: yes", True), ("Comedy, Comedy: no", False),
+                      ("yes", True), ("no", False), (" Comedy, Thriller: Yes.\nmore", True)):
+        assert answer_correct(pred, shift) is hit, pred
+    # a title with a colon is matched whole (no worked form for titles)
+    title = replace(u1["nth_title"], answer="Star Wars: Episode IV (1977)")
+    assert answer_correct("Star Wars: Episode IV", title) and not answer_correct("Episode IV", title)
 
 
 # ---- evaluation harness -----------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -47,6 +47,10 @@ ANSWER_KIND = {  # fills "Answer with only the {kind}." in the prompts
     "nth_title": "title", "next_title": "title", "genre_count": "number", "interest_shift": "word yes or no",
 }
 STYLES = ("none", "text", "soft")
+# Worked answers: the computed facts an answer follows from, then the answer ("Drama, Comedy: yes"). A small model
+# that reads both favourites well still answers a bare yes/no with the training majority; writing the two genres
+# first turns the comparison into copying.
+WORKED_KIND = {"interest_shift": "favourite genre overall, then lately, then yes or no (e.g. Drama, Comedy: yes)"}
 
 _ORDINALS = {1: "most recent", 2: "2nd most recent", 3: "3rd most recent", 4: "4th most recent",
              5: "5th most recent"}
@@ -66,6 +70,11 @@ class UqaExample:
     context: UserHistory
     split: str
     item_id: str | None = None
+    worked: str | None = None  # the answer with the facts it is computed from (tasks in WORKED_KIND), else None
+
+    def target(self, worked: bool = False) -> str:
+        """The training target: the worked answer when asked for and the task has one, else the answer."""
+        return self.worked if worked and self.worked else self.answer
 
     @property
     def id(self) -> str:
@@ -210,9 +219,8 @@ def build_uqa(
                 made = _MAKERS[task](ctx, _rng(seed, user, split, cut, task))
                 if made is None:
                     continue
-                question, answer, options, item_id = made
-                out.append(UqaExample(user, TASK_FAMILY[task], task, question, answer, options, ctx.history,
-                                      split, item_id))
+                out.append(UqaExample(user, TASK_FAMILY[task], task, made.question, made.answer, made.options,
+                                      ctx.history, split, made.item_id, made.worked))
     if skipped_users:
         logger.info("build_uqa(%s): %d users have too short a history (< %d context items)", split,
                     skipped_users, MIN_CONTEXT)
@@ -246,7 +254,15 @@ class _Context:
         return favourite_genre(self.recent, self.order)
 
 
-_Made = tuple[str, str, tuple[str, ...] | None, str | None] | None
+class _Question(NamedTuple):
+    question: str
+    answer: str
+    options: tuple[str, ...] | None
+    item_id: str | None
+    worked: str | None = None
+
+
+_Made = _Question | None
 
 
 def _nth(ctx: _Context, rng: random.Random) -> int:
@@ -256,8 +272,8 @@ def _nth(ctx: _Context, rng: random.Random) -> int:
 def _nth_title(ctx: _Context, rng: random.Random) -> _Made:
     n = _nth(ctx, rng)
     item = ctx.items[-n]
-    return (f"What is the title of the {_ORDINALS[n]} movie this user watched?", item_title(item), None,
-            ctx.history.item_ids[-n])
+    return _Question(f"What is the title of the {_ORDINALS[n]} movie this user watched?", item_title(item), None,
+                     ctx.history.item_ids[-n])
 
 
 def _nth_genre(ctx: _Context, rng: random.Random) -> _Made:
@@ -265,8 +281,8 @@ def _nth_genre(ctx: _Context, rng: random.Random) -> _Made:
     genre = primary_genre(ctx.items[-n])
     if genre is None:
         return None
-    return (f"What is the main genre of the {_ORDINALS[n]} movie this user watched?", genre, ctx.order,
-            ctx.history.item_ids[-n])
+    return _Question(f"What is the main genre of the {_ORDINALS[n]} movie this user watched?", genre, ctx.order,
+                     ctx.history.item_ids[-n])
 
 
 def _genre_count(ctx: _Context, rng: random.Random) -> _Made:
@@ -278,36 +294,38 @@ def _genre_count(ctx: _Context, rng: random.Random) -> _Made:
     recent = ctx.recent
     count = sum(1 for gs in recent if genre in gs)
     options = tuple(str(i) for i in range(len(recent) + 1))
-    return (f"How many of the last {len(recent)} movies this user watched are {genre} movies?", str(count),
-            options, None)
+    return _Question(f"How many of the last {len(recent)} movies this user watched are {genre} movies?",
+                     str(count), options, None)
 
 
 def _next_title(ctx: _Context, rng: random.Random) -> _Made:
     if ctx.next_id in ctx.history.item_ids:  # a re-watch would put the answer in the context: never ask it
         return None
-    return "What is the title of the next movie this user will watch?", item_title(ctx.next_item), None, ctx.next_id
+    return _Question("What is the title of the next movie this user will watch?", item_title(ctx.next_item), None,
+                     ctx.next_id)
 
 
 def _next_genre(ctx: _Context, rng: random.Random) -> _Made:
     genre = primary_genre(ctx.next_item)
     if genre is None:
         return None
-    return "What is the main genre of the next movie this user will watch?", genre, ctx.order, ctx.next_id
+    return _Question("What is the main genre of the next movie this user will watch?", genre, ctx.order,
+                     ctx.next_id)
 
 
 def _longterm_genre(ctx: _Context, rng: random.Random) -> _Made:
     genre = ctx.longterm
     if genre is None:
         return None
-    return "Which genre has this user watched most over their whole history?", genre, ctx.order, None
+    return _Question("Which genre has this user watched most over their whole history?", genre, ctx.order, None)
 
 
 def _recent_genre(ctx: _Context, rng: random.Random) -> _Made:
     genre = ctx.recent_favourite
     if genre is None:
         return None
-    return (f"Which genre has this user watched most in their last {len(ctx.recent)} movies?", genre, ctx.order,
-            None)
+    return _Question(f"Which genre has this user watched most in their last {len(ctx.recent)} movies?", genre,
+                     ctx.order, None)
 
 
 def _interest_shift(ctx: _Context, rng: random.Random) -> _Made:
@@ -315,8 +333,8 @@ def _interest_shift(ctx: _Context, rng: random.Random) -> _Made:
     if longterm is None or recent is None:
         return None
     answer = "yes" if recent != longterm else "no"
-    return (f"Is this user's favourite genre in their last {len(ctx.recent)} movies different from their "
-            "favourite genre overall?", answer, YES_NO, None)
+    return _Question(f"Is this user's favourite genre in their last {len(ctx.recent)} movies different from their "
+                     "favourite genre overall?", answer, YES_NO, None, f"{longterm}, {recent}: {answer}")
 
 
 _MAKERS = {
@@ -337,13 +355,15 @@ def uqa_prompt(
     max_items: int = 20,
     user: str | None = None,
     show_options: bool = True,
+    worked: bool = False,
 ) -> str:
     """Render ``prompts/uqa_{style}.jinja``.
 
     ``none``: the question only (non-personalized baseline). ``text``: the last ``max_items`` context items as
     "title (year) — genres" lines (needs ``data`` for the catalogue), then the question. ``soft``: the
     ``user`` placeholder string (e.g. ``"<|user|>" * k``, which the soft-prompt splice replaces) before the
-    question; leaving ``user`` out is a ConfigError from the template.
+    question; leaving ``user`` out is a ConfigError from the template. ``worked``: ask for the worked answer
+    (:attr:`UqaExample.worked`) where the task has one.
     """
     from llmrec.prompting import render
 
@@ -352,7 +372,8 @@ def uqa_prompt(
     variables: dict[str, Any] = {
         "question": example.question,
         "options": list(example.options) if (show_options and example.options) else [],
-        "answer_kind": ANSWER_KIND.get(example.task, "genre"),
+        "answer_kind": (WORKED_KIND[example.task] if worked and example.worked else
+                        ANSWER_KIND.get(example.task, "genre")),
     }
     if style == "text":
         if data is None:
@@ -398,10 +419,17 @@ def title_matches(prediction: str, gold: str) -> bool:
     return bool(pred) and pred in keys
 
 
+def final_answer(prediction: str, task: str) -> str:
+    """The answer part of a prediction: for tasks with worked answers, the text after the last ":" of its first
+    line ("Drama, Comedy: yes" -> "yes"); a bare answer is returned as it is."""
+    line = next((ln for ln in str(prediction).splitlines() if ln.strip()), "")
+    return line.rsplit(":", 1)[-1] if task in WORKED_KIND else prediction
+
+
 def answer_correct(prediction: str, example: UqaExample) -> bool:
     if example.task in ("nth_title", "next_title"):
         return title_matches(prediction, example.answer)
-    return normalize_answer(prediction) == normalize_answer(example.answer)
+    return normalize_answer(final_answer(prediction, example.task)) == normalize_answer(example.answer)
 
 
 def uqa_accuracy(predictions: Sequence[str], examples: Sequence[UqaExample]) -> dict[str, Any]:
