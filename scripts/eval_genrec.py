@@ -6,6 +6,7 @@ Full-catalogue ranking metrics of the trie-constrained beam search (history item
 on the validation targets (for choosing decoding settings) or the test targets (report once). Decoding settings
 are chosen on validation only. With --sasrec, shallow fusion: every beam is ranked by its LLM log-probability + w x
 the SASRec log-probability mass of the items under its prefix, for each w in --prior-weights (keys "BEAMS@wW").
+Several --sasrec directories (seeds) fuse their renormalised mean log-probability (a product of experts).
 
     .venv/bin/python scripts/eval_genrec.py --model DIR --sasrec adapters/trained/sasrec --prior-weights 0.5 1 2
 """
@@ -23,7 +24,7 @@ from llmrec.data import leave_one_out, load_dataset
 from llmrec.io import write_json_atomic
 from llmrec.lm.personal import PersonalLM
 from llmrec.training.genrec import evaluate_genrec
-from llmrec.users.pretrain import sequence_log_prior
+from llmrec.users.pretrain import ensemble_log_prior
 from llmrec.users.sequence import SequenceEncoder
 
 
@@ -34,8 +35,10 @@ def main() -> None:
     p.add_argument("--split", choices=["valid", "test"], default="valid")
     p.add_argument("--beams", type=int, nargs="+", default=[10],
                    help="beam widths to score; 0 = exact ranking of every catalogue item (slow)")
-    p.add_argument("--sasrec", help="shallow fusion: a SequenceEncoder directory trained on the same split whose "
-                   "next-item log-probabilities are added to the LLM's, weighted by each --prior-weights value")
+    p.add_argument("--sasrec", nargs="+", default=[],
+                   help="shallow fusion: SequenceEncoder directories trained on the same split whose next-item "
+                   "log-probabilities (their mean, renormalised, for several) are added to the LLM's, weighted by "
+                   "each --prior-weights value")
     p.add_argument("--prior-weights", type=float, nargs="+", default=[1.0])
     p.add_argument("--users", type=int, default=0, help="first N users of the split (0 = all)")
     p.add_argument("--batch-users", type=int, default=16)
@@ -55,7 +58,8 @@ def main() -> None:
         plm.config = dataclasses.replace(plm.config, max_history=args.max_history)
     prior, weights = None, [None]
     if args.sasrec:
-        prior = sequence_log_prior(SequenceEncoder.load(args.sasrec), [e.history for e in examples], plm.item_ids)
+        prior = ensemble_log_prior([SequenceEncoder.load(d) for d in args.sasrec], [e.history for e in examples],
+                                   plm.item_ids)
         weights = args.prior_weights
     rows = {}
     for beams in args.beams:
@@ -69,7 +73,7 @@ def main() -> None:
             print(f"beams {key}: " + json.dumps(rows[key]), flush=True)
     if args.results:
         write_json_atomic(args.results, {"model": args.model, "split": args.split, "users": len(examples),
-                                         "max_history": plm.config.max_history, "sasrec": args.sasrec,
+                                         "max_history": plm.config.max_history, "sasrec": args.sasrec or None,
                                          "torch_threads": torch.get_num_threads(), "by_beams": rows})
 
 

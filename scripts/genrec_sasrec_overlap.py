@@ -26,7 +26,7 @@ from llmrec.evaluation.ranking import bootstrap_ci, ranking_metrics, topk_from_s
 from llmrec.io import write_json_atomic
 from llmrec.lm.personal import PersonalLM
 from llmrec.training.genrec import evaluate_genrec
-from llmrec.users.pretrain import score_histories, sequence_log_prior
+from llmrec.users.pretrain import ensemble_log_prior, score_histories, sequence_log_prior
 from llmrec.users.sequence import SequenceEncoder
 
 RRF_K = 60
@@ -50,7 +50,8 @@ def main() -> None:
                    help="> 0: also score the shallow fusion (LLM + w x SASRec inside the beam search)")
     p.add_argument("--sasrec-ensemble", nargs="+", default=[],
                    help="more SASRec directories (other seeds): adds their log-prob sum with --sasrec as list "
-                        "'sasrec_ensemble', the like-for-like reference for fusing a second model into SASRec")
+                        "'sasrec_ensemble', the like-for-like reference for fusing a second model into SASRec; with "
+                        "--prior-weight also 'fusion_ensemble' (the LLM fused with the ensemble), compared with it")
     p.add_argument("--n-boot", type=int, default=2000, help="paired bootstrap draws for NDCG@10 differences")
     p.add_argument("--results")
     p.add_argument("--threads", type=int, default=0)
@@ -76,15 +77,20 @@ def main() -> None:
                                                     prior_weight=args.prior_weight)
         if args.sasrec_ensemble:
             histories = [ex.history for ex in examples]
-            logp = sequence_log_prior(sas, histories, sas.item_ids)
-            for other in args.sasrec_ensemble:
-                logp = logp + sequence_log_prior(SequenceEncoder.load(other), histories, sas.item_ids)
-            lists["sasrec_ensemble"] = topk_from_scores(logp, sas.item_ids, exclude=[h.item_ids for h in histories],
+            members = [sas] + [SequenceEncoder.load(d) for d in args.sasrec_ensemble]
+            logp = ensemble_log_prior(members, histories, plm.item_ids)
+            lists["sasrec_ensemble"] = topk_from_scores(logp, plm.item_ids, exclude=[h.item_ids for h in histories],
                                                         k=10)
+            if args.prior_weight > 0:
+                _, lists["fusion_ensemble"], _ = evaluate_genrec(plm, examples, beams=args.beams, log_prior=logp,
+                                                                 prior_weight=args.prior_weight)
         results = {key: ranking_metrics(ranked, targets, ks=(10,)) for key, ranked in lists.items()}
         # paired bootstrap over users of (model - SASRec) NDCG@10: does the difference exclude 0?
         base = results["sasrec"].per_example["ndcg@10"]
         diffs = {key: r.per_example["ndcg@10"] - base for key, r in results.items() if key != "sasrec"}
+        if "fusion_ensemble" in results:  # like for like: the fused ensemble against the ensemble alone
+            diffs["fusion_ensemble_minus_sasrec_ensemble"] = (results["fusion_ensemble"].per_example["ndcg@10"]
+                                                              - results["sasrec_ensemble"].per_example["ndcg@10"])
         paired = {key: {"mean": round(float(d.mean()), 4),
                         "ci95": [round(x, 4) for x in bootstrap_ci(d, n_boot=args.n_boot, seed=0)]}
                   for key, d in diffs.items()}

@@ -400,6 +400,26 @@ def test_sequence_log_prior_columns_follow_the_recommender(plm):
         sequence_log_prior(enc, [hist], plm.item_ids[:-1])
 
 
+def test_ensemble_log_prior_is_a_renormalised_mean(plm):
+    from llmrec.users.pretrain import ensemble_log_prior, sequence_log_prior
+    from llmrec.users.sequence import SequenceEncoder, SequenceEncoderConfig
+
+    cfg = SequenceEncoderConfig(n_items=N_ITEMS, d_model=16, n_heads=2, max_len=16)
+    torch.manual_seed(0)
+    a = SequenceEncoder(cfg, list(plm.item_ids)).eval()
+    b = SequenceEncoder(cfg, list(reversed(plm.item_ids))).eval()  # another seed, another column order
+    hists = list(_catalogue_data().histories().values())[:3]
+    la, lb = (sequence_log_prior(m, hists, plm.item_ids) for m in (a, b))
+    np.testing.assert_allclose(ensemble_log_prior([a], hists, plm.item_ids), la, atol=1e-9)
+    both = ensemble_log_prior([a, b], hists, plm.item_ids)
+    np.testing.assert_allclose(np.exp(both).sum(axis=1), 1.0)
+    # log p = (la + lb) / 2 - log Z: differences between items are the mean's
+    np.testing.assert_allclose(both - both[:, :1], (la + lb) / 2 - ((la + lb) / 2)[:, :1], atol=1e-9)
+    assert not np.allclose(both, la)
+    with pytest.raises(Exception, match="at least one"):
+        ensemble_log_prior([], hists, plm.item_ids)
+
+
 def test_recommend_cli_with_and_without_fusion(tiny_llama_dir, ml100k, tmp_path, capsys):
     from llmrec.cli import main
     from llmrec.users.sequence import SequenceEncoder, SequenceEncoderConfig

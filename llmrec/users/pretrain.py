@@ -128,6 +128,18 @@ def sequence_log_prior(model: SequenceEncoder, histories: Sequence[UserHistory],
     return logp[:, [column[i] for i in item_ids]]
 
 
+def ensemble_log_prior(
+    models: Sequence[SequenceEncoder], histories: Sequence[UserHistory], item_ids: Sequence[str]
+) -> np.ndarray:
+    """:func:`sequence_log_prior` of several models (e.g. seeds) as one: the mean of their log-probabilities,
+    renormalised (a product of experts). The mean, not the sum, keeps a fusion weight tuned for one model meaning
+    the same for an ensemble."""
+    if not models:
+        raise ConfigError("ensemble_log_prior needs at least one model")
+    mean = np.mean([sequence_log_prior(m, histories, item_ids) for m in models], axis=0)
+    return torch.log_softmax(torch.from_numpy(mean), dim=-1).numpy()
+
+
 def evaluate_examples(
     model: SequenceEncoder,
     examples: Sequence[SplitExample],
