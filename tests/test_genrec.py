@@ -442,4 +442,9 @@ def test_recommend_cli_with_and_without_fusion(tiny_llama_dir, ml100k, tmp_path,
     for recs in (plain, fused):
         assert len({r["item_id"] for r in recs}) == 5 and not seen & {r["item_id"] for r in recs}
     assert fused != plain
+    SequenceEncoder(SequenceEncoderConfig(n_items=len(item_ids), d_model=16, n_heads=2, max_len=16),
+                    item_ids).save(tmp_path / "sas1")  # another seed: an ensemble prior
+    assert main([*args, "--sasrec", str(tmp_path / "sas"), str(tmp_path / "sas1"), "--prior-weight", "1000"]) == 0
+    both = json.loads(capsys.readouterr().out)["recommendations"]
+    assert len({r["item_id"] for r in both}) == 5 and not seen & {r["item_id"] for r in both} and both != fused
     assert main(["recommend", "--model", str(tmp_path / "plm"), "--user", "nobody"]) == 2

@@ -16,8 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--beams", type=int, default=None)
     p.add_argument("--include-history", action="store_true", help="allow items the user already has")
-    p.add_argument("--sasrec", help="shallow fusion with this SASRec directory (scripts/train_sasrec.py): beams are "
-                   "ranked by LLM log-prob + --prior-weight x SASRec log-prob")
+    p.add_argument("--sasrec", nargs="+", default=[],
+                   help="shallow fusion with this SASRec directory (scripts/train_sasrec.py), or several (seeds: their "
+                   "renormalised mean log-prob): beams are ranked by LLM log-prob + --prior-weight x SASRec log-prob")
     p.add_argument("--prior-weight", type=float, default=1.0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_recommend)
@@ -42,10 +43,10 @@ def _recommend(args: argparse.Namespace) -> int:
     plm = PersonalLM.load(args.model)
     prior = None
     if args.sasrec:
-        from llmrec.users.pretrain import sequence_log_prior
+        from llmrec.users.pretrain import ensemble_log_prior
         from llmrec.users.sequence import SequenceEncoder
 
-        prior = sequence_log_prior(SequenceEncoder.load(args.sasrec), [hist], plm.item_ids)
+        prior = ensemble_log_prior([SequenceEncoder.load(d) for d in args.sasrec], [hist], plm.item_ids)
     recs = plm.recommend(list(hist.item_ids), k=args.k, num_beams=args.beams,
                          exclude_history=not args.include_history, log_prior=prior, prior_weight=args.prior_weight)
     if args.json:
