@@ -10,9 +10,9 @@
    beam search for one user (only real, unseen movies can come out), alone and in shallow fusion with SASRec;
 5. the LLM answers a question about that user from their history, and writes the user's profile;
 6. user embedder: the SASRec encoder + a projector onto the LLM's genre-word embeddings turn the history into
-   k = 4 soft-prompt vectors, text-aligned to the genres of each history chunk (no LLM pass); trained
-   briefly with LoRA on computed questions (UQA-style), the LLM answers from those 4 vectors instead of the
-   ~260-token history text.
+   k = 4 soft-prompt vectors, text-aligned to the genres of their items (no LLM pass); trained briefly with
+   LoRA on computed questions (UQA-style; interest shift as a worked answer, "Drama, Comedy: yes"), the LLM
+   answers from those 4 vectors instead of the ~1,100-token history text.
 The full-budget figures are in the README tables; this run only shows the whole chain working.
 """
 
@@ -33,7 +33,7 @@ from llmrec.items.encoders import encode_items
 from llmrec.lm.personal import PersonalLM, PersonalLMConfig
 from llmrec.lm.soft_prompt import USER_TOKEN, build_soft_prompt_lm, text_token_ids
 from llmrec.tasks.profile import history_lines, template_profile
-from llmrec.tasks.uqa import ANSWER_KIND, build_uqa, genre_line, item_title, uqa_prompt
+from llmrec.tasks.uqa import ANSWER_KIND, WORKED_KIND, build_uqa, genre_line, item_title, uqa_prompt
 from llmrec.training.genrec import GenRecTrainConfig, evaluate_genrec, train_genrec
 from llmrec.training.qa import QATrainConfig, qa_rows, train_qa
 from llmrec.training.text_align import TextAlignConfig, align_to_text
@@ -125,8 +125,8 @@ def main() -> None:
           f"{report['align_kl'][0]:.2f} -> {report['align_kl'][1]:.3f}), LoRA: {report['steps']} steps on "
           f"{report['rows']} interest questions in {report['train_seconds']:.0f} s")
     for ex in [e for e in build_uqa(data, split="test", tasks=INTEREST) if e.user_id == args.user]:
-        reply = soft_plm.soft_answer(context, ex.question, options=ex.options or (),
-                                     answer_kind=ANSWER_KIND.get(ex.task), max_new_tokens=8)
+        reply = soft_plm.soft_answer(context, ex.question, options=ex.options or (), max_new_tokens=12,
+                                     answer_kind=WORKED_KIND.get(ex.task) or ANSWER_KIND.get(ex.task, "genre"))
         text_tokens = len(soft_plm.tokenizer("\n".join(history_lines(context, data, max_items=SOFT_ITEMS)))["input_ids"])
         print(f"    {ex.question} -> {reply!r} (truth: {ex.answer}; {SOFT_K} soft tokens instead of "
               f"{text_tokens} history tokens)")
@@ -140,18 +140,19 @@ INTEREST = ("longterm_genre", "recent_genre", "interest_shift")
 def train_soft_prompt_qa(data, encoder, train_histories, *, steps: int) -> tuple[PersonalLM, dict]:
     """A PersonalLM that reads the user from SOFT_K soft-prompt vectors: SASRec states pooled as a profile (the
     last SOFT_ITEMS items, the last 10, the last two items) -> vocab projector over the LLM's genre-word
-    embeddings, text-aligned (each soft token = the genre words of its items, no LLM pass), then LoRA for
-    ``steps`` on interest-perception questions whose answers come from the training data (the aligned user side
-    stays frozen)."""
+    embeddings, text-aligned (each soft token = the genre words of its items, sharpened towards the commonest as
+    in the benchmark's best row; no LLM pass), then LoRA for ``steps`` on interest-perception questions whose
+    answers come from the training data, interest shift as a worked answer (the aligned user side stays frozen)."""
     genres = [genre_line(data.items[i]) for i in data.item_ids]  # index i + 1 <-> genres[i]
     soft, tok, llm = build_soft_prompt_lm(encoder, SOFT_K, max_items=SOFT_ITEMS, projector="vocab",
                                           anchor_texts=genres)
     align = align_to_text(soft, [encoder.item_indices(h.item_ids) for h in train_histories.values()],
-                          text_token_ids(tok, genres), TextAlignConfig(epochs=10))
+                          text_token_ids(tok, genres), TextAlignConfig(epochs=10, sharpness=20))
     soft.freeze_user_modules()
     train = build_uqa(data, split="train", tasks=INTEREST)
-    rows = qa_rows([uqa_prompt(ex, "soft", user=USER_TOKEN * SOFT_K) for ex in train], [ex.answer for ex in train],
-                   tok, user_items=[encoder.item_indices(ex.context.item_ids[-SOFT_ITEMS:]) for ex in train])
+    rows = qa_rows([uqa_prompt(ex, "soft", user=USER_TOKEN * SOFT_K, worked=True) for ex in train],
+                   [ex.target(worked=True) for ex in train], tok,
+                   user_items=[encoder.item_indices(ex.context.item_ids[-SOFT_ITEMS:]) for ex in train])
     with tempfile.TemporaryDirectory() as tmp:
         cfg = QATrainConfig(output_dir=tmp, max_steps=steps, learning_rate=1e-3)
         report = train_qa(soft, rows, tok.pad_token_id, cfg)
