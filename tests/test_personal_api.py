@@ -6,7 +6,7 @@ import pytest
 
 from llmrec.cli import main
 from llmrec.data.schema import UserHistory
-from llmrec.errors import DataError, LlmrecError
+from llmrec.errors import ConfigError, DataError, LlmrecError
 from llmrec.lm.personal import PersonalLM
 
 
@@ -69,7 +69,7 @@ def _soft_plm(tiny_llama_dir, ml100k, k: int = 2) -> PersonalLM:
                       soft=soft, soft_item_ids=ids)
 
 
-def test_soft_prompt_answers_survive_save_and_load(tiny_llama_dir, ml100k, tmp_path, capsys):
+def test_soft_prompt_answers_survive_save_and_load(tiny_llama_dir, ml100k, tmp_path, capsys, monkeypatch):
     plm = _soft_plm(tiny_llama_dir, ml100k)
     hist = ml100k.histories()["1"]
     answer = plm.answer(hist, "Which genre lately?", ml100k, max_new_tokens=4)
@@ -88,6 +88,24 @@ def test_soft_prompt_answers_survive_save_and_load(tiny_llama_dir, ml100k, tmp_p
     assert main(["answer", "--model", str(tmp_path / "m"), "--user", "1", "Which genre lately?"]) == 0
     cli = again.answer(hist, "Which genre lately?", ml100k)  # the CLI's default max_new_tokens
     assert capsys.readouterr().out == cli + "\n"
+    # the training format: options and answer kind reach the soft prompt, from the API and the CLI
+    q = "Has this user's taste shifted?"
+    shaped = again.answer(hist, q, ml100k, options=("yes", "no"), answer_kind="word yes or no")
+    assert shaped == again.soft_answer(hist, q, options=("yes", "no"), answer_kind="word yes or no")
+    assert main(["answer", "--model", str(tmp_path / "m"), "--user", "1", q, "--options", "yes, no",
+                 "--answer-kind", "word yes or no"]) == 0
+    assert capsys.readouterr().out == shaped + "\n"
+    with pytest.raises(ConfigError, match="soft-prompt"):
+        again.answer(hist, q, ml100k, soft=False, options=("yes", "no"))
+    import llmrec.lm.personal as personal  # the tiny model's reply may not show it: check the prompt itself
+
+    real_render, prompts = personal.render, []
+    monkeypatch.setattr(personal, "render", lambda name, **kw: prompts.append(real_render(name, **kw)) or prompts[-1])
+    assert main(["answer", "--model", str(tmp_path / "m"), "--user", "1", q, "--options", "yes, no",
+                 "--answer-kind", "word yes or no"]) == 0
+    assert "Options: yes, no." in prompts[-1] and prompts[-1].endswith("Answer with only the word yes or no.")
+    again.answer(hist, q, ml100k)
+    assert "Options" not in prompts[-1] and prompts[-1].endswith("Answer briefly.")
 
 
 def test_soft_answer_without_a_user_model_is_a_clear_error(base_plm, ml100k):

@@ -72,6 +72,10 @@ def register_text(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--use-adapter", action="store_true", help="keep a PersonalLM's adapter on (default off)")
         if name == "answer":
             p.add_argument("question")
+            p.add_argument("--options", default="", help="comma-separated answer options, as the soft-prompt model "
+                           "was trained with (e.g. 'yes,no')")
+            p.add_argument("--answer-kind", help="what to answer with, as in training (e.g. 'genre', or "
+                           "'favourite genre overall, then lately, then yes or no (e.g. Drama, Comedy: yes)')")
         p.set_defaults(func=_text, kind=name)
 
 
@@ -86,7 +90,9 @@ def _text(args: argparse.Namespace) -> int:
     else:
         plm = PersonalLM.from_base(args.model, data.items)
     if args.kind == "answer":
-        print(plm.answer(hist, args.question, data, max_items=args.max_items, use_adapter=args.use_adapter))
+        options = tuple(o.strip() for o in args.options.split(",") if o.strip())
+        print(plm.answer(hist, args.question, data, max_items=args.max_items, use_adapter=args.use_adapter,
+                         options=options, answer_kind=args.answer_kind))
     else:
         print(plm.profile(hist, data, max_items=args.max_items, use_adapter=args.use_adapter))
     return 0

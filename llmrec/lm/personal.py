@@ -230,16 +230,23 @@ class PersonalLM:
         return (answer_prefix + reply).strip()
 
     def answer(self, history, question: str, data, *, max_items: int = 20, max_new_tokens: int = 48,
-               use_adapter: bool = False, soft: bool | None = None) -> str:
+               use_adapter: bool = False, soft: bool | None = None, options: Sequence[str] = (),
+               answer_kind: str | None = None) -> str:
         """Answer a question about the user whose ``history`` (a UserHistory) is given as text, or, with
         ``soft`` (the default when the model has a soft-prompt user encoder), as k soft-prompt vectors.
 
+        ``options`` / ``answer_kind`` ask in the format a soft-prompt model was trained on (e.g. ``("yes", "no")``,
+        or the worked form of :data:`llmrec.tasks.uqa.WORKED_KIND`); the free-text prompt takes neither.
         The genrec adapter is trained for semantic IDs, not prose, so it is off by default for text answers.
         """
         from llmrec.tasks.profile import history_lines
 
         if soft or (soft is None and self.soft is not None):
-            return self.soft_answer(history, question, max_new_tokens=max_new_tokens)
+            return self.soft_answer(history, question, max_new_tokens=max_new_tokens, options=options,
+                                    answer_kind=answer_kind)
+        if options or answer_kind:
+            raise ConfigError("options / answer_kind shape a soft-prompt model's answer; this answer reads the "
+                              "history as text (a model without a user/ folder, or soft=False)")
 
         lines = history_lines(history, data, max_items=max_items)
         return self.generate(render("answer", history=lines, question=question),
