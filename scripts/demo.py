@@ -33,7 +33,7 @@ from llmrec.items.encoders import encode_items
 from llmrec.lm.personal import PersonalLM, PersonalLMConfig
 from llmrec.lm.soft_prompt import USER_TOKEN, build_soft_prompt_lm, text_token_ids
 from llmrec.tasks.profile import history_lines, template_profile
-from llmrec.tasks.uqa import ANSWER_KIND, WORKED_KIND, build_uqa, genre_line, item_title, uqa_prompt
+from llmrec.tasks.uqa import answer_kind, build_uqa, genre_line, item_title, uqa_prompt
 from llmrec.training.genrec import GenRecTrainConfig, evaluate_genrec, train_genrec
 from llmrec.training.qa import QATrainConfig, qa_rows, train_qa
 from llmrec.training.text_align import TextAlignConfig, align_to_text
@@ -126,7 +126,7 @@ def main() -> None:
           f"{report['rows']} interest questions in {report['train_seconds']:.0f} s")
     for ex in [e for e in build_uqa(data, split="test", tasks=INTEREST) if e.user_id == args.user]:
         reply = soft_plm.soft_answer(context, ex.question, options=ex.options or (), max_new_tokens=12,
-                                     answer_kind=WORKED_KIND.get(ex.task) or ANSWER_KIND.get(ex.task, "genre"))
+                                     answer_kind=answer_kind(ex.task, worked=True))
         text_tokens = len(soft_plm.tokenizer("\n".join(history_lines(context, data, max_items=SOFT_ITEMS)))["input_ids"])
         print(f"    {ex.question} -> {reply!r} (truth: {ex.answer}; {SOFT_K} soft tokens instead of "
               f"{text_tokens} history tokens)")

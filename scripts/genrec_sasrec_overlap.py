@@ -49,7 +49,7 @@ def main() -> None:
     p.add_argument("--prior-weight", type=float, default=0.0,
                    help="> 0: also score the shallow fusion (LLM + w x SASRec inside the beam search)")
     p.add_argument("--sasrec-ensemble", nargs="+", default=[],
-                   help="more SASRec directories (other seeds): adds their log-prob sum with --sasrec as list "
+                   help="more SASRec directories (other seeds): their renormalised mean log-prob with --sasrec as list "
                         "'sasrec_ensemble', the like-for-like reference for fusing a second model into SASRec; with "
                         "--prior-weight also 'fusion_ensemble' (the LLM fused with the ensemble), compared with it")
     p.add_argument("--n-boot", type=int, default=2000, help="paired bootstrap draws for NDCG@10 differences")

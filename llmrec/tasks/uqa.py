@@ -347,6 +347,12 @@ _MAKERS = {
 # ---- prompts ------------------------------------------------------------------------------------------------
 
 
+def answer_kind(task: str, worked: bool = False) -> str:
+    """What a prompt asks the answer to be ("Answer with only the {kind}."): the worked form where asked for and
+    the task has one, else the task's kind (genre for the genre questions)."""
+    return WORKED_KIND[task] if worked and task in WORKED_KIND else ANSWER_KIND.get(task, "genre")
+
+
 def uqa_prompt(
     example: UqaExample,
     style: str = "none",
@@ -372,8 +378,7 @@ def uqa_prompt(
     variables: dict[str, Any] = {
         "question": example.question,
         "options": list(example.options) if (show_options and example.options) else [],
-        "answer_kind": (WORKED_KIND[example.task] if worked and example.worked else
-                        ANSWER_KIND.get(example.task, "genre")),
+        "answer_kind": answer_kind(example.task, worked=worked and example.worked is not None),
     }
     if style == "text":
         if data is None:
@@ -420,10 +425,9 @@ def title_matches(prediction: str, gold: str) -> bool:
 
 
 def final_answer(prediction: str, task: str) -> str:
-    """The answer part of a prediction: for tasks with worked answers, the text after the last ":" of its first
-    line ("Drama, Comedy: yes" -> "yes"); a bare answer is returned as it is."""
-    line = next((ln for ln in str(prediction).splitlines() if ln.strip()), "")
-    return line.rsplit(":", 1)[-1] if task in WORKED_KIND else prediction
+    """The answer part of a prediction: for tasks with worked answers, the text after the last ":" of its
+    normalised first line ("Drama, Comedy: Yes." -> " yes"); otherwise the prediction as it is."""
+    return normalize_answer(prediction).rsplit(":", 1)[-1] if task in WORKED_KIND else prediction
 
 
 def answer_correct(prediction: str, example: UqaExample) -> bool:
@@ -511,5 +515,5 @@ def harness_examples(spec: Any) -> list[Any]:
         docs = [ProfileDoc(f"{p['title']} {p['genres']}", p["date"]) for p in profile]
         out.append(Example(id=ex.id, user_id=ex.user_id, input=ex.question, gold=ex.answer, profile=profile,
                            docs=docs, query=ex.question,
-                           variables={"answer_kind": ANSWER_KIND.get(ex.task, "genre")}))
+                           variables={"answer_kind": answer_kind(ex.task)}))
     return out
