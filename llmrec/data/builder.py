@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from llmrec.data.schema import Interaction, InteractionData, Item
+from llmrec.data.schema import Interaction, InteractionData, Item, Vocabulary
 from llmrec.errors import DataError
 
 
@@ -64,8 +64,18 @@ def field_float(rec: dict[str, Any], name: str, path: Path | str, record: str | 
 class DatasetBuilder:
     """Collects items then interactions, checking ids, references and rating range as it goes."""
 
-    def __init__(self, name: str, rating_range: tuple[float, float] | None = None, source: str = "") -> None:
+    def __init__(
+        self,
+        name: str,
+        rating_range: tuple[float, float] | None = None,
+        source: str = "",
+        *,
+        category_fields: tuple[str, ...] = (),
+        vocabulary: Vocabulary | None = None,
+    ) -> None:
         self.name = name
+        self.category_fields = tuple(category_fields)
+        self.vocabulary = vocabulary or Vocabulary()
         self.rating_range = rating_range
         self.source = source
         self.items: dict[str, Item] = {}
@@ -113,4 +123,7 @@ class DatasetBuilder:
             raise DataError("the catalogue has no items", path=self.source or None)
         if not self.interactions:
             raise DataError("there are no interactions", path=self.source or None)
-        return InteractionData(self.name, self.items, self.interactions, self.users, self.rating_range, self.source)
+        return InteractionData(
+            self.name, self.items, self.interactions, self.users, self.rating_range, self.source,
+            category_fields=self.category_fields, vocabulary=self.vocabulary,
+        )

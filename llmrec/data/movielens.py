@@ -8,10 +8,13 @@ from pathlib import Path
 
 from llmrec.data.builder import DatasetBuilder, field_float, field_int, field_str
 from llmrec.data.readers import iter_delimited, read_text
-from llmrec.data.schema import InteractionData
+from llmrec.data.schema import InteractionData, Vocabulary
 from llmrec.errors import DataError
 
 ML_RATING_RANGE = (1.0, 5.0)
+# MovieLens' category attribute and nouns; other datasets set theirs in their DatasetConfig.
+ML_CATEGORY_FIELDS = ("genres",)
+ML_VOCABULARY = Vocabulary(item="movie", items="movies", interacted="watched", category="genre", categories="genres")
 # GroupLens genre order (u.genre), used when u.genre is absent.
 GROUPLENS_GENRES = [
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
@@ -50,7 +53,9 @@ def _atomic_rows(path: Path, required: tuple[str, ...]):
 
 
 def _load_atomic(folder: Path) -> InteractionData:
-    b = DatasetBuilder("ml-100k", ML_RATING_RANGE, source=str(folder))
+    b = DatasetBuilder(
+        "ml-100k", ML_RATING_RANGE, source=str(folder), category_fields=ML_CATEGORY_FIELDS, vocabulary=ML_VOCABULARY
+    )
     item_path = folder / "ml-100k.item"
     for lineno, rec in _atomic_rows(item_path, ("item_id", "movie_title")):
         rid = f"line {lineno}"
@@ -112,7 +117,9 @@ def _load_grouplens(folder: Path) -> InteractionData:
     if genre_path.exists():
         genres = _read_genres(genre_path)
 
-    b = DatasetBuilder("ml-100k", ML_RATING_RANGE, source=str(folder))
+    b = DatasetBuilder(
+        "ml-100k", ML_RATING_RANGE, source=str(folder), category_fields=ML_CATEGORY_FIELDS, vocabulary=ML_VOCABULARY
+    )
     item_path = folder / "u.item"
     for lineno, line in enumerate(_grouplens_text(item_path).splitlines(), start=1):
         if not line.strip():

@@ -53,9 +53,25 @@ class UserHistory:
         return UserHistory(self.user_id, self.item_ids[:n], self.timestamps[:n], self.ratings[:n])
 
 
+@dataclass(frozen=True)
+class Vocabulary:
+    """The dataset's own nouns, so prompts say "books you bought" for a bookshop and "movies you watched" for
+    MovieLens. ``category`` names what the category attribute holds (genre, category, topic)."""
+
+    item: str = "item"
+    items: str = "items"
+    interacted: str = "interacted with"
+    category: str = "category"
+    categories: str = "categories"
+
+
 @dataclass
 class InteractionData:
-    """A catalogue plus interactions, as loaded from disk and validated."""
+    """A catalogue plus interactions, as loaded from disk and validated.
+
+    ``category_fields`` names the item attribute(s) that play "category" for questions, profiles and text
+    alignment (``("genres",)`` for MovieLens); empty means the dataset has no categories.
+    """
 
     name: str
     items: dict[str, Item]
@@ -63,6 +79,8 @@ class InteractionData:
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     rating_range: tuple[float, float] | None = None
     source: str = ""
+    category_fields: tuple[str, ...] = ()
+    vocabulary: Vocabulary = field(default_factory=Vocabulary)
 
     def __post_init__(self) -> None:
         self._histories: dict[str, UserHistory] | None = None
@@ -74,6 +92,14 @@ class InteractionData:
     @property
     def user_ids(self) -> list[str]:
         return list(self.histories())
+
+    @property
+    def has_categories(self) -> bool:
+        return bool(self.category_fields)
+
+    def item_categories(self, item_id: str) -> list[str]:
+        """The item's categories from every configured category attribute (a string or a list), in order."""
+        return item_categories(self.items[item_id], self.category_fields)
 
     def item_index(self) -> dict[str, int]:
         """Item id -> dense row index (catalogue order)."""
@@ -114,6 +140,19 @@ class InteractionData:
         else:
             raise ValueError(f"to_hf: what must be interactions, items or histories, got {what!r}")
         return datasets.Dataset.from_dict(rows)
+
+
+def item_categories(item: Item, fields: Sequence[str]) -> list[str]:
+    """Flatten the category attributes ``fields`` of ``item`` (strings or lists of strings), dropping repeats."""
+    out: list[str] = []
+    for name in fields:
+        value = item.attributes.get(name)
+        values = value if isinstance(value, (list, tuple)) else ([] if value in (None, "") else [value])
+        for v in values:
+            v = str(v).strip()
+            if v and v not in out:
+                out.append(v)
+    return out
 
 
 def build_histories(interactions: Iterable[Interaction]) -> dict[str, UserHistory]:

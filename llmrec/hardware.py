@@ -1,0 +1,126 @@
+"""What this machine can do, measured at run time: native bf16, thread count, machine facts for run records.
+
+``resolve_dtype("auto")`` picks bf16 only where the hardware runs it natively (a CUDA GPU with bf16, or a
+CPU with AVX512-BF16 / AMX); elsewhere fp32, because emulated bf16 on an AVX2-only CPU is many times slower
+than fp32. Everything here is cheap and imports torch only when asked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import resource
+import sys
+from functools import lru_cache
+from typing import Any
+
+from llmrec.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DTYPES = ("auto", "fp32", "bf16", "fp16")
+_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_bf16_native() -> bool:
+    """True on CPUs with native bf16 arithmetic (AVX512-BF16 or AMX); Apple silicon counts as native too."""
+    if sys.platform == "darwin" and platform.machine() == "arm64":
+        return True
+    return any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)
+
+
+def normalize_dtype(name: str | None) -> str:
+    """``None`` -> ``"auto"``; accepts the long torch names too; anything else is a ConfigError."""
+    if name is None:
+        return "auto"
+    name = _ALIASES.get(str(name), str(name))
+    if name not in DTYPES:
+        raise ConfigError(f"unknown dtype {name!r}; use one of {list(DTYPES)}")
+    return name
+
+
+def resolve_dtype(name: str | None = "auto", *, device: str | None = None, announce: bool = True) -> str:
+    """Turn ``auto`` into ``bf16``/``fp16``/``fp32`` for this machine; explicit choices pass through."""
+    name = normalize_dtype(name)
+    if name != "auto":
+        return name
+    import torch
+
+    on_cuda = (device or "").startswith("cuda") or (device is None and torch.cuda.is_available())
+    if on_cuda:
+        chosen = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        why = f"CUDA device {torch.cuda.get_device_name()}"
+    elif cpu_bf16_native():
+        chosen, why = "bf16", "CPU with native bf16 (" + ", ".join(f for f in BF16_CPU_FLAGS if f in cpu_flags()) + ")"
+    else:
+        chosen, why = "fp32", "CPU without native bf16 (no avx512_bf16/amx_bf16): emulated bf16 is many times slower"
+    if announce:
+        logger.info("dtype auto -> %s (%s)", chosen, why)
+    return chosen
+
+
+def set_threads(threads: int | None) -> int:
+    """Pin torch's intra-op threads (``None`` or 0 keeps torch's default); returns the count in use."""
+    import torch
+
+    if threads is not None and threads < 0:
+        raise ConfigError(f"threads must be >= 0, got {threads}")
+    if threads:
+        torch.set_num_threads(int(threads))
+    return torch.get_num_threads()
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
+
+
+def machine_facts() -> dict[str, Any]:
+    """CPU model, cores, bf16 support, torch threads, GPUs (with their memory) and peak memory, read now."""
+    import torch
+
+    facts: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "cpu_bf16_native": cpu_bf16_native(),
+        "cpu_bf16_flags": [f for f in BF16_CPU_FLAGS if f in cpu_flags()],
+        "torch_threads": torch.get_num_threads(),
+        "gpus": [],
+        "peak_memory_mb": peak_memory_mb(),
+    }
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            facts["gpus"].append({"name": props.name, "memory_gb": round(props.total_memory / 2**30, 1)})
+        facts["gpu_peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return facts
