@@ -81,6 +81,8 @@ class InteractionData:
     source: str = ""
     category_fields: tuple[str, ...] = ()
     vocabulary: Vocabulary = field(default_factory=Vocabulary)
+    # The DatasetConfig this was loaded from (set by load_dataset); saved with models so they reload their data.
+    config: Any = None
 
     def __post_init__(self) -> None:
         self._histories: dict[str, UserHistory] | None = None
