@@ -10,11 +10,13 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from llmrec.errors import LlmrecError
+from llmrec.package_data import PROMPTS_ENV
 
 # Modules that contribute subcommand groups; each has register(subparsers).
 COMMAND_MODULES = (
@@ -32,6 +34,8 @@ def print_json(obj: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmrec", description="LLM personalization toolkit")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--prompts-dir", action="append", default=[], metavar="DIR",
+                        help=f"your prompt templates; one here overrides the built-in of the same name (or ${PROMPTS_ENV})")
     sub = parser.add_subparsers(dest="group", required=True)
     for name in COMMAND_MODULES:
         try:
@@ -47,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.prompts_dir:  # searched before $LLMREC_PROMPTS and the built-in prompts (llmrec.package_data)
+        os.environ[PROMPTS_ENV] = os.pathsep.join([*args.prompts_dir, os.environ.get(PROMPTS_ENV, "")]).strip(os.pathsep)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -11,15 +10,7 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from llmrec.errors import ConfigError
-
-PROMPTS_ENV = "LLMREC_PROMPTS"
-
-
-def prompts_dir() -> Path:
-    """``$LLMREC_PROMPTS`` or the repository's ``prompts/`` folder."""
-    if os.environ.get(PROMPTS_ENV):
-        return Path(os.environ[PROMPTS_ENV])
-    return Path(__file__).resolve().parent.parent / "prompts"
+from llmrec.package_data import data_candidates, prompt_dirs
 
 
 @lru_cache(maxsize=1)
@@ -29,9 +20,10 @@ def environment() -> SandboxedEnvironment:
 
 def load_template_source(name_or_text: str) -> tuple[str, str]:
     """Resolve ``genrec`` / ``genrec.jinja`` / a path / inline text to ``(label, source)``."""
-    candidates = [Path(name_or_text)] if ("/" in name_or_text or name_or_text.endswith(".jinja")) else []
-    base = prompts_dir()
-    candidates += [base / name_or_text, base / f"{name_or_text}.jinja"]
+    is_path = "/" in name_or_text or name_or_text.endswith(".jinja")
+    candidates = [Path(name_or_text), *data_candidates(name_or_text)] if is_path else []
+    dirs = prompt_dirs()  # $LLMREC_PROMPTS folders first, then the built-in prompts
+    candidates += [p for base in dirs for p in (base / name_or_text, base / f"{name_or_text}.jinja")]
     for path in candidates:
         try:
             if path.is_file():
@@ -40,7 +32,7 @@ def load_template_source(name_or_text: str) -> tuple[str, str]:
             continue
     if "{{" in name_or_text or "{%" in name_or_text:
         return "<inline template>", name_or_text
-    raise ConfigError(f"prompt template {name_or_text!r} not found in {base} (and it is not inline Jinja)")
+    raise ConfigError(f"prompt template {name_or_text!r} not found in {', '.join(map(str, dirs))} (and it is not inline Jinja)")
 
 
 def render(name_or_text: str, **variables: Any) -> str:

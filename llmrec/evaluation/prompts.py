@@ -9,18 +9,17 @@ from typing import Any
 import jinja2
 
 from llmrec.errors import ConfigError, DataError
+from llmrec.package_data import data_candidates
 from llmrec.prompting import environment
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def resolve_template_path(name: str, relative_to: str | Path | None = None) -> Path:
-    """Absolute path, else beside the task file (``relative_to``), else under the repository root."""
+    """Absolute path, else beside the task file (``relative_to``), else a user or built-in ``prompts/`` file."""
     path = Path(name)
     candidates = [path] if path.is_absolute() else []
     if relative_to and not path.is_absolute():
         candidates.append(Path(relative_to).parent / path)
-    candidates.append(REPO_ROOT / path)
+    candidates += data_candidates(path)
     for cand in candidates:
         if cand.is_file():
             return cand

@@ -19,10 +19,9 @@ from llmrec.config import Config
 from llmrec.errors import ConfigError
 from llmrec.evaluation.metrics import OUTPUT_TYPES, get_metric
 from llmrec.evaluation.parsing import MODES
+from llmrec.package_data import tasks_dir
 from llmrec.retrieval import RETRIEVERS
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BUILTIN_TASK_DIR = REPO_ROOT / "eval" / "tasks"
 METHODS = ("auto", "generate", "score_options")
 
 
@@ -200,7 +199,7 @@ class TaskRegistry:
 def load_registry(include_paths: list[str | Path] | None = None, strict: bool = True) -> TaskRegistry:
     """Every task under ``eval/tasks`` and the ``include_paths`` folders (later folders override earlier)."""
     reg = TaskRegistry()
-    folders = [BUILTIN_TASK_DIR] + [Path(p) for p in include_paths or []]
+    folders = [tasks_dir()] + [Path(p) for p in include_paths or []]
     for folder in folders:
         if not folder.is_dir():
             raise ConfigError(f"{folder}: task folder not found")

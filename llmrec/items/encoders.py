@@ -22,11 +22,11 @@ from llmrec.config import Config
 from llmrec.data.schema import InteractionData, Item
 from llmrec.errors import ConfigError, DataError
 from llmrec.io import atomic_path
+from llmrec.package_data import data_candidates
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATE = "prompts/item_text.jinja"
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 _KINDS = ("encoder", "causal")
 _POOLINGS = ("mean", "cls", "last")
 
@@ -160,7 +160,8 @@ def _as_items(data_or_items: InteractionData | Mapping[str, Item] | Iterable[Ite
 
 
 def load_template(template: str | Path = DEFAULT_TEMPLATE):
-    """A sandboxed, StrictUndefined Jinja template from a file (absolute, cwd- or repo-relative) or a string."""
+    """A sandboxed, StrictUndefined Jinja template from a file (absolute, cwd-relative, a user or built-in
+    ``prompts/`` file) or a string."""
     from jinja2 import TemplateError
 
     from llmrec.prompting import environment
@@ -169,7 +170,7 @@ def load_template(template: str | Path = DEFAULT_TEMPLATE):
     looks_like_path = isinstance(template, Path) or source.endswith((".jinja", ".j2", ".jinja2"))
     if looks_like_path:
         path = Path(source)
-        candidates = [path] if path.is_absolute() else [Path.cwd() / path, _REPO_ROOT / path]
+        candidates = [path] if path.is_absolute() else [Path.cwd() / path, *data_candidates(path)]
         found = next((p for p in candidates if p.is_file()), None)
         if found is None:
             raise ConfigError(f"item text template not found: {source} (looked in {', '.join(map(str, candidates))})")

@@ -26,12 +26,12 @@ from llmrec.errors import ConfigError, LlmrecError
 from llmrec.io import atomic_dir, write_json_atomic
 from llmrec.lm.decoding import PrefixIndex, constrained_beam_search, score_all_items
 from llmrec.lm.loading import load_causal_lm
+from llmrec.package_data import adapters_dir
 from llmrec.prompting import chat_ids, render
 from llmrec.tasks.uqa import item_title
 
 logger = logging.getLogger(__name__)
 
-ADAPTERS_DIR = Path(__file__).resolve().parent.parent.parent / "adapters"
 PROFILE_PREFIX = "This user"  # start of a grounded profile (see PersonalLM.profile)
 LORA_KEYS = {"r", "lora_alpha", "lora_dropout", "target_modules", "load_in_4bit", "bias"}
 
@@ -56,9 +56,9 @@ class PersonalLMConfig(Config):
 def load_adapter_preset(name_or_path: str) -> dict[str, Any]:
     path = Path(name_or_path)
     if not path.is_file():
-        path = ADAPTERS_DIR / f"{name_or_path}.yaml"
+        path = adapters_dir() / f"{name_or_path}.yaml"
     if not path.is_file():
-        presets = sorted(p.stem for p in ADAPTERS_DIR.glob("*.yaml"))
+        presets = sorted(p.stem for p in adapters_dir().glob("*.yaml"))
         raise ConfigError(f"adapter preset {name_or_path!r} not found; presets: {presets}")
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     unknown = set(data) - LORA_KEYS
