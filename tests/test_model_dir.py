@@ -126,6 +126,47 @@ def test_folder_dataset_reloads_from_its_folder(tiny_llama_dir, ml_folder, tmp_p
     assert len(json.loads(capsys.readouterr().out)["recommendations"]) == 1
 
 
+def test_soft_prompt_model_answers_with_only_the_model(tiny_llama_dir, bookshop, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from llmrec.lm.loading import load_causal_lm
+    from llmrec.lm.soft_prompt import SequenceUserEncoder, SoftPromptConfig, SoftPromptModel, add_user_token
+    from llmrec.users.sequence import SequenceEncoder, SequenceEncoderConfig
+
+    torch.manual_seed(0)
+    llm, tok = load_causal_lm(tiny_llama_dir, dtype="fp32")
+    uid = add_user_token(tok, llm)
+    llm = get_peft_model(llm, LoraConfig(r=2, target_modules=["q_proj"]))
+    ids = bookshop.item_ids
+    enc = SequenceUserEncoder(SequenceEncoder(SequenceEncoderConfig(n_items=len(ids), d_model=16, n_heads=2,
+                                                                    max_len=8), ids), 1)
+    soft = SoftPromptModel(llm, enc, uid, SoftPromptConfig(k=1, train_llm=True, max_items=8))
+    titles = {i: it.title for i, it in bookshop.items.items()}
+    plm = PersonalLM(llm, tok, None, titles, PersonalLMConfig(base_model=str(tiny_llama_dir), dtype="fp32"),
+                     soft=soft, soft_item_ids=ids)
+    plm.remember_dataset(bookshop)
+    plm.save(tmp_path / "soft")
+    manifest = json.loads((tmp_path / "soft" / model_dir.MANIFEST_FILE).read_text())
+    assert manifest["parts"] == ["soft_prompt"] and manifest["dataset"]["name"] == "bookshop"
+    assert main(["answer", "--model", str(tmp_path / "soft"), "--user", "C19993", "--options", "Fiction,History",
+                 "--answer-kind", "category", "Which category?"]) == 0
+    assert bookshop.calls == ["bookshop"]  # a random tiny model may answer with an empty line
+
+
+def test_dataset_config_is_saved_beside_the_manifest(tmp_path):
+    config = {"name": "shop", "interactions": {"path": "/data/shop.csv"}, "category": ["category"]}
+    record = {"name": "shop", "spec": None, "config": config, "source": "/data/shop.csv", "users": 2, "items": 3,
+              "interactions": 4}
+    model_dir.write_model_manifest(tmp_path, dtype="bf16", parts=["sids"], dataset=record)
+    assert json.loads((tmp_path / model_dir.DATA_CONFIG_FILE).read_text()) == config
+    saved = json.loads((tmp_path / model_dir.MANIFEST_FILE).read_text())
+    assert saved["dataset"]["config"] == model_dir.DATA_CONFIG_FILE and saved["dtype"] == "bf16"
+    assert model_dir.read_model_manifest(tmp_path)["dataset"] == record
+    (tmp_path / model_dir.DATA_CONFIG_FILE).write_text("{not json")
+    with pytest.raises(DataError, match="data_config.json"):
+        model_dir.read_model_manifest(tmp_path)
+
+
 def test_records_that_cannot_reload_say_pass_data(ml100k):
     record = {"name": "my-export", "spec": "my-export", "config": None, "items": 3}
     with pytest.raises(ConfigError, match="pass --data"):
