@@ -225,6 +225,7 @@ def test_sasrec_model_ranks_unseen_items_by_its_scores(tmp_path):
     model = load_model(f"sasrec:{_sasrec_dir(data.items, tmp_path / 'sas')}", dtype="fp32")
     assert isinstance(model, SasrecModel) and set(MODEL_KINDS) >= {"sasrec", "baseline"}
     assert model.supports("rank_items") and not model.supports("regress")
+    assert isinstance(load_model(str(tmp_path / "sas")), SasrecModel)  # its folder is recognised without a prefix
     hist = list(data.histories()["C19990"].item_ids)
     top = model.recommend([hist], 4)[0]
     scores = score_histories(model.encoder, [tuple(hist)])[0]

@@ -273,7 +273,7 @@ MODEL_KINDS: dict[str, Callable[..., Any]] = {"baseline": _load_baseline, "sasre
 
 def load_model(spec: str | None, **kwargs: Any):
     """``KIND:ARG`` with a registered kind (``baseline:popularity``, ``sasrec:DIR``, see :data:`MODEL_KINDS`);
-    a PersonalLM directory -> :class:`PersonalLMModel`; anything else (a path, hub id, ``smollm2-135m``) ->
+    a PersonalLM directory -> :class:`PersonalLMModel`; a SASRec directory -> :class:`SasrecModel`; anything else (a path, hub id, ``smollm2-135m``) ->
     :class:`HFModel`. ``kwargs`` (e.g. ``dtype``) go to the LLM loaders only."""
     from pathlib import Path
 
@@ -282,4 +282,6 @@ def load_model(spec: str | None, **kwargs: Any):
         return MODEL_KINDS[kind](arg, **kwargs)
     if spec and (Path(spec) / "llmrec_config.json").is_file():
         return PersonalLMModel(spec, **kwargs)
+    if spec and (Path(spec) / "items.json").is_file():  # a sequence recommender's folder (no HF model has one)
+        return SasrecModel(spec)
     return HFModel(spec, **kwargs)
