@@ -31,7 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_score)
 
     p = ev.add_parser("run", help="evaluate a model and/or baselines on tasks")
-    p.add_argument("--model", help="HF model id / folder ('smollm2-135m' = offline default) or baseline:KIND")
+    p.add_argument("--model", action="append", default=[],
+                   help="HF model id / folder ('smollm2-135m' = offline default), a PersonalLM directory, "
+                   "sasrec:DIR (a trained SASRec, rank_items tasks) or baseline:KIND; repeat it to put several "
+                   "models side by side on the same examples")
     p.add_argument("--tasks", required=True, help="comma-separated task or group names")
     p.add_argument("--out", required=True, help="output folder (results.json, predictions, cache, report.html)")
     p.add_argument("--limit", type=int, help="first N examples per task (after --sample)")
@@ -111,7 +114,8 @@ def _run(args: argparse.Namespace) -> int:
         key, value = kv.split("=", 1)
         task_args[key.strip()] = value
     cfg = RunConfig(
-        tasks=_csv(args.tasks), out=args.out, model=args.model, limit=args.limit, sample=args.sample,
+        tasks=_csv(args.tasks), out=args.out, model=args.model[0] if args.model else None,
+        models=tuple(args.model[1:]), limit=args.limit, sample=args.sample,
         retrievers=_csv(args.retriever), ks=tuple(int(k) for k in _csv(args.k)), max_tokens=args.max_tokens,
         method=args.method, baselines=_csv(args.baselines), batch_size=args.batch_size, scoring=args.mode,
         task_args=task_args, include_paths=tuple(args.include_path), n_boot=args.n_boot, seed=args.seed,

@@ -8,19 +8,24 @@ Optional, used when present:
   numeric options (e.g. ``"1".."5"``) -- far more robust than parsing free text from a small model;
 * ``recommend(histories, k) -> list[list[str]]``: top-``k`` item ids per history (oldest item first), items the
   user already has excluded -- what ``rank_items`` tasks call (the generative recommender implements it);
-* ``predict(spec, examples) -> list[str]``: prompt-free predictors (the baselines below).
+* ``predict(spec, examples) -> list[str]``: prompt-free predictors (the baselines below);
+* ``supports(output_type) -> bool``: models that apply to some task types only (baselines, SASRec) are skipped on
+  the others.
+
+:func:`load_model` turns a ``--model`` spec into one of these: ``baseline:KIND``, ``sasrec:DIR``, a PersonalLM
+directory or any causal LM.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from llmrec.errors import ConfigError
+from llmrec.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -214,13 +219,69 @@ class PersonalLMModel(HFModel):
         return [[r["item_id"] for r in rs] for rs in recs]
 
 
+class SasrecModel:
+    """A trained SASRec-style sequence recommender directory (``scripts/train_sasrec.py``,
+    :meth:`~llmrec.users.sequence.SequenceEncoder.save`) for ``rank_items`` tasks: the top-``k`` catalogue items
+    by next-item score from the history's last ``max_len`` items, the user's own items excluded."""
+
+    def __init__(self, path: str, *, batch_size: int = 256) -> None:
+        from llmrec.users.sequence import SequenceEncoder
+
+        self.path = path
+        self.encoder = SequenceEncoder.load(path)
+        if self.encoder.item_ids is None:
+            raise ConfigError(f"{path}: this sequence model has no items.json, so its scores name no items")
+        self.name = f"sasrec:{path}"
+        self.batch_size = batch_size
+
+    def supports(self, output_type: str) -> bool:
+        return output_type == "rank_items"
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+        raise ConfigError(f"{self.name} does not generate text; it ranks items (rank_items tasks)")
+
+    def recommend(self, histories: Sequence[Sequence[str]], k: int) -> list[list[str]]:
+        from llmrec.users.pretrain import score_histories
+
+        try:
+            seen = [self.encoder.item_indices(h, record=n) for n, h in enumerate(histories)]
+        except DataError as exc:
+            raise ConfigError(f"{self.name}: {exc.message} in history {exc.record}: not in this model's catalogue "
+                              "(items.json); evaluate it on the dataset it was trained on") from exc
+        scores = score_histories(self.encoder, [tuple(h) for h in histories], self.batch_size)
+        item_ids = self.encoder.item_ids
+        out = []
+        for row, own in zip(scores, seen, strict=True):
+            row = row.astype(np.float64)
+            row[[i - 1 for i in own]] = -np.inf  # encoder index i + 1 = item_ids[i]
+            top = np.lexsort((np.arange(len(row)), -row))[:k]  # ties by catalogue order
+            out.append([item_ids[j] for j in top if np.isfinite(row[j])])
+        return out
+
+
+def _load_baseline(arg: str, **_: Any) -> Baseline:
+    return Baseline(arg)
+
+
+def _load_sasrec(arg: str, **_: Any) -> SasrecModel:
+    return SasrecModel(arg)
+
+
+# ``KIND:ARG`` model specs; add an entry to plug another model family into `llmrec eval run --model`.
+MODEL_KINDS: dict[str, Callable[..., Any]] = {"baseline": _load_baseline, "sasrec": _load_sasrec}
+
+
 def load_model(spec: str | None, **kwargs: Any):
-    """``baseline:KIND`` -> :class:`Baseline`; a PersonalLM directory -> :class:`PersonalLMModel`; anything else
-    (a path, hub id, ``smollm2-135m``) -> :class:`HFModel`."""
+    """``KIND:ARG`` with a registered kind (``baseline:popularity``, ``sasrec:DIR``, see :data:`MODEL_KINDS`);
+    a PersonalLM directory -> :class:`PersonalLMModel`; a SASRec directory -> :class:`SasrecModel`; anything else (a path, hub id, ``smollm2-135m``) ->
+    :class:`HFModel`. ``kwargs`` (e.g. ``dtype``) go to the LLM loaders only."""
     from pathlib import Path
 
-    if spec and spec.startswith("baseline:"):
-        return Baseline(spec.split(":", 1)[1])
+    kind, _, arg = (spec or "").partition(":")
+    if arg and kind in MODEL_KINDS:
+        return MODEL_KINDS[kind](arg, **kwargs)
     if spec and (Path(spec) / "llmrec_config.json").is_file():
         return PersonalLMModel(spec, **kwargs)
+    if spec and (Path(spec) / "items.json").is_file():  # a sequence recommender's folder (no HF model has one)
+        return SasrecModel(spec)
     return HFModel(spec, **kwargs)

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ class RunConfig(Config):
     tasks: tuple[str, ...]
     out: str
     model: str | None = None  # None: baselines only
+    models: tuple[str, ...] = ()  # more models side by side on the same examples (e.g. sasrec:DIR, a 2nd LLM)
     limit: int | None = None
     sample: int | None = None  # override each task's seeded subset size
     retrievers: tuple[str, ...] = ()  # override each task's retriever; "none" = no personalization
@@ -64,8 +66,12 @@ class RunConfig(Config):
             raise ConfigError("limit must be positive")
         if any(k <= 0 for k in self.ks):
             raise ConfigError("ks must be positive (use retriever 'none' for no profile)")
-        if self.model is None and not self.baselines:
+        if self.model is None and not self.models and not self.baselines:
             raise ConfigError("give a model, baselines, or both")
+
+    def model_specs(self) -> tuple[str, ...]:
+        """Every model to evaluate, ``model`` first."""
+        return ((self.model,) if self.model is not None else ()) + tuple(self.models)
 
 
 @dataclass(frozen=True)
@@ -76,10 +82,14 @@ class Variant:
     method: str  # generate | score_options | predict | recommend
 
 
-def _variants(spec: TaskSpec, cfg: RunConfig, model: Any) -> list[Variant]:
+def _variants(spec: TaskSpec, cfg: RunConfig, model: Any, prefix: str = "", baselines: bool = True) -> list[Variant]:
+    """The variants ``model`` runs on ``spec`` (``prefix`` starts their names when several LLMs share a run),
+    then the ``cfg.baselines`` (unless ``baselines=False``)."""
     out: list[Variant] = []
     if model is not None and hasattr(model, "predict"):  # --model baseline:KIND
         out.append(Variant(model.name, "none", 0, "predict"))
+    elif model is not None and hasattr(model, "supports"):  # a recommender without prompts (sasrec:DIR)
+        out.append(Variant(model.name, "none", 0, "recommend"))
     elif model is not None:
         method = cfg.method or spec.generation.method
         if spec.output.type == "rank_items":
@@ -96,8 +106,8 @@ def _variants(spec: TaskSpec, cfg: RunConfig, model: Any) -> list[Variant]:
         for r, k in pairs:
             label = "no-profile" if r == "none" or k == 0 else f"{r}@{k}"
             suffix = "" if method in ("recommend",) else f"/{'score' if method == 'score_options' else 'gen'}"
-            out.append(Variant(label + suffix, r if k else "none", k, method))
-    for b in cfg.baselines:
+            out.append(Variant(prefix + label + suffix, r if k else "none", k, method))
+    for b in cfg.baselines if baselines else ():
         out.append(Variant(f"baseline:{b}", "none", 0, "predict"))
     return out
 
@@ -209,7 +219,7 @@ def run_variant(spec: TaskSpec, variant: Variant, model: Any, examples: list[Exa
     key = {"model": getattr(model, "name", "?"), "task": task_key, "variant": variant.__dict__,
            "max_tokens": max_tokens, "template": _template_hash(spec)}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    slug = variant.name.replace("/", "_").replace(":", "_").replace("@", "_")
+    slug = re.sub(r"[^\w.+=-]", "_", variant.name.replace("/", "_").replace(":", "_").replace("@", "_"))
     cache = PredictionCache(out / "cache" / spec.task / f"{slug}-{digest}.jsonl", key)
     todo = [i for i, ex in enumerate(examples) if ex.id not in cache.done]
     t1 = time.perf_counter()
@@ -281,13 +291,19 @@ def run(cfg: RunConfig, model: Any | None = None) -> dict[str, Any]:
     registry = load_registry(list(cfg.include_paths))
     specs = registry.expand(list(cfg.tasks))
     t_load = time.perf_counter()
-    if model is None and cfg.model is not None:
-        model = load_model(cfg.model, dtype=cfg.dtype) if not cfg.model.startswith("baseline:") else load_model(cfg.model)
+    specs_m = cfg.model_specs()
+    models = [model] if model is not None else []
+    models += [load_model(m, dtype=cfg.dtype) for m in specs_m[len(models):]]
     load_s = time.perf_counter() - t_load
+    # Several LLMs in one run: their prompt variants ("no-profile", "bm25@3/gen") are told apart by the model.
+    llms = [m for m in models if not hasattr(m, "predict") and not hasattr(m, "supports")]
+    prefixes = {id(m): (f"{m.name}|" if len(llms) > 1 else "") for m in models}
     results: dict[str, Any] = {
         "config": cfg.to_dict(), "versions": versions(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "model": getattr(model, "name", None), "model_load_s": round(load_s, 3), "tasks": {}, "groups": {},
+        "model": getattr(models[0], "name", None) if models else None,
+        "models": [getattr(m, "name", None) for m in models], "model_load_s": round(load_s, 3), "tasks": {},
+        "groups": {},
     }
     try:
         import torch
@@ -311,10 +327,11 @@ def run(cfg: RunConfig, model: Any | None = None) -> dict[str, Any]:
                                     "build_s": round(time.perf_counter() - t0, 3), "variants": {}}
         golds = [ex.gold for ex in examples]
         has_golds = all(g is not None for g in golds)
-        for variant in _variants(spec, cfg, model):
-            m = baselines.get(variant.name.split(":", 1)[1], model) if variant.method == "predict" else model
-            if variant.method == "predict" and not m.supports(spec.output.type):
-                continue
+        pairs = [(v, m) for m in models for v in _variants(spec, cfg, m, prefixes[id(m)], baselines=False)]
+        pairs += [(v, baselines[v.name.split(":", 1)[1]]) for v in _variants(spec, cfg, None)]
+        for variant, m in pairs:
+            if hasattr(m, "supports") and not m.supports(spec.output.type):
+                continue  # e.g. SASRec on a rating task, a rating baseline on next-item
             outputs, timings, logprobs = run_variant(spec, variant, m, examples, cfg, out)
             todo = [(variant.name, variant.method, outputs, timings)]
             if logprobs is not None and cfg.calibrate:
@@ -338,7 +355,8 @@ def run(cfg: RunConfig, model: Any | None = None) -> dict[str, Any]:
 def _score_variant(spec: TaskSpec, examples: list[Example], golds: list[Any], name: str, method: str,
                    variant: Variant, outputs: list[Any], timings: dict[str, float], cfg: RunConfig,
                    out: Path) -> dict[str, Any]:
-    write_json_atomic(out / spec.task / f"{name.replace('/', '_')}.predictions.json",
+    safe = re.sub(r"[^\w.:@+=-]", "_", name.replace("/", "_"))  # model paths in names stay one file name
+    write_json_atomic(out / spec.task / f"{safe}.predictions.json",
                       _prediction_file(spec, examples, outputs))
     row: dict[str, Any] = {"retriever": variant.retriever, "k": variant.k, "method": method,
                            "timings": {k: round(v, 3) for k, v in timings.items()}}

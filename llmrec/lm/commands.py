@@ -7,12 +7,15 @@ import json
 
 from llmrec.errors import DataError
 
+DATA_HELP = ("dataset name or config file (default: the dataset the model was trained on, as recorded in its "
+             "directory; ml-100k for a base model or a directory saved without one)")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("recommend", help="top-K items for a user from a trained PersonalLM directory")
     p.add_argument("--model", required=True, help="PersonalLM directory (from scripts/train_genrec.py)")
     p.add_argument("--user", required=True, help="user id in the dataset")
-    p.add_argument("--dataset", default="ml-100k")
+    p.add_argument("--data", "--dataset", dest="data", default=None, help=DATA_HELP)
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--beams", type=int, default=None)
     p.add_argument("--include-history", action="store_true", help="allow items the user already has")
@@ -26,13 +29,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _user_history(args: argparse.Namespace):
-    """The dataset and the chronological history of ``--user`` (a clear error for an unknown user)."""
-    from llmrec.data import load_dataset
+    """The dataset (``--data``, else the one recorded in the model directory) and the chronological history of
+    ``--user`` (a clear error for an unknown user)."""
+    from pathlib import Path
 
-    data = load_dataset(args.dataset)
+    from llmrec.data import load_dataset
+    from llmrec.lm.model_dir import LEGACY_DATASET, load_model_dataset
+
+    data, where = None, args.data
+    if args.data is not None:
+        data = load_dataset(args.data)
+    elif Path(args.model).is_dir():
+        data = load_model_dataset(args.model)
+        where = f"{args.model} (its training data)"
+    if data is None:  # a base model, or a directory saved before models recorded their data: the old default
+        data, where = load_dataset(LEGACY_DATASET), LEGACY_DATASET
     hist = data.histories().get(str(args.user))
     if hist is None:
-        raise DataError(f"unknown user {args.user!r} ({len(data.histories())} users)", path=args.dataset, field="user")
+        raise DataError(f"unknown user {args.user!r} ({len(data.histories())} users)", path=where, field="user")
     return data, hist
 
 
@@ -67,7 +81,7 @@ def register_text(sub: argparse._SubParsersAction) -> None:
         p = sub.add_parser(name, help=help_)
         p.add_argument("--model", default="smollm2-135m", help="PersonalLM directory, hub id or local model folder")
         p.add_argument("--user", required=True)
-        p.add_argument("--dataset", default="ml-100k")
+        p.add_argument("--data", "--dataset", dest="data", default=None, help=DATA_HELP)
         p.add_argument("--max-items", type=int, default=20, help="history items shown to the model")
         p.add_argument("--use-adapter", action="store_true", help="keep a PersonalLM's adapter on (default off)")
         if name == "answer":

@@ -4,7 +4,8 @@ Saved as one directory that plain transformers + peft can open (``adapter_model.
 ``adapter_config.json``, tokenizer with the SID tokens) plus llmrec's own pieces (``llmrec_config.json``,
 ``sids/`` the semantic-ID table, ``catalogue.json`` item titles, and ``user/`` the soft-prompt user encoder +
 projector when the model answers from soft prompts, ``user_state_encoder/`` + ``user_state_projector.safetensors``
-when it recommends from a sequence encoder's states too, see :mod:`llmrec.lm.user_states`).
+when it recommends from a sequence encoder's states too, see :mod:`llmrec.lm.user_states`), and ``model.json`` +
+``data_config.json``: the dtype and the dataset it was trained on (the full layout: :mod:`llmrec.lm.model_dir`).
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ class PersonalLM:
         self.item_row = {item_id: i for i, item_id in enumerate(self.item_ids)}
         self.index = None
         self.user_states = None  # UserStateLM around ``model`` when recommending from SASRec states too
+        self.dataset: dict[str, Any] | None = None  # how to reload the training data (model_dir.dataset_record)
         if sids is not None:
             self._index_sids(sids)
 
@@ -369,7 +371,29 @@ class PersonalLM:
             raise LlmrecError("this model has no semantic-ID vocabulary; train one with scripts/train_genrec.py")
 
     # ----------------------------------------------------------------------------------- persistence
-    def save(self, path: str | Path) -> Path:
+    def remember_dataset(self, data) -> None:
+        """Record how to reload ``data`` (its DatasetConfig, else its name or folder): saved with the model so
+        ``llmrec recommend|answer|profile --model DIR`` find the users without ``--data``."""
+        from llmrec.lm.model_dir import dataset_record
+
+        self.dataset = dataset_record(data)
+
+    def load_dataset(self):
+        """The dataset this model was trained on (see :meth:`remember_dataset`), or None when not recorded."""
+        from llmrec.lm.model_dir import load_dataset_from_record
+
+        return None if self.dataset is None else load_dataset_from_record(self.dataset)
+
+    def save(self, path: str | Path, *, data=None) -> Path:
+        """Write the model directory (layout: :mod:`llmrec.lm.model_dir`); ``data`` = the training dataset
+        (same as :meth:`remember_dataset` first)."""
+        from llmrec.lm.model_dir import dtype_of, write_model_manifest
+
+        if data is not None:
+            self.remember_dataset(data)
+        if self.dataset is None:
+            logger.warning("saving %s without its dataset: `llmrec recommend|answer|profile` will need --data "
+                           "(pass data= to save, or call remember_dataset)", path)
         path = Path(path)
         with atomic_dir(path) as tmp:
             # The SID rows live in the trainable-tokens adapter; saving the full resized embedding is not needed.
@@ -385,6 +409,9 @@ class PersonalLM:
                 save_user_model(self.soft, tmp / "user", self.soft_item_ids)
             self.config.save(tmp / "llmrec_config.json")
             write_json_atomic(tmp / "catalogue.json", self.titles)
+            parts = [name for name, present in (("sids", self.sids is not None), ("soft_prompt", self.soft is not None),
+                                                ("user_states", self.user_states is not None)) if present]
+            write_model_manifest(tmp, dtype=dtype_of(self.model), parts=parts, dataset=self.dataset)
         return path
 
     @classmethod
@@ -421,6 +448,10 @@ class PersonalLM:
             plm.attach_user_states(SequenceEncoder.load(path / ENCODER_DIR))
             plm.user_states.load_projector(path)
             plm.user_states.eval()
+        from llmrec.lm.model_dir import read_model_manifest
+
+        manifest = read_model_manifest(path)  # None: saved before model.json (no dataset recorded)
+        plm.dataset = manifest.get("dataset") if manifest else None
         return plm
 
 
