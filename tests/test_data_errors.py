@@ -239,8 +239,9 @@ def test_interaction_missing_required_field(tmp_path, drop):
 
 
 @pytest.mark.parametrize("change, field, message", [
-    ({"timestamp": "yesterday"}, "timestamp", "expected an integer, got 'yesterday'"),
-    ({"timestamp": 12.5}, "timestamp", "expected an integer, got 12.5"),
+    ({"timestamp": "yesterday"}, "timestamp", "'yesterday' is not an ISO-8601 date or datetime"),
+    ({"timestamp": "12:30"}, "timestamp", "'12:30' is not an ISO-8601 date or datetime"),
+    ({"timestamp": [12]}, "timestamp", "expected an ISO-8601 date or datetime, got "),
     ({"timestamp": True}, "timestamp", "got a boolean"),
     ({"rating": "five"}, "rating", "expected a number, got 'five'"),
     ({"rating": "nan"}, "rating", "finite number"),

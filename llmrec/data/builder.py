@@ -109,13 +109,16 @@ class DatasetBuilder:
         *,
         path: Path | str,
         record: str | int,
+        item_field: str = "item_id",
+        rating_field: str = "rating",
     ) -> None:
+        """``item_field`` / ``rating_field``: the file's column names, for the error messages."""
         if item_id not in self.items:
-            raise DataError(f"unknown item {item_id!r} (not in the catalogue)", path=path, record=record, field="item_id")
+            raise DataError(f"unknown item {item_id!r} (not in the catalogue)", path=path, record=record, field=item_field)
         if rating is not None and self.rating_range is not None:
             lo, hi = self.rating_range
             if not lo <= rating <= hi:
-                raise DataError(f"rating {rating:g} outside [{lo:g}, {hi:g}]", path=path, record=record, field="rating")
+                raise DataError(f"rating {rating:g} outside [{lo:g}, {hi:g}]", path=path, record=record, field=rating_field)
         self.interactions.append(Interaction(user_id, item_id, timestamp, rating, text))
 
     def build(self) -> InteractionData:
