@@ -189,7 +189,7 @@ def test_json_records_not_objects(tmp_path):
     with pytest.raises(DataError, match="expected a JSON object, got list") as err:
         load_generic(items, _inter(tmp_path))
     assert_names(err, items, record=1)
-    items.write_text('{"item_id": "a", "title": "Dune"}')
+    items.write_text('{\n  "item_id": "a",\n  "title": "Dune"\n}')  # one line would be JSON lines
     with pytest.raises(DataError, match="expected a JSON list of records, got dict") as err:
         load_generic(items, _inter(tmp_path))
     assert_names(err, items)

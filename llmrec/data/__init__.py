@@ -53,9 +53,10 @@ def resolve_dataset_config(spec: str | Path | DatasetConfig = "ml-100k") -> Data
         folder = str(path.resolve())
         movielens = any(path.glob("ml-*.inter")) or any((path / f).exists() for f in (
             "u.data", "u.item", "ratings.dat", "movies.dat", "ratings.csv", "movies.csv"))
+        # No name: the reader's (ml-100k, ml-1m, the RecBole file stem) is filled in after reading.
         if not movielens and any(path.glob("*.inter")):
-            return DatasetConfig(name=path.name, format="recbole", path=folder)
-        return DatasetConfig(name=path.name, format="movielens", path=folder)
+            return DatasetConfig(format="recbole", path=folder)
+        return DatasetConfig(format="movielens", path=folder)
     raise DataError(
         f"unknown dataset: give one of {sorted(BUILTIN_DATASETS)}, a dataset config (.yaml/.yml/.json), "
         "or a MovieLens / RecBole folder",
@@ -72,6 +73,8 @@ def load_dataset(spec: str | Path | DatasetConfig = "ml-100k") -> InteractionDat
     data = FORMATS[cfg.format].read(cfg)
     if cfg.name:
         data.name = cfg.name
+    else:
+        cfg = dataclasses.replace(cfg, name=data.name)
     if cfg.category_fields is not None:
         data.category_fields = cfg.category_fields
         attributes = set().union(*(it.attributes for it in data.items.values()))

@@ -163,7 +163,12 @@ class DatasetConfig(Config):
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of dataset settings, got {type(data).__name__}")
         data.setdefault("name", path.stem)
-        return cls.from_dict(data, source=str(path)).resolved(path.parent)
+        try:
+            return cls.from_dict(data, source=str(path)).resolved(path.parent)
+        except ConfigError as exc:
+            if str(exc).startswith(str(path)):
+                raise
+            raise ConfigError(f"{path}: {exc}") from None
 
     def resolved(self, base: str | Path) -> DatasetConfig:
         """A copy whose relative file paths are absolute, taken against ``base``."""

@@ -54,7 +54,7 @@ def apply_filters(
     report = {**settings, "before": before, "after": counts(out)}
     if k_core:
         report["k_core_rounds"] = rounds
-    logger.info("%s: %s", data.name, format_report(report))
+    logger.info("%s: filters %s", data.name, format_report(report))
     return out, report
 
 
@@ -75,8 +75,8 @@ def _settings_text(report: dict[str, Any]) -> str:
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """One line: ``filters k_core=5: users 943 -> 940, items 1682 -> 1349, interactions ... (3 rounds)``."""
+    """One line: ``k_core=5: users 943 -> 940, items 1682 -> 1349, interactions ... (3 k-core rounds)``."""
     b, a = report["before"], report["after"]
     changes = ", ".join(f"{k} {b[k]} -> {a[k]}" for k in ("users", "items", "interactions"))
     rounds = f" ({report['k_core_rounds']} k-core rounds)" if "k_core_rounds" in report else ""
-    return f"filters {_settings_text(report)}: {changes}{rounds}"
+    return f"{_settings_text(report)}: {changes}{rounds}"

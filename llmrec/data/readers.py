@@ -190,6 +190,8 @@ def _iter_records(path: Path, parse_line: Callable[[str], Any]) -> Iterator[tupl
             if exc.msg != "Extra data":
                 raise DataError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", path=path) from None
             data = None
+        if isinstance(data, dict) and len(text.strip().splitlines()) == 1:
+            data = None  # a one-line JSON-lines file
         if data is None:
             # Amazon's "*.json.gz" downloads (and many exports) are JSON lines despite the name.
             for n, obj in iter_jsonl(path, parse_line, text=text):
