@@ -646,3 +646,34 @@ def test_items_build_uses_the_dataset_item_text(tmp_path, tiny_llama_dir, capsys
     assert rc == 0 and json.loads(out.strip().splitlines()[-1])["items"] == 24
     saved = json.loads((tmp_path / "sids" / "config.json").read_text())
     assert saved["template"] == "{{ title }} ({{ category }})"
+
+
+def test_drop_incomplete_is_counted_and_reported(tmp_path, capsys, caplog):
+    untitled = "{'asin': 'B0UNTITLED', 'categories': [['Books']]}"
+    reviews = AMAZON_2014_REVIEWS + [{**AMAZON_2014_REVIEWS[0], "asin": "B0UNTITLED"},
+                                     {**AMAZON_2014_REVIEWS[0], "asin": "B0NOMETA"}]
+    cfg = _amazon(tmp_path, 2014, reviews=reviews, meta=AMAZON_2014_META + [untitled])
+    with pytest.raises(DataError, match="has no title") as err:
+        load_dataset(cfg)  # the default: fail, naming the record
+    names(err, cfg.items, "line 3", "title")
+    cfg = DatasetConfig(**{**cfg.to_dict(), "drop_incomplete": True, "min_user_interactions": 2})
+    with caplog.at_level(logging.INFO, logger="llmrec.data"):
+        data = load_dataset(cfg)
+    assert "drop_incomplete: 1 untitled item(s), 2 interaction(s)" in caplog.text
+    assert data.filter_report["drop_incomplete"] == {"untitled_items": 1, "unknown_item_interactions": 2}
+    assert data.filter_report["after"] == {"users": 1, "items": 2, "interactions": 2}
+    config = tmp_path / "amazon.json"
+    config.write_text(json.dumps(cfg.to_dict()))
+    rc, out, _ = run_cli(capsys, "data", "info", "--data", str(config))
+    line = next(x for x in out.splitlines() if x.startswith("filters"))
+    assert line.endswith("; dropped 1 untitled item(s) and 2 interaction(s) with unknown items")
+    with pytest.raises(ConfigError, match="does not use 'drop_incomplete'"):
+        DatasetConfig(format="lamp", interactions="q.json", drop_incomplete=True)
+
+
+def test_generic_users_file(tmp_path):
+    _shop(tmp_path)
+    write_records(tmp_path / "data" / "customers.csv", [{"customer_id": "C19990", "city": "Leeds"},
+                                                        {"customer_id": "C20001", "city": "Cork"}])
+    data = load_dataset(DatasetConfig(**{**SHOP, "users": "data/customers.csv"}).resolved(tmp_path))
+    assert data.users == {"C19990": {"city": "Leeds"}, "C20001": {"city": "Cork"}}

@@ -43,7 +43,7 @@ class DatasetConfig(Config):
     ``.gz``; ``.parquet``; a ``datasets.save_to_disk`` folder; or ``hf:owner/name[:config][@split]``).
     ``outputs``: LaMP golds file (``lamp`` only; ``interactions`` is then the questions file).
     ``columns``: our field -> the file's column (``user_id``, ``item_id``, ``timestamp``, ``rating``,
-    ``text``, ``title``); any other key renames an item attribute (``genres: category``). A named column the
+    ``text``, ``title``); any other key renames an item attribute (``topic: category``). A named column the
     file lacks is an error.
     ``timestamp_format``: ``auto`` (epoch numbers, milliseconds when > 1e11, else ISO-8601), ``seconds``,
     ``milliseconds``, ``iso`` (dates and datetimes, with or without zone; no zone = UTC) or a strftime format.
@@ -53,6 +53,8 @@ class DatasetConfig(Config):
     ``category``: the item attribute(s) that play "category" (a string or a list); ``None``: the format's
     default; ``[]``: no categories. ``category_separator`` splits string values (``"Fantasy|Crime"``).
     ``vocabulary``: the dataset's nouns (item, items, interacted, category, categories).
+    ``drop_incomplete``: skip catalogue records without a title and interactions with items not in the
+    catalogue (common in Amazon downloads) instead of failing; both counts are logged and reported.
     ``min_user_interactions`` / ``min_item_interactions``: drop users / items with fewer interactions (one
     pass, users first); ``k_core``: repeat both with this threshold until nothing changes. Reported, never
     silent.
@@ -72,6 +74,7 @@ class DatasetConfig(Config):
     category: str | list[str] | None = None
     category_separator: str | None = None
     vocabulary: dict[str, str] = dataclasses.field(default_factory=dict)
+    drop_incomplete: bool = False
     min_user_interactions: int = 0
     min_item_interactions: int = 0
     k_core: int = 0

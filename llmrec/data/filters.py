@@ -33,7 +33,7 @@ def apply_filters(
     settings = {"min_user_interactions": min_user_interactions, "min_item_interactions": min_item_interactions,
                 "k_core": k_core}
     if not any(settings.values()):
-        return data, None
+        return data, data.filter_report
     before = counts(data)
     interactions, items = list(data.interactions), dict(data.items)
     interactions, items = _pass(interactions, items, min_user_interactions, min_item_interactions)
@@ -51,7 +51,7 @@ def apply_filters(
     out = dataclasses.replace(
         data, items=items, interactions=interactions, users={u: f for u, f in data.users.items() if u in users}
     )
-    report = {**settings, "before": before, "after": counts(out)}
+    report = {**(data.filter_report or {}), **settings, "before": before, "after": counts(out)}
     if k_core:
         report["k_core_rounds"] = rounds
     logger.info("%s: filters %s", data.name, format_report(report))
@@ -76,7 +76,13 @@ def _settings_text(report: dict[str, Any]) -> str:
 
 def format_report(report: dict[str, Any]) -> str:
     """One line: ``k_core=5: users 943 -> 940, items 1682 -> 1349, interactions ... (3 k-core rounds)``."""
+    dropped = report.get("drop_incomplete")
+    incomplete = (f"dropped {dropped['untitled_items']} untitled item(s) and "
+                  f"{dropped['unknown_item_interactions']} interaction(s) with unknown items") if dropped else ""
+    if "before" not in report:
+        return incomplete
+    incomplete = f"; {incomplete}" if incomplete else ""
     b, a = report["before"], report["after"]
     changes = ", ".join(f"{k} {b[k]} -> {a[k]}" for k in ("users", "items", "interactions"))
     rounds = f" ({report['k_core_rounds']} k-core rounds)" if "k_core_rounds" in report else ""
-    return f"{_settings_text(report)}: {changes}{rounds}"
+    return f"{_settings_text(report)}: {changes}{rounds}{incomplete}"

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 # Config fields a format may or may not read (the others: name, format, item_text, category, vocabulary and
 # the filters apply to every format).
 _FORMAT_FIELDS = ("path", "items", "interactions", "users", "outputs", "columns", "timestamp_format",
-                  "rating_range", "category_separator")
+                  "rating_range", "category_separator", "drop_incomplete")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +56,7 @@ class Format:
 
 
 _RECORDS = frozenset({"items", "interactions", "users", "columns", "timestamp_format", "rating_range",
-                      "category_separator"})
+                      "category_separator", "drop_incomplete"})
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("generic", "llmrec.data.generic:read_generic", _RECORDS, ("items", "interactions"),
@@ -64,7 +64,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("movielens", "llmrec.data.movielens:read_movielens", frozenset({"path"}), (),
            "path: a MovieLens folder (u.data, ratings.dat, ratings.csv or ml-*.inter layouts)"),
     Format("recbole", "llmrec.data.recbole:read_recbole", frozenset({"path", "columns", "timestamp_format",
-                                                                      "rating_range", "category_separator"}),
+                                                                      "rating_range", "category_separator",
+                                                                      "drop_incomplete"}),
            ("path",), "path: a folder with <name>.inter and <name>.item (and optionally <name>.user)"),
     Format("amazon2014", "llmrec.data.amazon:read_amazon2014", _RECORDS - {"users"}, ("items", "interactions"),
            "interactions: reviews (JSON lines, .gz ok), items: metadata (asin, title, categories)"),

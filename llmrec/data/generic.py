@@ -4,13 +4,14 @@ share (they only preset the column names and tidy their metadata).
 Catalogue records need ``item_id`` and ``title``; every other field becomes an item attribute.
 Interaction records need ``user_id``, ``item_id``, ``timestamp``; ``rating`` and ``text`` are optional.
 ``columns={"our_name": "their_name"}`` maps column names; a key that is not one of our fields renames an item
-attribute (``{"genres": "category"}``: attribute ``genres`` from column ``category``). A column that the
+attribute (``{"topic": "category"}``: attribute ``topic`` from column ``category``). A column that the
 mapping names but the file lacks is an error naming the file and the column.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 ITEM_FIELDS = ("item_id", "title")
 INTERACTION_FIELDS = ("user_id", "item_id", "timestamp", "rating", "text")
 _REQUIRED_INTERACTION = ("user_id", "item_id", "timestamp")
+logger = logging.getLogger(__name__)
 Rows = Iterable[tuple[str, dict[str, Any]]]
 
 
@@ -101,11 +103,17 @@ def load_records(
         name or cfg.name or Path(inter_path).stem, cfg.rating_range or layout.rating_range, source=inter_path,
         category_fields=category, vocabulary=cfg.make_vocabulary(layout.vocabulary),
     )
-    _read_items(b, item_rows, items_path, cfg, layout, cols, renames)
+    dropped = {"untitled_items": 0, "unknown_item_interactions": 0}
+    _read_items(b, item_rows, items_path, cfg, layout, cols, renames, dropped)
     if user_rows is not None:
         _read_users(b, user_rows, str(users_path), cols)
-    _read_interactions(b, interaction_rows, inter_path, cfg, cols)
-    return b.build()
+    _read_interactions(b, interaction_rows, inter_path, cfg, cols, dropped)
+    data = b.build()
+    if cfg.drop_incomplete:
+        data.filter_report = {"drop_incomplete": dropped}
+        logger.info("%s: drop_incomplete: %d untitled item(s), %d interaction(s) with items not in the catalogue",
+                    data.name, dropped["untitled_items"], dropped["unknown_item_interactions"])
+    return data
 
 
 def missing_column(path: str, column: str, our: str, rec: Mapping[str, Any]) -> DataError:
@@ -123,7 +131,7 @@ def _check_columns(path: str, first: Mapping[str, Any], seen: set[str], wanted: 
 
 def _read_items(
     b: DatasetBuilder, rows: Rows, path: str, cfg: DatasetConfig, layout: Layout,
-    cols: Mapping[str, str | None], renames: Mapping[str, str],
+    cols: Mapping[str, str | None], renames: Mapping[str, str], dropped: dict[str, int],
 ) -> None:
     id_col, title_col = cols["item_id"], cols["title"]
     kept_away = {id_col, title_col, *renames.values()} | layout.drop_item_columns
@@ -150,6 +158,9 @@ def _read_items(
         if layout.skip_identical_items and item_id in b.items and b.items[item_id].title == (title or "").strip():
             repeats += 1
             continue
+        if cfg.drop_incomplete and (title is None or not title.strip()):
+            dropped["untitled_items"] += 1
+            continue
         b.add_item(item_id, title, attrs, path=path, record=rid)
     assert first is not None  # iter_records raises on a file without records
     # Attribute renames and category attributes must exist in the catalogue (once is enough: fields are sparse).
@@ -162,9 +173,7 @@ def _read_items(
                 path=path, field=name,
             )
     if repeats:
-        import logging
-
-        logging.getLogger(__name__).info("%s: skipped %d repeated identical catalogue records", path, repeats)
+        logger.info("%s: skipped %d repeated identical catalogue records", path, repeats)
 
 
 def _read_users(b: DatasetBuilder, rows: Rows, path: str, cols: Mapping[str, str | None]) -> None:
@@ -179,7 +188,8 @@ def _read_users(b: DatasetBuilder, rows: Rows, path: str, cols: Mapping[str, str
 
 
 def _read_interactions(
-    b: DatasetBuilder, rows: Rows, path: str, cfg: DatasetConfig, cols: Mapping[str, str | None]
+    b: DatasetBuilder, rows: Rows, path: str, cfg: DatasetConfig, cols: Mapping[str, str | None],
+    dropped: dict[str, int],
 ) -> None:
     user_col, item_col, ts_col = cols["user_id"], cols["item_id"], cols["timestamp"]
     rating_col, text_col = cols.get("rating"), cols.get("text")
@@ -193,9 +203,13 @@ def _read_interactions(
         text = rec.get(text_col) if text_col else None
         if text is not None and not isinstance(text, str):
             raise DataError(f"expected text, got {type(text).__name__}", path=path, record=rid, field=text_col)
+        item_id = field_str(rec, item_col, path, rid)
+        if cfg.drop_incomplete and item_id not in b.items:
+            dropped["unknown_item_interactions"] += 1
+            continue
         b.add_interaction(
             field_str(rec, user_col, path, rid),
-            field_str(rec, item_col, path, rid),
+            item_id,
             field_timestamp(rec, ts_col, path, rid, cfg.timestamp_format),
             field_float(rec, rating_col, path, rid) if rating_col else None,
             text,
