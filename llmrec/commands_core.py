@@ -26,8 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="'ml-100k', a dataset config (.yaml/.yml/.json), a MovieLens or RecBole folder, "
                         "or a LaMP questions file (.json)")
     p.add_argument("--dataset", dest="data", help=argparse.SUPPRESS)
-    p.add_argument("--format", choices=["auto", "dataset", "lamp"], default="auto",
-                   help="auto: a .json file that is not a dataset config is read as LaMP questions")
+    p.add_argument("--format", choices=["auto", "dataset", "lamp", "movielens"], default="auto",
+                   help="auto: a .json file that is not a dataset config is read as LaMP questions "
+                        "(movielens: the same as dataset)")
     p.add_argument("--outputs", help="LaMP outputs (golds) file to check against the questions")
     p.add_argument("--task", help="LaMP task, e.g. LaMP_3 (checks the profile fields)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -677,3 +677,23 @@ def test_generic_users_file(tmp_path):
                                                         {"customer_id": "C20001", "city": "Cork"}])
     data = load_dataset(DatasetConfig(**{**SHOP, "users": "data/customers.csv"}).resolved(tmp_path))
     assert data.users == {"C19990": {"city": "Leeds"}, "C20001": {"city": "Cork"}}
+
+
+def test_item_text_inline_name_or_file(tmp_path):
+    from llmrec.prompting import load_template_source
+
+    assert DatasetConfig(item_text="{{ title }} by {{ author }}").item_text_template() == "{{ title }} by {{ author }}"
+    assert DatasetConfig().item_text_template() is None
+    assert DatasetConfig(item_text="item_text").item_text_template() == load_template_source("item_text")[1]
+    (tmp_path / "book_text.jinja").write_text("{{ title }}")
+    config = tmp_path / "shop.yaml"
+    config.write_text("items: b.jsonl\ninteractions: o.csv\nitem_text: book_text.jinja\n")
+    cfg = DatasetConfig.from_file(config)
+    assert cfg.item_text == str(tmp_path / "book_text.jinja") == cfg.item_text_template()
+
+
+def test_bare_config_is_valid_until_loaded():
+    cfg = DatasetConfig()
+    assert cfg.format == "generic" and cfg.to_dict()["items"] is None
+    with pytest.raises(ConfigError, match="needs 'items'"):
+        load_dataset(cfg)

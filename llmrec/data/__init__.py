@@ -70,6 +70,7 @@ def load_dataset(spec: str | Path | DatasetConfig = "ml-100k") -> InteractionDat
     from llmrec.data.formats import FORMATS
 
     cfg = resolve_dataset_config(spec)
+    cfg.check_complete()
     data = FORMATS[cfg.format].read(cfg)
     if cfg.name:
         data.name = cfg.name

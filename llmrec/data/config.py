@@ -125,6 +125,12 @@ class DatasetConfig(Config):
                 raise ConfigError(f"dataset {key}: expected a whole number >= 0, got {value!r}")
         FORMATS[self.format].check(self)
 
+    def check_complete(self) -> None:
+        """The files the format needs are named (a bare ``DatasetConfig()`` is valid until it is loaded)."""
+        from llmrec.data.formats import FORMATS
+
+        FORMATS[self.format].check_complete(self)
+
     # ------------------------------------------------------------ derived views
 
     @property
@@ -167,7 +173,9 @@ class DatasetConfig(Config):
             raise ConfigError(f"{path}: expected a mapping of dataset settings, got {type(data).__name__}")
         data.setdefault("name", path.stem)
         try:
-            return cls.from_dict(data, source=str(path)).resolved(path.parent)
+            cfg = cls.from_dict(data, source=str(path)).resolved(path.parent)
+            cfg.check_complete()
+            return cfg
         except ConfigError as exc:
             if str(exc).startswith(str(path)):
                 raise

@@ -39,7 +39,7 @@ class Format:
         return reader(cfg)
 
     def check(self, cfg: DatasetConfig) -> None:
-        """Required fields present; fields this format does not read left unset (never silently ignored)."""
+        """Fields this format does not read are left unset (never silently ignored)."""
         from llmrec.data.config import DatasetConfig
 
         defaults = DatasetConfig.__dataclass_fields__
@@ -50,6 +50,9 @@ class Format:
             if getattr(cfg, key) != default:
                 raise ConfigError(f"dataset format {self.name!r} does not use {key!r} (it reads "
                                   f"{sorted(self.reads) or 'nothing but its name'}); remove it")
+
+    def check_complete(self, cfg: DatasetConfig) -> None:
+        """The files this format needs are named (checked on reading a config file and before loading)."""
         for key in self.required:
             if not getattr(cfg, key):
                 raise ConfigError(f"dataset format {self.name!r} needs {key!r}: {self.doc}")
