@@ -481,7 +481,7 @@ def test_amazon2018_repeated_metadata_and_category_path(tmp_path, caplog):
     cfg = _amazon(tmp_path, 2018, meta=changed)
     with pytest.raises(DataError, match="duplicate item id '0001713353'") as err:
         load_dataset(cfg)
-    names(err, cfg.items, "line 3", "item_id")
+    names(err, cfg.items, "line 3", "asin")
 
 
 def test_amazon2023_jsonl_milliseconds(tmp_path):
@@ -697,3 +697,17 @@ def test_bare_config_is_valid_until_loaded():
     assert cfg.format == "generic" and cfg.to_dict()["items"] is None
     with pytest.raises(ConfigError, match="needs 'items'"):
         load_dataset(cfg)
+
+
+def test_catalogue_errors_name_the_mapped_column(tmp_path):
+    books, _ = _shop(tmp_path)
+    rows = [{"isbn": r["isbn"], "name": r["title"]} for r in map(json.loads, books.read_text().splitlines())]
+    cfg = DatasetConfig(**{**SHOP, "columns": {**SHOP["columns"], "title": "name"}, "category": []}).resolved(tmp_path)
+    write_records(books, rows[:2] + [{"isbn": "978-3", "name": " "}])
+    with pytest.raises(DataError, match="has no title text") as err:
+        load_dataset(cfg)
+    names(err, books, "line 3", "name")
+    write_records(books, rows + [{"isbn": "978-1", "name": "Again"}])
+    with pytest.raises(DataError, match="duplicate item id '978-1'") as err:
+        load_dataset(cfg)
+    names(err, books, "line 4", "isbn")

@@ -83,14 +83,18 @@ class DatasetBuilder:
         self.interactions: list[Interaction] = []
         self.users: dict[str, dict[str, Any]] = {}
 
-    def add_item(self, item_id: str, title: str | None, attributes: dict[str, Any], *, path: Path | str, record: str | int) -> None:
+    def add_item(
+        self, item_id: str, title: str | None, attributes: dict[str, Any], *, path: Path | str, record: str | int,
+        item_field: str = "item_id", title_field: str = "title",
+    ) -> None:
+        """``item_field`` / ``title_field``: the file's column names, for the error messages."""
         if item_id in self.items:
             raise DataError(
                 f"duplicate item id {item_id!r} (first seen at {self._item_where[item_id]})",
-                path=path, record=record, field="item_id",
+                path=path, record=record, field=item_field,
             )
         if title is None or not str(title).strip():
-            raise DataError(f"item {item_id!r} has no title text", path=path, record=record, field="title")
+            raise DataError(f"item {item_id!r} has no title text", path=path, record=record, field=title_field)
         self.items[item_id] = Item(item_id, str(title).strip(), attributes)
         self._item_where[item_id] = f"{record}"
 

@@ -69,7 +69,9 @@ def load_generic(
         name=name or Path(interactions_path).stem, items=str(items_path), interactions=str(interactions_path),
         columns=dict(columns or {}), rating_range=rating_range, timestamp_format=timestamp_format,
     )
-    return read_generic(cfg)
+    data = read_generic(cfg)
+    data.config = cfg
+    return data
 
 
 def read_generic(cfg: DatasetConfig) -> InteractionData:
@@ -161,7 +163,7 @@ def _read_items(
         if cfg.drop_incomplete and (title is None or not title.strip()):
             dropped["untitled_items"] += 1
             continue
-        b.add_item(item_id, title, attrs, path=path, record=rid)
+        b.add_item(item_id, title, attrs, path=path, record=rid, item_field=id_col, title_field=title_col)
     assert first is not None  # iter_records raises on a file without records
     # Attribute renames and category attributes must exist in the catalogue (once is enough: fields are sparse).
     _check_columns(path, first, seen, {attr: col for attr, col in renames.items()})
