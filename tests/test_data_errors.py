@@ -189,7 +189,7 @@ def test_json_records_not_objects(tmp_path):
     with pytest.raises(DataError, match="expected a JSON object, got list") as err:
         load_generic(items, _inter(tmp_path))
     assert_names(err, items, record=1)
-    items.write_text('{"item_id": "a", "title": "Dune"}')
+    items.write_text('{\n  "item_id": "a",\n  "title": "Dune"\n}')  # one line would be JSON lines
     with pytest.raises(DataError, match="expected a JSON list of records, got dict") as err:
         load_generic(items, _inter(tmp_path))
     assert_names(err, items)
@@ -239,8 +239,9 @@ def test_interaction_missing_required_field(tmp_path, drop):
 
 
 @pytest.mark.parametrize("change, field, message", [
-    ({"timestamp": "yesterday"}, "timestamp", "expected an integer, got 'yesterday'"),
-    ({"timestamp": 12.5}, "timestamp", "expected an integer, got 12.5"),
+    ({"timestamp": "yesterday"}, "timestamp", "'yesterday' is not an ISO-8601 date or datetime"),
+    ({"timestamp": "12:30"}, "timestamp", "'12:30' is not an ISO-8601 date or datetime"),
+    ({"timestamp": [12]}, "timestamp", "expected an ISO-8601 date or datetime, got "),
     ({"timestamp": True}, "timestamp", "got a boolean"),
     ({"rating": "five"}, "rating", "expected a number, got 'five'"),
     ({"rating": "nan"}, "rating", "finite number"),

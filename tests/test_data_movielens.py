@@ -94,7 +94,7 @@ def test_grouplens_title_without_year_uses_release_date(ml_folder):
 
 
 def test_not_a_movielens_folder(tmp_path):
-    with pytest.raises(DataError, match="no ml-100k.inter") as err:
+    with pytest.raises(DataError, match="no MovieLens files here") as err:
         load_movielens(tmp_path)
     assert str(tmp_path) in str(err.value)
     with pytest.raises(DataError, match="expected a MovieLens folder"):

@@ -83,14 +83,18 @@ class DatasetBuilder:
         self.interactions: list[Interaction] = []
         self.users: dict[str, dict[str, Any]] = {}
 
-    def add_item(self, item_id: str, title: str | None, attributes: dict[str, Any], *, path: Path | str, record: str | int) -> None:
+    def add_item(
+        self, item_id: str, title: str | None, attributes: dict[str, Any], *, path: Path | str, record: str | int,
+        item_field: str = "item_id", title_field: str = "title",
+    ) -> None:
+        """``item_field`` / ``title_field``: the file's column names, for the error messages."""
         if item_id in self.items:
             raise DataError(
                 f"duplicate item id {item_id!r} (first seen at {self._item_where[item_id]})",
-                path=path, record=record, field="item_id",
+                path=path, record=record, field=item_field,
             )
         if title is None or not str(title).strip():
-            raise DataError(f"item {item_id!r} has no title text", path=path, record=record, field="title")
+            raise DataError(f"item {item_id!r} has no title text", path=path, record=record, field=title_field)
         self.items[item_id] = Item(item_id, str(title).strip(), attributes)
         self._item_where[item_id] = f"{record}"
 
@@ -109,13 +113,16 @@ class DatasetBuilder:
         *,
         path: Path | str,
         record: str | int,
+        item_field: str = "item_id",
+        rating_field: str = "rating",
     ) -> None:
+        """``item_field`` / ``rating_field``: the file's column names, for the error messages."""
         if item_id not in self.items:
-            raise DataError(f"unknown item {item_id!r} (not in the catalogue)", path=path, record=record, field="item_id")
+            raise DataError(f"unknown item {item_id!r} (not in the catalogue)", path=path, record=record, field=item_field)
         if rating is not None and self.rating_range is not None:
             lo, hi = self.rating_range
             if not lo <= rating <= hi:
-                raise DataError(f"rating {rating:g} outside [{lo:g}, {hi:g}]", path=path, record=record, field="rating")
+                raise DataError(f"rating {rating:g} outside [{lo:g}, {hi:g}]", path=path, record=record, field=rating_field)
         self.interactions.append(Interaction(user_id, item_id, timestamp, rating, text))
 
     def build(self) -> InteractionData:

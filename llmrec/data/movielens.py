@@ -1,15 +1,25 @@
-"""MovieLens-100k in both layouts: RecBole atomic files (``ml-100k.{inter,item,user}``, the offline default)
-and the original GroupLens folder (``u.data``, ``u.item``, ``u.genre``, ``u.user``)."""
+"""MovieLens in every release layout:
+
+- RecBole atomic files ``ml-*.{inter,item,user}`` (``ml-100k.*`` is the offline default);
+- ml-100k as GroupLens ships it (``u.data``, ``u.item``, ``u.genre``, ``u.user``);
+- ml-1m / ml-10m (``ratings.dat``, ``movies.dat``, ``users.dat``: ``::``-separated, latin-1 for ml-1m);
+- ml-latest(-small) / ml-20m / ml-25m / ml-32m (``ratings.csv``, ``movies.csv``: genres ``A|B``, half-star
+  ratings, the year inside the title).
+"""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmrec.data.builder import DatasetBuilder, field_float, field_int, field_str
 from llmrec.data.readers import iter_delimited, read_text
 from llmrec.data.schema import InteractionData, Vocabulary
 from llmrec.errors import DataError
+
+if TYPE_CHECKING:
+    from llmrec.data.config import DatasetConfig
 
 ML_RATING_RANGE = (1.0, 5.0)
 # MovieLens' category attribute and nouns; other datasets set theirs in their DatasetConfig.
@@ -20,23 +30,119 @@ GROUPLENS_GENRES = [
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
     "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
 ]
+# ml-latest / ml-20m and later rate in half stars.
+ML_HALF_STAR_RANGE = (0.5, 5.0)
 _YEAR_IN_TITLE = re.compile(r"\s*\((\d{4})\)\s*$")
+_NO_GENRES = "(no genres listed)"
+
+
+def read_movielens(cfg: DatasetConfig) -> InteractionData:
+    """The ``movielens`` format: ``cfg.path`` (``None``: the cached ml-100k)."""
+    return load_movielens(cfg.path)
 
 
 def load_movielens(path: str | Path | None = None) -> InteractionData:
-    """Load MovieLens-100k from ``path`` (either layout); ``None`` means the cached offline copy."""
+    """Load a MovieLens folder of any release layout; ``None`` means the cached offline ml-100k copy."""
     if path is None:
         from llmrec.resources import movielens_100k_dir
 
         path = movielens_100k_dir()
     path = Path(path)
     if not path.is_dir():
-        raise DataError("expected a MovieLens folder (ml-100k.inter/.item or u.data/u.item)", path=path)
-    if (path / "ml-100k.inter").exists() or (path / "ml-100k.item").exists():
-        return _load_atomic(path)
-    if (path / "u.data").exists() or (path / "u.item").exists():
-        return _load_grouplens(path)
-    raise DataError("no ml-100k.inter/ml-100k.item (RecBole) or u.data/u.item (GroupLens) files here", path=path)
+        raise DataError("expected a MovieLens folder (ml-*.inter, u.data, ratings.dat or ratings.csv)", path=path)
+    atomic = sorted(path.glob("ml-*.inter")) or sorted(path.glob("ml-*.item"))
+    if atomic:
+        return _load_atomic(path, atomic[0].stem)
+    for marker, loader in _LAYOUTS:
+        if any((path / name).exists() for name in marker):
+            return loader(path)
+    raise DataError("no MovieLens files here: expected ml-*.inter/.item (RecBole), u.data/u.item (ml-100k), "
+                    "ratings.dat/movies.dat (ml-1m, ml-10m) or ratings.csv/movies.csv (ml-latest, ml-20m+)",
+                    path=path)
+
+
+def _split_title(title: str) -> tuple[str, str | None]:
+    """``"Toy Story (1995)"`` -> ``("Toy Story", "1995")``."""
+    title = title.strip()
+    m = _YEAR_IN_TITLE.search(title)
+    return (title[: m.start()].strip(), m.group(1)) if m else (title, None)
+
+
+def _split_genres(value: str) -> list[str]:
+    return [g for g in value.strip().split("|") if g and g != _NO_GENRES]
+
+
+def _load_dat(folder: Path) -> InteractionData:
+    """ml-1m / ml-10m: ``ratings.dat`` ``UserID::MovieID::Rating::Timestamp``, ``movies.dat``
+    ``MovieID::Title::Genres``, optional ``users.dat`` ``UserID::Gender::Age::Occupation::Zip-code``."""
+    # ml-1m (which has users.dat) rates in whole stars, ml-10m (no users.dat) in half stars.
+    scale = ML_RATING_RANGE if (folder / "users.dat").exists() else ML_HALF_STAR_RANGE
+    b = DatasetBuilder(folder.name, scale, source=str(folder), category_fields=ML_CATEGORY_FIELDS,
+                       vocabulary=ML_VOCABULARY)
+    item_path = folder / "movies.dat"
+    for rid, parts in _dat_rows(item_path, 3):
+        title, year = _split_title(parts[1])
+        b.add_item(parts[0].strip(), title, {"year": year, "genres": _split_genres(parts[2])},
+                   path=item_path, record=rid)
+    user_path = folder / "users.dat"
+    if user_path.exists():
+        for rid, parts in _dat_rows(user_path, 5):
+            b.add_user(parts[0].strip(), dict(zip(["gender", "age", "occupation", "zip_code"], parts[1:], strict=True)),
+                       path=user_path, record=rid)
+    data_path = folder / "ratings.dat"
+    for rid, parts in _dat_rows(data_path, 4):
+        rec = dict(zip(["user_id", "item_id", "rating", "timestamp"], parts, strict=True))
+        b.add_interaction(
+            field_str(rec, "user_id", data_path, rid), field_str(rec, "item_id", data_path, rid),
+            field_int(rec, "timestamp", data_path, rid), field_float(rec, "rating", data_path, rid, required=True),
+            None, path=data_path, record=rid,
+        )
+    return b.build()
+
+
+def _dat_rows(path: Path, n_fields: int):
+    for lineno, line in enumerate(_grouplens_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split("::")
+        if len(parts) != n_fields:
+            raise DataError(f"expected {n_fields} '::'-separated fields, found {len(parts)}", path=path,
+                            record=f"line {lineno}")
+        yield f"line {lineno}", parts
+
+
+def _load_csv(folder: Path) -> InteractionData:
+    """ml-latest(-small) / ml-20m / ml-25m / ml-32m: ``movies.csv`` ``movieId,title,genres`` and
+    ``ratings.csv`` ``userId,movieId,rating,timestamp`` (half stars)."""
+    b = DatasetBuilder(folder.name, ML_HALF_STAR_RANGE, source=str(folder), category_fields=ML_CATEGORY_FIELDS,
+                       vocabulary=ML_VOCABULARY)
+    item_path = folder / "movies.csv"
+    for lineno, rec in _csv_rows(item_path, ("movieId", "title", "genres")):
+        rid = f"line {lineno}"
+        title, year = _split_title(rec["title"])
+        b.add_item(field_str(rec, "movieId", item_path, rid), title,
+                   {"year": year, "genres": _split_genres(rec["genres"])}, path=item_path, record=rid)
+    data_path = folder / "ratings.csv"
+    for lineno, rec in _csv_rows(data_path, ("userId", "movieId", "rating", "timestamp")):
+        rid = f"line {lineno}"
+        b.add_interaction(
+            field_str(rec, "userId", data_path, rid), field_str(rec, "movieId", data_path, rid),
+            field_int(rec, "timestamp", data_path, rid), field_float(rec, "rating", data_path, rid, required=True),
+            None, path=data_path, record=rid, item_field="movieId",
+        )
+    return b.build()
+
+
+def _csv_rows(path: Path, required: tuple[str, ...]):
+    rows = iter_delimited(path, delimiter=",")
+    first = next(rows, None)
+    if first is None:
+        raise DataError("no records after the header", path=path)
+    for col in required:
+        if col not in first[1]:
+            raise DataError("missing required column", path=path, record="header", field=col)
+    yield first
+    yield from rows
 
 
 def _atomic_rows(path: Path, required: tuple[str, ...]):
@@ -52,27 +158,28 @@ def _atomic_rows(path: Path, required: tuple[str, ...]):
     yield from rows
 
 
-def _load_atomic(folder: Path) -> InteractionData:
+def _load_atomic(folder: Path, name: str = "ml-100k") -> InteractionData:
     b = DatasetBuilder(
-        "ml-100k", ML_RATING_RANGE, source=str(folder), category_fields=ML_CATEGORY_FIELDS, vocabulary=ML_VOCABULARY
+        name, ML_RATING_RANGE, source=str(folder), category_fields=ML_CATEGORY_FIELDS, vocabulary=ML_VOCABULARY
     )
-    item_path = folder / "ml-100k.item"
+    item_path = folder / f"{name}.item"
     for lineno, rec in _atomic_rows(item_path, ("item_id", "movie_title")):
         rid = f"line {lineno}"
         item_id = field_str(rec, "item_id", item_path, rid)
         year = (rec.get("release_year") or "").strip()
         year = year if year.isdigit() else None  # RecBole writes 'unkonwn' for item 267
-        genres = (rec.get("class") or "").split()
+        # ml-100k's atomic item file calls the genres 'class', ml-1m's and later 'genre'.
+        genres = (rec.get("class") or rec.get("genre") or "").split()
         b.add_item(item_id, rec.get("movie_title"), {"year": year, "genres": genres}, path=item_path, record=rid)
 
-    user_path = folder / "ml-100k.user"
+    user_path = folder / f"{name}.user"
     if user_path.exists():
         for lineno, rec in _atomic_rows(user_path, ("user_id",)):
             rid = f"line {lineno}"
             uid = field_str(rec, "user_id", user_path, rid)
             b.add_user(uid, {k: v for k, v in rec.items() if k != "user_id"}, path=user_path, record=rid)
 
-    inter_path = folder / "ml-100k.inter"
+    inter_path = folder / f"{name}.inter"
     for lineno, rec in _atomic_rows(inter_path, ("user_id", "item_id", "rating", "timestamp")):
         rid = f"line {lineno}"
         b.add_interaction(
@@ -165,3 +272,11 @@ def _load_grouplens(folder: Path) -> InteractionData:
             record=rid,
         )
     return b.build()
+
+
+# Release layouts after the RecBole files: marker files -> loader.
+_LAYOUTS = (
+    (("u.data", "u.item"), _load_grouplens),
+    (("ratings.dat", "movies.dat"), _load_dat),
+    (("ratings.csv", "movies.csv"), _load_csv),
+)

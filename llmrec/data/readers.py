@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,11 @@ def read_text(path: str | Path, encoding: str = "utf-8") -> str:
         raise DataError("file not found", path=path) from None
     except OSError as exc:
         raise DataError(f"cannot read file: {exc.strerror}", path=path) from None
+    if path.suffix.lower() == ".gz" and raw:
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"not a readable gzip file: {exc}", path=path) from None
     if not raw.strip():
         raise DataError("file is empty", path=path)
     try:
@@ -52,16 +59,30 @@ def read_json(path: str | Path) -> Any:
         raise DataError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", path=path) from None
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, object)``; blank lines are allowed, anything else must be a JSON object."""
-    text = read_text(path)
+def parse_json_line(line: str) -> Any:
+    """One JSON value; a ``ValueError`` says why not."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON: {exc.msg}") from None
+
+
+def iter_jsonl(
+    path: str | Path, parse_line: Callable[[str], Any] = parse_json_line, text: str | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)``; blank lines are allowed, anything else must be a JSON object.
+
+    ``parse_line`` turns one line into a value (e.g. a Python-literal parser for Amazon 2014 metadata).
+    """
+    if text is None:
+        text = read_text(path)
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"invalid JSON: {exc.msg}", path=path, record=f"line {lineno}") from None
+            obj = parse_line(line)
+        except ValueError as exc:
+            raise DataError(str(exc), path=path, record=f"line {lineno}") from None
         if not isinstance(obj, dict):
             raise DataError(
                 f"expected a JSON object, got {type(obj).__name__}", path=path, record=f"line {lineno}"
@@ -123,26 +144,59 @@ def iter_parquet(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     yield from enumerate(table.to_pylist())
 
 
-def iter_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Records from ``.jsonl``/``.json``/``.csv``/``.tsv``/``.parquet`` as ``(record_label, dict)``.
+HUB_PREFIX = "hf:"
+
+
+def inner_suffix(path: str | Path) -> str:
+    """The data suffix of ``path``, looking through ``.gz`` (``reviews.jsonl.gz`` -> ``.jsonl``)."""
+    path = Path(path)
+    if path.suffix.lower() == ".gz":
+        path = path.with_suffix("")
+    return path.suffix.lower()
+
+
+def iter_records(
+    path: str | Path, parse_line: Callable[[str], Any] = parse_json_line
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Records as ``(record_label, dict)`` from ``.jsonl``/``.json``/``.csv``/``.tsv`` (each optionally
+    ``.gz``), ``.parquet``, a folder written by ``datasets.save_to_disk``, or a Hub dataset
+    ``hf:owner/name[:config][@split]``. ``parse_line`` parses JSON-lines records.
 
     A file without a single record (e.g. a CSV with only its header) is an error, not an empty dataset.
     """
     empty = True
-    for rec in _iter_records(Path(path)):
+    source = str(path)
+    records = _iter_hub(source[len(HUB_PREFIX):]) if source.startswith(HUB_PREFIX) else _iter_records(Path(path), parse_line)
+    for rec in records:
         empty = False
         yield rec
     if empty:
         raise DataError("no records", path=path)
 
 
-def _iter_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    suffix = path.suffix.lower()
+def _iter_records(path: Path, parse_line: Callable[[str], Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    if path.is_dir():
+        yield from _iter_saved_dataset(path)
+        return
+    suffix = inner_suffix(path)
     if suffix in (".jsonl", ".ndjson"):
-        for n, obj in iter_jsonl(path):
+        for n, obj in iter_jsonl(path, parse_line):
             yield f"line {n}", obj
     elif suffix == ".json":
-        data = read_json(path)
+        text = read_text(path)
+        try:
+            data = json.loads(text) if parse_line is parse_json_line else None
+        except json.JSONDecodeError as exc:
+            if exc.msg != "Extra data":
+                raise DataError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", path=path) from None
+            data = None
+        if isinstance(data, dict) and len(text.strip().splitlines()) == 1:
+            data = None  # a one-line JSON-lines file
+        if data is None:
+            # Amazon's "*.json.gz" downloads (and many exports) are JSON lines despite the name.
+            for n, obj in iter_jsonl(path, parse_line, text=text):
+                yield f"line {n}", obj
+            return
         if not isinstance(data, list):
             raise DataError(f"expected a JSON list of records, got {type(data).__name__}", path=path)
         if not data:
@@ -157,5 +211,55 @@ def _iter_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     elif suffix == ".parquet":
         for i, row in iter_parquet(path):
             yield f"row {i}", row
+    elif not path.exists():
+        raise DataError("file not found", path=path)
     else:
-        raise DataError(f"unsupported file type {suffix!r}; use .jsonl, .json, .csv, .tsv or .parquet", path=path)
+        raise DataError(
+            f"unsupported file type {suffix!r}; use .jsonl, .json, .csv, .tsv (each optionally .gz), .parquet, "
+            "or a folder saved with datasets' save_to_disk",
+            path=path,
+        )
+
+
+def _iter_dataset_rows(ds: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    for i, row in enumerate(ds):
+        yield f"row {i}", row
+
+
+def _pick_split(ds: Any, split: str | None, where: str) -> Any:
+    """A ``Dataset`` from a ``DatasetDict``: the named split, else ``train``, else the only split."""
+    if not hasattr(ds, "keys"):
+        return ds
+    names = list(ds.keys())
+    if split is None:
+        split = "train" if "train" in names else (names[0] if len(names) == 1 else None)
+    if split not in names:
+        raise DataError(f"choose a split: this dataset has {names}", path=where)
+    return ds[split]
+
+
+def _iter_saved_dataset(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    if not ((path / "dataset_info.json").exists() or (path / "state.json").exists()
+            or (path / "dataset_dict.json").exists()):
+        raise DataError("a folder here must be one written by datasets' save_to_disk", path=path)
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as exc:  # datasets raises several types for a damaged folder
+        raise DataError(f"not a readable datasets folder: {exc}", path=path) from None
+    yield from _iter_dataset_rows(_pick_split(ds, None, str(path)))
+
+
+def _iter_hub(spec: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``owner/name[:config][@split]`` through ``datasets.load_dataset`` (needs the Hub or its cache)."""
+    import datasets
+
+    where = HUB_PREFIX + spec
+    name, _, split = spec.partition("@")
+    name, _, config = name.partition(":")
+    try:
+        ds = datasets.load_dataset(name, config or None, split=split or None)
+    except Exception as exc:  # offline, unknown id, gated: datasets raises many types
+        raise DataError(f"cannot load Hub dataset {name!r}: {type(exc).__name__}: {exc}", path=where) from None
+    yield from _iter_dataset_rows(_pick_split(ds, split or None, where))

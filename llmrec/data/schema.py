@@ -83,6 +83,8 @@ class InteractionData:
     vocabulary: Vocabulary = field(default_factory=Vocabulary)
     # The DatasetConfig this was loaded from (set by load_dataset); saved with models so they reload their data.
     config: Any = None
+    # What the config's filters (k-core, minimum history) removed: before/after counts; None when none ran.
+    filter_report: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self._histories: dict[str, UserHistory] | None = None

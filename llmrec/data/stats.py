@@ -35,6 +35,11 @@ def dataset_info(data: InteractionData) -> dict[str, Any]:
         "history_length": _percentiles([len(h) for h in hist.values()]),
         "time_span": [int(min(stamps)), int(max(stamps))],
     }
+    if data.has_categories:
+        info["category_fields"] = list(data.category_fields)
+        info["categories"] = len({c for item_id in data.items for c in data.item_categories(item_id)})
+    if data.filter_report is not None:
+        info["filters"] = data.filter_report
     if ratings:
         values, counts = np.unique(np.asarray(ratings), return_counts=True)
         info["ratings"] = {

@@ -9,7 +9,9 @@ import json
 def register(sub: argparse._SubParsersAction) -> None:
     items = sub.add_parser("items", help="item tokenizer: semantic IDs").add_subparsers(dest="command", required=True)
     p = items.add_parser("build", help="encode items, quantize, write the semantic-ID table, print diagnostics")
-    p.add_argument("--dataset", default="ml-100k", help="'ml-100k' or a MovieLens folder")
+    p.add_argument("--data", default="ml-100k", metavar="NAME|CONFIG",
+                   help="'ml-100k', a dataset config (.yaml/.json) or a MovieLens folder")
+    p.add_argument("--dataset", dest="data", help=argparse.SUPPRESS)
     p.add_argument("--quantizer", choices=["rkmeans", "rqvae"], default="rkmeans")
     p.add_argument("--out", required=True, help="output folder (replaced atomically)")
     p.add_argument("--levels", type=int, default=3, help="quantized levels (a disambiguation level is added)")
@@ -17,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--encoder", default="all-minilm-l6-v2", help="encoder alias, hub id or local folder")
     p.add_argument("--encoder-kind", choices=["encoder", "causal"], default="encoder")
-    p.add_argument("--template", default="prompts/item_text.jinja", help="item text template (file or string)")
+    p.add_argument("--template", help="item text template (file or string; default: the dataset config's "
+                                      "item_text, else prompts/item_text.jinja)")
     p.add_argument("--no-collision-aware", action="store_true", help="plain nearest code on the last level")
     p.add_argument("--config", help="JSON SemanticIdConfig file (overrides the flags above)")
     p.add_argument("--cache", help="llmrec cache folder for the vector cache")
@@ -34,20 +37,22 @@ def _build(args: argparse.Namespace) -> int:
 
     from llmrec.data import load_dataset
     from llmrec.items.build import SemanticIdConfig, build_semantic_ids
-    from llmrec.items.encoders import EncoderConfig
+    from llmrec.items.encoders import DEFAULT_TEMPLATE, EncoderConfig
     from llmrec.items.quantizers import QuantizerConfig
 
+    data = load_dataset(args.data)
+    # The dataset config's item text unless the command line names a template.
+    dataset_template = data.config.item_text_template() if data.config is not None else None
     if args.config:
         config = SemanticIdConfig.load(args.config)
     else:
         config = SemanticIdConfig(
             encoder=EncoderConfig(model=args.encoder, kind=args.encoder_kind),
-            template=args.template,
+            template=args.template or dataset_template or DEFAULT_TEMPLATE,
             quantizer=QuantizerConfig(kind=args.quantizer, levels=args.levels, codebook_size=args.codebook_size,
                                       seed=args.seed, collision_aware=not args.no_collision_aware),
         )
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise here
-    data = load_dataset(args.dataset)
     sids, report = build_semantic_ids(data, config, cache_dir=args.cache, show_progress=not args.json)
     sids.save(args.out)
     report["out"] = str(args.out)
