@@ -121,7 +121,10 @@ def test_folder_dataset_reloads_from_its_folder(tiny_llama_dir, ml_folder, tmp_p
     cfg = PersonalLMConfig(base_model=str(tiny_llama_dir), dtype="fp32", max_history=4)
     PersonalLM.create(_random_sids(data.items), data.items, cfg).save(tmp_path / "m", data=data)
     record = json.loads((tmp_path / "m" / model_dir.MANIFEST_FILE).read_text())["dataset"]
-    assert record["spec"] == str(folder.resolve())
+    # load_dataset recorded the folder in a DatasetConfig (data_config.json beside the manifest)
+    assert record["config"] == model_dir.DATA_CONFIG_FILE
+    saved = json.loads((tmp_path / "m" / model_dir.DATA_CONFIG_FILE).read_text())
+    assert saved["format"] == "movielens" and saved["path"] == str(folder.resolve())
     assert main(["recommend", "--model", str(tmp_path / "m"), "--user", "10", "-k", "1", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["recommendations"]) == 1
 

@@ -124,16 +124,12 @@ def load_dataset_from_record(record: dict[str, Any], *, where: str = "model") ->
     The one place that turns a saved record back into data: a DatasetConfig dict goes through
     ``DatasetConfig.from_dict``; a record without one through its name or folder."""
     from llmrec.data import load_dataset
+    from llmrec.data.config import DatasetConfig
 
     config = record.get("config")
     spec: Any = record.get("spec")
     if config is not None:
-        try:
-            from llmrec.data.config import DatasetConfig
-        except ImportError:  # TODO(lead, at merge): DatasetConfig lands with the data helper; drop this fallback
-            spec = config.get("name")
-        else:
-            spec = DatasetConfig.from_dict(config, source=f"{where}: {DATA_CONFIG_FILE}")
+        spec = DatasetConfig.from_dict(config, source=f"{where}: {DATA_CONFIG_FILE}")
     if not spec:
         raise ConfigError(f"{where}: the dataset it was trained on cannot be reloaded (no config, name or folder "
                           "recorded); pass --data NAME|CONFIG")
