@@ -121,6 +121,10 @@ def test_category_override_reads_another_attribute():
     ex = build_uqa(data, split="test", tasks=["next_genre"], category_fields="format")
     assert {e.user_id: e.answer for e in ex} == {"C1": "paperback", "C2": "paperback"}
     assert ex[0].options == ("ebook", "hardcover", "paperback", "spiral")
+    assert uqa.resolve_category_fields(data, "category, format") == ("category", "format")  # --task-arg form
+    assert uqa.resolve_category_fields(data, None) == ("category",)
+    with pytest.raises(ConfigError, match="attribute name"):
+        uqa.resolve_category_fields(data, 3)
 
 
 def test_no_categories_gives_title_questions_and_one_log_line(caplog):

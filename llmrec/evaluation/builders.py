@@ -78,16 +78,14 @@ def _interactions(dataset: str, split: str):
 
 
 def _category_fields(spec: TaskSpec, data) -> tuple[str, ...]:
-    """``dataset_args.category`` (an attribute name or a list of them), else the dataset's category attribute."""
-    value = spec.dataset_args.get("category")
-    if value is None:
-        return tuple(data.category_fields)
-    if isinstance(value, str):
-        return (value,) if value else ()
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    raise ConfigError(f"{spec.source}: dataset_args.category must be an attribute name or a list of them, "
-                      f"got {value!r}")
+    """``dataset_args.category`` (an attribute name, a comma-separated string of them or a list), else the
+    dataset's category attribute."""
+    from llmrec.tasks.uqa import resolve_category_fields
+
+    try:
+        return resolve_category_fields(data, spec.dataset_args.get("category"))
+    except ConfigError as exc:
+        raise ConfigError(f"{spec.source}: dataset_args.{exc}") from None
 
 
 def _title(item) -> str:

@@ -102,10 +102,16 @@ class UqaExample:
 # ---- catalogue helpers (shared with llmrec.tasks.profile) ---------------------------------------------------
 
 
-def _fields(data: InteractionData, category_fields: Sequence[str] | str | None) -> tuple[str, ...]:
+def resolve_category_fields(data: InteractionData, category_fields: Sequence[str] | str | None) -> tuple[str, ...]:
+    """``category_fields`` as a tuple (a string may list several, comma-separated, as ``--task-arg`` gives
+    them); None = the dataset's."""
     if category_fields is None:
         return tuple(data.category_fields)
-    return (category_fields,) if isinstance(category_fields, str) else tuple(category_fields)
+    if isinstance(category_fields, str):
+        return tuple(f.strip() for f in category_fields.split(",") if f.strip())
+    if isinstance(category_fields, (list, tuple)) and all(isinstance(f, str) for f in category_fields):
+        return tuple(category_fields)
+    raise ConfigError(f"category must be an item attribute name or a list of them, got {category_fields!r}")
 
 
 def is_unknown(category: str) -> bool:
@@ -116,7 +122,7 @@ def category_order(data: InteractionData, category_fields: Sequence[str] | str |
     """The real categories (never the catch-all "unknown") sorted by name: the options of the category
     questions and their tie order (for MovieLens this is the GroupLens genre order). ``category_fields``
     defaults to the dataset's."""
-    fields = _fields(data, category_fields)
+    fields = resolve_category_fields(data, category_fields)
     seen = {c for it in data.items.values() for c in item_categories(it, fields)}
     return tuple(sorted(c for c in seen if not is_unknown(c)))
 
@@ -159,7 +165,7 @@ def anchor_texts(data: InteractionData, kind: str = "categories",
     for ``categories`` (said in a log line): every category line would read "unknown"."""
     if kind not in ANCHOR_KINDS:
         raise ConfigError(f"anchor kind must be one of {ANCHOR_KINDS}, got {kind!r}")
-    fields = _fields(data, category_fields)
+    fields = resolve_category_fields(data, category_fields)
     if kind == "categories" and not category_order(data, fields):
         logger.warning("text alignment on %s: no item categories (category attribute(s): %s), so the anchors are "
                        "the item texts (title, year) instead", data.name or data.source,
@@ -194,7 +200,7 @@ def _favourite(counts: Counter, order: Sequence[str]) -> str | None:
 def worked_example(data: InteractionData, category_fields: Sequence[str] | str | None = None) -> str:
     """The example in the worked-answer instruction: the catalogue's two commonest categories (by items
     carrying them; ties by :func:`category_order`) as a shifted answer, e.g. "Drama, Comedy: yes"."""
-    fields = _fields(data, category_fields)
+    fields = resolve_category_fields(data, category_fields)
     counts = Counter(c for it in data.items.values() for c in set(real_categories(it, fields)))
     rank = {c: i for i, c in enumerate(category_order(data, fields))}
     top = sorted(counts, key=lambda c: (-counts[c], rank.get(c, len(rank)), c))[:2]
@@ -271,7 +277,7 @@ def build_uqa(
     if recent_window < 1 or train_cuts_per_user < 1:
         raise ConfigError("recent_window and train_cuts_per_user must be >= 1")
     tasks = _check_tasks(tasks)
-    fields = _fields(data, category_fields)
+    fields = resolve_category_fields(data, category_fields)
     order = category_order(data, fields)
     if not order:
         tasks = _without_categories(data, tasks, fields)
@@ -620,7 +626,7 @@ def harness_examples(spec: Any) -> list[Any]:
     if unknown or "task" not in args:
         raise ConfigError(f"{spec.source}: dataset_args takes {HARNESS_ARGS} ('task' required), got {sorted(args)}")
     data = _dataset(spec.dataset)
-    fields = _fields(data, args.get("category"))
+    fields = resolve_category_fields(data, args.get("category"))
     examples = build_uqa(data, split=spec.split, tasks=[args["task"]], seed=spec.seed,
                          recent_window=int(args.get("recent_window", 10)), category_fields=fields)
     vocab = prompt_vocab(data.vocabulary)
