@@ -48,7 +48,6 @@ SPLITS = ("train", "valid", "test")
 MIN_CONTEXT = 5  # nth questions ask about N in 1..5, so every context holds at least 5 items
 MAX_NTH = 5
 UNKNOWN_CATEGORY = "unknown"  # a catch-all tag (MovieLens' "unknown" genre), never an answer or an option
-UNKNOWN_GENRE = UNKNOWN_CATEGORY  # the old name
 CATEGORY_TASKS = ("nth_genre", "genre_count", "next_genre", "longterm_genre", "recent_genre", "interest_shift")
 YES_NO = ("yes", "no")
 ANSWER_KIND = {  # fills "Answer with only the {kind}." in the prompts
@@ -127,9 +126,6 @@ def category_order(data: InteractionData, category_fields: Sequence[str] | str |
     return tuple(sorted(c for c in seen if not is_unknown(c)))
 
 
-genre_vocabulary = category_order  # the old name
-
-
 def real_categories(item: Item, fields: Sequence[str]) -> list[str]:
     """The item's categories (from the attributes ``fields``) without the catch-all "unknown"."""
     return [c for c in item_categories(item, fields) if not is_unknown(c)]
@@ -184,9 +180,6 @@ def primary_category(item: Item, fields: Sequence[str]) -> str | None:
 def favourite_category(category_lists: Iterable[Sequence[str]], order: Sequence[str]) -> str | None:
     """Most frequent category tag over the items' category lists; ties go to the one earlier in ``order``."""
     return _favourite(Counter(c for cs in category_lists for c in cs), order)
-
-
-favourite_genre = favourite_category  # the old name
 
 
 def _favourite(counts: Counter, order: Sequence[str]) -> str | None:
