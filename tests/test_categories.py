@@ -247,7 +247,7 @@ def test_harness_builders_on_the_bookshop(monkeypatch):
     text = build_prompts(rating, build_examples(rating)[:1], "bm25", 2, None)[0]
     assert text.startswith("Books this user rated before") and 'rate the book "Gone Girl" [Thriller]' in text
 
-    uqa.harness_examples.__globals__["_dataset"].cache_clear()
+    uqa._dataset.cache_clear()  # the harness caches datasets by name
     q = _spec("uqa_longterm_genre", "shop-harness", output=labels)
     got = build_examples(q)
     assert {r.user_id: r.gold for r in got} == {"C1": "Classics", "C2": "Classics"}
