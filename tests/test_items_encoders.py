@@ -62,7 +62,7 @@ def test_ml100k_minilm_build_cli(ml100k, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["items"] == 1682 and report["unique_fraction"] == 1.0
     assert report["utilization"][0] >= 0.9 and len(report["utilization"]) == 3
-    assert report["genre_coherence"] > 1.5 and 0 <= report["collision_rate"] < 0.1
+    assert report["category_coherence"] > 1.5 and 0 <= report["collision_rate"] < 0.1
     assert {"seconds", "encode_seconds", "quantize_seconds", "collision_rate_nearest"} <= set(report)
     sids = SemanticIds.load(tmp_path / "sids")
     assert len(sids) == 1682 and sids.codebook_sizes[:3] == (256, 256, 256)

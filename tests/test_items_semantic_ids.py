@@ -8,7 +8,7 @@ import pytest
 from llmrec.data.schema import InteractionData, Item
 from llmrec.errors import ConfigError, DataError
 from llmrec.items.build import SemanticIdConfig, build_semantic_ids
-from llmrec.items.diagnostics import diagnostics, genre_coherence, level_usage
+from llmrec.items.diagnostics import category_coherence, diagnostics, level_usage
 from llmrec.items.quantizers import QuantizerConfig, load_quantizer, make_quantizer
 from llmrec.items.semantic_ids import SemanticIds, disambiguate
 
@@ -84,7 +84,7 @@ def test_disambiguation_level_sized_to_largest_group():
 def test_codebook_capped_for_small_catalogues_keeps_utilisation_high():
     sids = build(clustered(200), codebook_size=256)
     assert sids.codebook_sizes[:3] == (50, 50, 50)  # 200 items / min_points_per_code 4
-    report = diagnostics(sids, genres=None)
+    report = diagnostics(sids, categories=None)
     assert report["utilization"][0] >= 0.9
 
 
@@ -144,11 +144,11 @@ def test_bad_input_errors():
 def test_diagnostics_hand_computed():
     util, ppl = level_usage(np.array([0, 0, 1, 1]), 4)
     assert util == 0.5 and ppl == pytest.approx(2.0)
-    genres = [["x"], ["x"], ["y"], ["y"]]
-    # random pairs sharing a genre: (0,1), (2,3) of 6 -> 1/3; same-first-code pairs (0,1), (2,3) all share -> 1
-    assert genre_coherence(np.array([0, 0, 1, 1]), genres) == pytest.approx(3.0)
-    assert genre_coherence(np.array([0, 1, 0, 1]), genres) == pytest.approx(0.0)
+    cats = [["x"], ["x"], ["y"], ["y"]]
+    # random pairs sharing a category: (0,1), (2,3) of 6 -> 1/3; same-first-code pairs (0,1), (2,3) all share -> 1
+    assert category_coherence(np.array([0, 0, 1, 1]), cats) == pytest.approx(3.0)
+    assert category_coherence(np.array([0, 1, 0, 1]), cats) == pytest.approx(0.0)
     sids = build(clustered(200))
-    report = diagnostics(sids, clustered(200), genres=[["g"]] * 200)
+    report = diagnostics(sids, clustered(200), categories=[["g"]] * 200)
     assert report["unique_fraction"] == 1.0 and len(report["utilization"]) == 3
-    assert 0 <= report["reconstruction_rel"] < 0.5 and report["genre_coherence"] == pytest.approx(1.0)
+    assert 0 <= report["reconstruction_rel"] < 0.5 and report["category_coherence"] == pytest.approx(1.0)

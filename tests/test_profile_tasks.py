@@ -48,8 +48,8 @@ def test_build_profile_tasks_by_hand():
     assert (g.item_id, g.answer, g.context.item_ids) == ("9", "Crime", tuple(HISTORIES["u1"][0][:-1]))
     assert "unknown" not in g.options and g.options[0] == "Action"
     r = got[("u1", "rating")]
-    assert (r.answer, r.item_title, r.item_genres) == ("3", "Fargo (1996)", ("Crime", "Drama", "Thriller"))
-    assert got[("u2", "rating")].answer == "1" and got[("u2", "rating")].item_genres == ()
+    assert (r.answer, r.item_title, r.item_categories) == ("3", "Fargo (1996)", ("Crime", "Drama", "Thriller"))
+    assert got[("u2", "rating")].answer == "1" and got[("u2", "rating")].item_categories == ()
     valid = {(r.user_id, r.task): r for r in build_profile_tasks(data, split="valid")}
     assert valid[("u1", "rating")].answer == "5" and valid[("u1", "next_genre")].answer == "Crime"
     assert valid[("u1", "rating")].context.item_ids == tuple(HISTORIES["u1"][0][:-2])

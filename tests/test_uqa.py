@@ -8,8 +8,10 @@ from dataclasses import replace
 
 import pytest
 
+from llmrec.data.movielens import GROUPLENS_GENRES, ML_VOCABULARY
 from llmrec.data.schema import Interaction, InteractionData, Item
 from llmrec.errors import ConfigError, DataError
+from llmrec.nouns import prompt_vocab
 from llmrec.prompting import render
 from llmrec.tasks.uqa import (
     FAMILIES,
@@ -17,8 +19,8 @@ from llmrec.tasks.uqa import (
     UqaExample,
     answer_correct,
     build_uqa,
-    genre_line,
-    genre_vocabulary,
+    category_line,
+    category_order,
     title_matches,
     uqa_accuracy,
     uqa_prompt,
@@ -50,7 +52,8 @@ def hand_data() -> InteractionData:
     items = {i: Item(i, t, {"year": y, "genres": g}) for i, (t, y, g) in ITEMS.items()}
     inter = [Interaction(u, i, 100 * k, float(r)) for u, (ids, rs) in HISTORIES.items()
              for k, (i, r) in enumerate(zip(ids, rs, strict=True))]
-    return InteractionData("hand", items, inter, rating_range=(1.0, 5.0))
+    return InteractionData("hand", items, inter, rating_range=(1.0, 5.0), category_fields=("genres",),
+                           vocabulary=ML_VOCABULARY)
 
 
 def by_task(examples: list[UqaExample], user: str) -> dict[str, UqaExample]:
@@ -69,10 +72,15 @@ NTH_GENRE = {1: "Crime", 2: "Action", 3: "Action", 4: "Action", 5: "Comedy"}
 RECENT4_COUNTS = {"Thriller": 4, "Action": 3, "Crime": 2, "Sci-Fi": 2, "Horror": 1, "War": 1}
 
 
-def test_genre_vocabulary_excludes_unknown():
-    genres = genre_vocabulary(hand_data())
+def test_category_order_excludes_unknown():
+    genres = category_order(hand_data())
     assert "unknown" not in genres
     assert genres[:3] == ("Action", "Animation", "Children's") and genres[-1] == "War"  # GroupLens order
+
+
+def test_category_order_is_the_grouplens_order_on_ml100k(ml100k):
+    # sorted by name == GroupLens order: the options and tie-breaks measured before categories were generic
+    assert category_order(ml100k) == tuple(g for g in GROUPLENS_GENRES if g != "unknown")
 
 
 def test_answers_test_split_by_hand():
@@ -92,7 +100,7 @@ def test_answers_test_split_by_hand():
     assert u1["recent_genre"].answer == "Thriller"
     assert u1["interest_shift"].answer == "yes" and u1["interest_shift"].options == ("yes", "no")
     for task in ("nth_genre", "next_genre", "longterm_genre", "recent_genre"):
-        assert u1[task].options == genre_vocabulary(data) and len(u1[task].options) == 11
+        assert u1[task].options == category_order(data) and len(u1[task].options) == 11
     assert u1["nth_title"].options is None and u1["next_title"].options is None
 
     u2 = by_task(ex, "u2")
@@ -243,7 +251,9 @@ def test_prompt_errors():
     with pytest.raises(ConfigError, match="style"):
         uqa_prompt(ex, "chat")
     with pytest.raises(ConfigError, match="history"):
-        render("uqa_text", question="q", options=[], answer_kind="genre")
+        render("uqa_text", question="q", options=[], answer_kind="genre", vocab=prompt_vocab(ML_VOCABULARY))
+    with pytest.raises(ConfigError, match="vocab"):  # the nouns are required too
+        render("uqa_text", question="q", options=[], answer_kind="genre", history=[])
 
 
 # ---- scoring ----------------------------------------------------------------------------------------------
@@ -322,8 +332,10 @@ def test_harness_tasks_load_and_build(ml100k, ml_test):
         build_examples(spec.with_overrides(dataset_args={"task": "recent_genre", "window": 3}))
 
 
-def test_genre_line_lists_real_genres_only():
-    assert genre_line(Item("1", "Toy Story", {"genres": ["Animation", "Children's", "Comedy"]})) == \
+def test_category_line_lists_real_categories_only():
+    fields = ("genres",)
+    assert category_line(Item("1", "Toy Story", {"genres": ["Animation", "Children's", "Comedy"]}), fields) == \
         "Animation Children's Comedy"
-    assert genre_line(Item("9", "Lost film", {"genres": ["unknown"]})) == "unknown"
-    assert genre_line(Item("10", "No genres", {})) == "unknown"
+    assert category_line(Item("9", "Lost film", {"genres": ["unknown"]}), fields) == "unknown"
+    assert category_line(Item("10", "No genres", {}), fields) == "unknown"
+    assert category_line(Item("1", "Toy Story", {"genres": ["Animation"]}), ()) == "unknown"  # no category field

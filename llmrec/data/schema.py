@@ -9,7 +9,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Item:
-    """A catalogue item. ``attributes`` holds any further fields (for MovieLens: ``year``, ``genres``)."""
+    """A catalogue item. ``attributes`` holds any further fields (for MovieLens: ``year`` and the genre list)."""
 
     item_id: str
     title: str
@@ -70,7 +70,7 @@ class InteractionData:
     """A catalogue plus interactions, as loaded from disk and validated.
 
     ``category_fields`` names the item attribute(s) that play "category" for questions, profiles and text
-    alignment (``("genres",)`` for MovieLens); empty means the dataset has no categories.
+    alignment (MovieLens: its genre-list attribute); empty means the dataset has no categories.
     """
 
     name: str

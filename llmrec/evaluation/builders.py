@@ -1,8 +1,11 @@
 """Example builders: a task spec -> examples (question, gold, profile) the runner prompts a model with.
 
 Built-in builders: ``ml100k_rating`` (LaMP-3 style), ``ml100k_next_genre``, ``ml100k_next_item`` on any
-MovieLens-style dataset (leave-one-out: ``split: test`` = last item, ``valid`` = second-to-last), and
-``lamp`` for the official LaMP questions/outputs files (``dataset_args: {questions, outputs}``).
+interaction dataset (leave-one-out: ``split: test`` = last item, ``valid`` = second-to-last; also registered as
+``rating``, ``next_category``, ``next_item``), and ``lamp`` for the official LaMP questions/outputs files
+(``dataset_args: {questions, outputs}``). The interaction builders read the category attribute named by
+``dataset_args: {category: <attribute or list>}``, by default the dataset's (``InteractionData.category_fields``),
+and give prompts the dataset's nouns as ``vocab`` (:func:`llmrec.nouns.prompt_vocab`).
 """
 
 from __future__ import annotations
@@ -60,18 +63,29 @@ def build_examples(spec: TaskSpec, limit: int | None = None) -> list[Example]:
     return examples[:limit] if limit is not None else examples
 
 
-# ---- MovieLens-style datasets ------------------------------------------------------------------------------
+# ---- interaction datasets (MovieLens and any other) --------------------------------------------------------
 
 
 @lru_cache(maxsize=4)
-def _movielens(dataset: str, split: str):
+def _interactions(dataset: str, split: str):
     from llmrec.data import leave_one_out, load_dataset
 
     data = load_dataset(dataset)
     s = leave_one_out(data.histories())
     if split not in ("test", "valid"):
-        raise ConfigError(f"MovieLens tasks support split 'test' or 'valid', got {split!r}")
+        raise ConfigError(f"interaction-data tasks support split 'test' or 'valid', got {split!r}")
     return data, (s.test if split == "test" else s.valid)
+
+
+def _category_fields(spec: TaskSpec, data) -> tuple[str, ...]:
+    """``dataset_args.category`` (an attribute name, a comma-separated string of them or a list), else the
+    dataset's category attribute."""
+    from llmrec.tasks.uqa import resolve_category_fields
+
+    try:
+        return resolve_category_fields(data, spec.dataset_args.get("category"))
+    except ConfigError as exc:
+        raise ConfigError(f"{spec.source}: dataset_args.{exc}") from None
 
 
 def _title(item) -> str:
@@ -79,8 +93,10 @@ def _title(item) -> str:
     return f"{item.title} ({year})" if year else item.title
 
 
-def _genres(item) -> list[str]:
-    return list(item.attributes.get("genres") or []) or ["unknown"]
+def _categories(item, fields: tuple[str, ...]) -> list[str]:
+    from llmrec.data.schema import item_categories
+
+    return item_categories(item, fields) or ["unknown"]
 
 
 def _fmt_rating(r: float | None) -> str:
@@ -89,21 +105,26 @@ def _fmt_rating(r: float | None) -> str:
     return str(int(r)) if float(r).is_integer() else f"{r:g}"
 
 
-def _ml_profile(data, ex) -> tuple[list[dict[str, Any]], list[ProfileDoc]]:
+def _ml_profile(data, ex, fields: tuple[str, ...]) -> tuple[list[dict[str, Any]], list[ProfileDoc]]:
     h = ex.history
     profile, docs = [], []
     for item_id, ts, rating in zip(h.item_ids, h.timestamps, h.ratings, strict=True):
         item = data.items[item_id]
-        p = {"id": item_id, "title": _title(item), "genres": ", ".join(_genres(item)),
+        p = {"id": item_id, "title": _title(item), "categories": ", ".join(_categories(item, fields)),
              "rating": _fmt_rating(rating), "date": ts}
         profile.append(p)
-        docs.append(ProfileDoc(f"{p['title']} {p['genres']}", ts))
+        docs.append(ProfileDoc(f"{p['title']} {p['categories']}", ts))
     return profile, docs
 
 
 @register_builder("ml100k_rating")
+@register_builder("rating")
 def _ml_rating(spec: TaskSpec) -> list[Example]:
-    data, held_out = _movielens(spec.dataset, spec.split)
+    from llmrec.nouns import prompt_vocab
+
+    data, held_out = _interactions(spec.dataset, spec.split)
+    fields = _category_fields(spec, data)
+    vocab = prompt_vocab(data.vocabulary)
     all_ratings = [r for x in data.interactions if (r := x.rating) is not None]
     global_mean = float(np.mean(all_ratings)) if all_ratings else 3.0
     out = []
@@ -111,42 +132,57 @@ def _ml_rating(spec: TaskSpec) -> list[Example]:
         if ex.target_rating is None:
             continue
         item = data.items[ex.target]
-        profile, docs = _ml_profile(data, ex)
-        title, genres = _title(item), ", ".join(_genres(item))
+        profile, docs = _ml_profile(data, ex, fields)
+        title, cats = _title(item), ", ".join(_categories(item, fields))
         out.append(Example(
-            id=f"{ex.user_id}:{ex.target}", user_id=ex.user_id, input=f"{title} ({genres})",
-            gold=_fmt_rating(ex.target_rating), profile=profile, docs=docs, query=f"{title} {genres}",
-            variables={"title": title, "genres": genres, "global_mean": global_mean},
+            id=f"{ex.user_id}:{ex.target}", user_id=ex.user_id, input=f"{title} ({cats})",
+            gold=_fmt_rating(ex.target_rating), profile=profile, docs=docs, query=f"{title} {cats}",
+            variables={"title": title, "categories": cats, "global_mean": global_mean, "vocab": vocab},
         ))
     return out
 
 
 @register_builder("ml100k_next_genre")
+@register_builder("next_category")
 def _ml_next_genre(spec: TaskSpec) -> list[Example]:
-    data, held_out = _movielens(spec.dataset, spec.split)
+    from llmrec.nouns import prompt_vocab
+
+    data, held_out = _interactions(spec.dataset, spec.split)
+    fields = _category_fields(spec, data)
+    if not fields:
+        raise ConfigError(f"{spec.source}: {spec.task} asks for the next item's category, but dataset "
+                          f"{spec.dataset!r} has no category attribute; set dataset_args.category")
+    vocab = prompt_vocab(data.vocabulary)
     labels = set(spec.output.labels)
     out = []
     for ex in held_out:
-        gold = _genres(data.items[ex.target])[0]  # the primary (first-listed) genre
-        if gold not in labels:
-            raise DataError(f"genre {gold!r} of item {ex.target} is not in the task's labels", record=ex.user_id)
-        profile, docs = _ml_profile(data, ex)
+        gold = _categories(data.items[ex.target], fields)[0]  # the primary (first-listed) category
+        if labels and gold not in labels:
+            raise DataError(f"{vocab['category']} {gold!r} of item {ex.target} is not in the task's labels",
+                            path=spec.source, record=ex.user_id, field="output.labels")
+        profile, docs = _ml_profile(data, ex, fields)
         out.append(Example(
-            id=f"{ex.user_id}:{ex.target}", user_id=ex.user_id, input="the next movie this user watches",
-            gold=gold, profile=profile, docs=docs, query="", variables={},
+            id=f"{ex.user_id}:{ex.target}", user_id=ex.user_id,
+            input=f"the next {vocab['item']} this user {vocab['interacts']}",
+            gold=gold, profile=profile, docs=docs, query="", variables={"vocab": vocab},
         ))
     return out
 
 
 @register_builder("ml100k_next_item")
+@register_builder("next_item")
 def _ml_next_item(spec: TaskSpec) -> list[Example]:
-    data, held_out = _movielens(spec.dataset, spec.split)
+    from llmrec.nouns import prompt_vocab
+
+    data, held_out = _interactions(spec.dataset, spec.split)
+    fields = _category_fields(spec, data)
+    vocab = prompt_vocab(data.vocabulary)
     out = []
     for ex in held_out:
-        profile, docs = _ml_profile(data, ex)
+        profile, docs = _ml_profile(data, ex, fields)
         out.append(Example(
             id=f"{ex.user_id}:{ex.target}", user_id=ex.user_id, input="", gold=ex.target, profile=profile,
-            docs=docs, query="", variables={}, history=tuple(ex.history.item_ids),
+            docs=docs, query="", variables={"vocab": vocab}, history=tuple(ex.history.item_ids),
         ))
     return out
 

@@ -145,8 +145,8 @@ def _profile_number(p: dict[str, Any]) -> float | None:
 def _profile_label(p: dict[str, Any]) -> str | None:
     if "tag" in p:
         return str(p["tag"])
-    if "genres" in p:
-        return str(p["genres"]).split(", ")[0]
+    if "categories" in p:  # interaction-data profiles: the item's primary (first-listed) category
+        return str(p["categories"]).split(", ")[0]
     return None
 
 

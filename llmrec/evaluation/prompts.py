@@ -42,7 +42,7 @@ def load_template(name: str, relative_to: str | Path | None = None) -> jinja2.Te
 def render(template: jinja2.Template, variables: dict[str, Any], record: str | None = None) -> str:
     """Render; undefined variables and sandbox violations become a DataError naming the template and record."""
     try:
-        # keep a trailing space: completion-style prompts end mid-line ("Title [genres]: ")
+        # keep a trailing space: completion-style prompts end mid-line ("Title [categories]: ")
         return template.render(**variables).lstrip().rstrip("\n")
     except jinja2.UndefinedError as exc:
         raise DataError(f"prompt needs a variable the example lacks: {exc.message}", record=record) from None

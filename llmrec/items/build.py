@@ -83,10 +83,9 @@ def build_semantic_ids(
         meta={"dataset": data.name},
     )
     quantized = time.perf_counter()
-    genres = None
-    if all(isinstance(item.attributes.get("genres"), (list, tuple)) for item in data.items.values()):
-        genres = [item.attributes["genres"] for item in data.items.values()]
-    report = diagnostics(sids, vectors, quantizer, genres)
+    # Coherence over the dataset's category attribute (all tags, "unknown" included, as measured before)
+    categories = [data.item_categories(item_id) for item_id in data.items] if data.has_categories else None
+    report = diagnostics(sids, vectors, quantizer, categories if categories and any(categories) else None)
     report.update({
         "quantizer": config.quantizer.kind,
         "encode_seconds": round(encoded - start, 3),

@@ -18,20 +18,22 @@ def level_usage(codes: np.ndarray, size: int) -> tuple[float, float]:
     return float((counts > 0).mean()), float(np.exp(-(p * np.log(p)).sum()))
 
 
-def genre_coherence(
-    first_codes: np.ndarray, genres: Sequence[Collection[str]], max_exact: int = 5000, seed: int = 0
+def category_coherence(
+    first_codes: np.ndarray, categories: Sequence[Collection[str]], max_exact: int = 5000, seed: int = 0
 ) -> float | None:
-    """P(two items with the same first code share a genre) / P(two random items share a genre).
+    """P(two items with the same first code share a category) / P(two random items share a category): how much
+    purer in the dataset's category attribute (MovieLens: genre) a first-level SID prefix is than chance.
 
-    Exact over all pairs up to ``max_exact`` items, else over 500k seeded random pairs. ``None`` without genres.
+    Exact over all pairs up to ``max_exact`` items, else over 500k seeded random pairs. ``None`` without
+    categories.
     """
     n = len(first_codes)
-    vocab = sorted({g for gs in genres for g in gs})
+    vocab = sorted({g for gs in categories for g in gs})
     if n < 2 or not vocab:
         return None
     col = {g: j for j, g in enumerate(vocab)}
     multi = np.zeros((n, len(vocab)), dtype=np.float32)
-    for i, gs in enumerate(genres):
+    for i, gs in enumerate(categories):
         multi[i, [col[g] for g in gs]] = 1.0
     if n <= max_exact:
         share = (multi @ multi.T) > 0
@@ -58,10 +60,11 @@ def diagnostics(
     sids: SemanticIds,
     vectors: np.ndarray | None = None,
     quantizer: Quantizer | None = None,
-    genres: Sequence[Collection[str]] | None = None,
+    categories: Sequence[Collection[str]] | None = None,
 ) -> dict[str, Any]:
     """Per-level utilisation/perplexity (quantized levels only; the disambiguation level is used fully by
-    construction), collision rates, reconstruction error (with ``vectors``), genre coherence (with ``genres``)."""
+    construction), collision rates, reconstruction error (with ``vectors``), ``category_coherence`` (with
+    ``categories``: each item's categories, catalogue order)."""
     quantized = sids.codes[:, :-1]
     usage = [level_usage(quantized[:, level], size) for level, size in enumerate(sids.codebook_sizes[:-1])]
     _, group_sizes = np.unique(quantized, axis=0, return_counts=True) if quantized.shape[1] else (None, [len(sids)])
@@ -84,6 +87,6 @@ def diagnostics(
         err = ((x - quantizer.reconstruct(quantized)) ** 2).sum(1)
         out["reconstruction_mse"] = float(err.mean())
         out["reconstruction_rel"] = float(err.mean() / max((x.astype(np.float64) ** 2).sum(1).mean(), 1e-12))
-    if genres is not None:
-        out["genre_coherence"] = genre_coherence(quantized[:, 0], genres) if quantized.shape[1] else None
+    if categories is not None:
+        out["category_coherence"] = category_coherence(quantized[:, 0], categories) if quantized.shape[1] else None
     return out

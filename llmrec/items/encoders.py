@@ -184,16 +184,23 @@ def load_template(template: str | Path = DEFAULT_TEMPLATE):
 def item_texts(
     data_or_items: InteractionData | Mapping[str, Item] | Iterable[Item], template: str | Path = DEFAULT_TEMPLATE
 ) -> list[str]:
-    """Render one text per item (catalogue order). An item whose text has no letter or digit is an error."""
+    """Render one text per item (catalogue order). An item whose text has no letter or digit is an error.
+    Given an ``InteractionData``, templates also get ``item_categories``: the item's values of the dataset's
+    category attribute(s) (``category_fields``)."""
     from jinja2 import TemplateError
+
+    from llmrec.data.schema import item_categories
 
     items = _as_items(data_or_items)
     if not items:
         raise DataError("the catalogue is empty: no items to encode", field="items")
     tmpl = load_template(template)
+    fields = data_or_items.category_fields if isinstance(data_or_items, InteractionData) else None
     texts = []
     for item in items:
         context = {**item.attributes, "attributes": item.attributes, "title": item.title, "item_id": item.item_id}
+        if fields is not None:
+            context["item_categories"] = item_categories(item, fields)
         try:
             text = " ".join(tmpl.render(**context).split())
         except TemplateError as exc:

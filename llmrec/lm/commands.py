@@ -66,7 +66,7 @@ def _recommend(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"user": str(args.user), "recommendations": recs}))
         return 0
-    print(f"user {args.user}: last watched")
+    print(f"user {args.user}: last {data.vocabulary.interacted}")
     for item_id in hist.item_ids[-5:]:
         print(f"    {plm.titles.get(item_id, item_id)}")
     print("recommended:")

@@ -23,11 +23,13 @@ import torch
 import yaml
 
 from llmrec.config import Config
+from llmrec.data.schema import Vocabulary
 from llmrec.errors import ConfigError, LlmrecError
 from llmrec.io import atomic_dir, write_json_atomic
 from llmrec.lm.decoding import PrefixIndex, constrained_beam_search, score_all_items
 from llmrec.lm.loading import load_causal_lm
 from llmrec.package_data import adapters_dir
+from llmrec.nouns import prompt_vocab
 from llmrec.prompting import chat_ids, render
 from llmrec.tasks.uqa import item_title
 
@@ -46,12 +48,19 @@ class PersonalLMConfig(Config):
     prompt: str = "genrec"
     max_history: int = 50  # items of history in a prompt
     seed: int = 0
+    # The dataset's nouns for the prompt (Vocabulary fields: item, items, interacted, category, categories);
+    # None = the generic "items" / "interacted with". Set by PersonalLM.create(vocabulary=data.vocabulary).
+    vocabulary: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.sid_init not in ("projection", "mean", "random"):
             raise ConfigError(f"sid_init must be projection, mean or random, got {self.sid_init!r}")
         if self.max_history < 1:
             raise ConfigError("max_history must be >= 1")
+        if self.vocabulary is not None:
+            known = {f.name for f in dataclasses.fields(Vocabulary)}
+            if not isinstance(self.vocabulary, dict) or set(self.vocabulary) - known:
+                raise ConfigError(f"vocabulary must map some of {sorted(known)} to words, got {self.vocabulary!r}")
 
 
 def load_adapter_preset(name_or_path: str) -> dict[str, Any]:
@@ -174,13 +183,17 @@ class PersonalLM:
         *,
         item_vectors: np.ndarray | None = None,
         trust_remote_code: bool = False,
+        vocabulary: Vocabulary | None = None,
     ) -> PersonalLM:
         """Load the base LM, add the SID vocabulary, initialise its rows and wrap the model in PEFT.
 
         ``catalogue`` maps item id -> ``Item``; ``item_vectors`` (rows in ``sids.item_ids`` order) are the text
-        vectors the SIDs were built from; they drive the ``projection`` initialisation.
+        vectors the SIDs were built from; they drive the ``projection`` initialisation. ``vocabulary``
+        (``data.vocabulary``): the dataset's nouns for the prompt, saved with the model.
         """
         config = config or PersonalLMConfig()
+        if vocabulary is not None:
+            config.vocabulary = dataclasses.asdict(vocabulary)
         torch.manual_seed(config.seed)
         preset = load_adapter_preset(config.adapter)
         model, tok = load_causal_lm(
@@ -203,11 +216,18 @@ class PersonalLM:
 
     @classmethod
     def from_base(cls, base_model: str = "smollm2-135m", catalogue: dict[str, Any] | None = None, *,
-                  dtype: str = "bf16", trust_remote_code: bool = False) -> PersonalLM:
+                  dtype: str = "bf16", trust_remote_code: bool = False,
+                  vocabulary: Vocabulary | None = None) -> PersonalLM:
         """A PersonalLM over a plain causal LM (no semantic IDs, no adapter): answer / profile / generate only."""
         model, tok = load_causal_lm(base_model, dtype=dtype, trust_remote_code=trust_remote_code)
         titles = {i: item_title(it) for i, it in (catalogue or {}).items()}
-        return cls(model, tok, None, titles, PersonalLMConfig(base_model=base_model, dtype=dtype))
+        nouns = dataclasses.asdict(vocabulary) if vocabulary is not None else None
+        return cls(model, tok, None, titles, PersonalLMConfig(base_model=base_model, dtype=dtype, vocabulary=nouns))
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """The nouns this model's prompts speak (see :class:`PersonalLMConfig`)."""
+        return Vocabulary(**(self.config.vocabulary or {}))
 
     # ----------------------------------------------------------------------------------- text generation
     @torch.no_grad()
@@ -251,16 +271,16 @@ class PersonalLM:
                               "history as text (a model without a user/ folder, or soft=False)")
 
         lines = history_lines(history, data, max_items=max_items)
-        return self.generate(render("answer", history=lines, question=question),
+        return self.generate(render("answer", history=lines, question=question, vocab=prompt_vocab(data.vocabulary)),
                              max_new_tokens=max_new_tokens, use_adapter=use_adapter)
 
     def profile(self, history, data, *, max_items: int = 20, max_new_tokens: int = 96,
                 use_adapter: bool = False, grounded: bool = True) -> str:
         """A short natural-language profile of the user from their history (``prompts/profile_write.jinja``).
 
-        ``grounded`` (default) also gives the writer the facts computed from the whole history (top genres,
+        ``grounded`` (default) also gives the writer the facts computed from the whole history (top categories,
         average rating, decade: :func:`~llmrec.tasks.profile.template_profile`) and starts the reply with
-        "This user", so a small model summarises instead of copying the movie list.
+        "This user", so a small model summarises instead of copying the item list.
         """
         from llmrec.tasks.profile import profile_write_prompt
 
@@ -272,7 +292,7 @@ class PersonalLM:
     def soft_answer(self, history, question: str, *, max_new_tokens: int = 48,
                     options: Sequence[str] = (), answer_kind: str | None = None) -> str:
         """Greedy answer from ``prompts/uqa_soft.jinja`` with the user as k soft tokens (no history text);
-        ``options``/``answer_kind`` fill the template as in training (e.g. the genre list, ``"genre"``)."""
+        ``options``/``answer_kind`` fill the template as in training (e.g. the category list, ``"genre"``)."""
         from llmrec.lm.soft_prompt import USER_TOKEN
 
         if self.soft is None:
@@ -307,7 +327,7 @@ class PersonalLM:
             raise LlmrecError(f"history has {len(unknown)} item(s) not in the SID table, e.g. {unknown[0]!r}")
         window = self.prompt_items(history)
         items = [{"sid": self.sid_string(i), "title": self.titles[i]} for i in window]
-        return render(self.config.prompt, history=items)
+        return render(self.config.prompt, history=items, vocab=prompt_vocab(self.vocabulary))
 
     def encode_prompt(self, history: Sequence[str]) -> list[int]:
         return self.tokenizer(self.history_prompt(history), add_special_tokens=False)["input_ids"]
@@ -425,6 +445,12 @@ class PersonalLM:
         if not (path / "llmrec_config.json").is_file():
             raise LlmrecError(f"{path}: not a PersonalLM directory (no llmrec_config.json)")
         config = PersonalLMConfig.load(path / "llmrec_config.json")
+        if "vocabulary" not in json.loads((path / "llmrec_config.json").read_text(encoding="utf-8")):
+            # Saved before models recorded their nouns: those were trained on the prompt that always said
+            # "A user watched these movies", i.e. the MovieLens nouns; keep the prompt they were trained with.
+            from llmrec.data.movielens import ML_VOCABULARY
+
+            config.vocabulary = dataclasses.asdict(ML_VOCABULARY)
         if dtype is not None:
             config.dtype = dtype
         tok = AutoTokenizer.from_pretrained(path)

@@ -29,7 +29,7 @@ class SoftPromptConfig(Config):
     train_encoder: bool = True
     max_items: int = 50  # most recent history items the encoder sees
     # mlp: free vectors (2-layer MLP, normalised, learned scale); vocab: mixtures of the LLM's embeddings of
-    # ``anchor_ids`` (e.g. the tokens of the catalogue's titles and genres), see users.projector.VocabProjector
+    # ``anchor_ids`` (e.g. the tokens of the catalogue's titles and categories), see users.projector.VocabProjector
     projector: str = "mlp"
     anchor_ids: tuple[int, ...] = ()
 

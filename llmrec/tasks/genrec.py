@@ -10,6 +10,7 @@ import datasets
 
 from llmrec.data.schema import UserHistory
 from llmrec.errors import ConfigError
+from llmrec.nouns import prompt_vocab
 
 
 @dataclass(frozen=True)
@@ -76,10 +77,11 @@ def build_genrec_rows(
             n_seq += 1
     n_align = 0
     if title_alignment:
+        v = prompt_vocab(plm.vocabulary)  # the dataset's noun: "Movie 12 is titled:" on MovieLens
         for item_id in plm.item_ids:
             sid = plm.sid_string(item_id)
             title = plm.titles[item_id]
-            for prompt, completion in ((f"Movie {sid} is titled:", f" {title}"), (f"The movie {title} has ID:", sid)):
+            for prompt, completion in ((f"{v.Item} {sid} is titled:", f" {title}"), (f"The {v.item} {title} has ID:", sid)):
                 p = tok(prompt, add_special_tokens=False)["input_ids"]
                 c = tok(completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
                 ids_col.append(p + c)

@@ -1,5 +1,7 @@
 """Profile evaluation, data side: a deterministic template profile, the downstream tasks a profile TEXT is
-judged by (next-genre classification and LaMP-3-style rating of the held-out movie), their prompts and scores.
+judged by (next-category classification and LaMP-3-style rating of the held-out item), their prompts and
+scores. Categories are the dataset's category attribute (``InteractionData.category_fields``) and the text uses
+its nouns (``InteractionData.vocabulary``); the task id ``next_genre`` is historical.
 
 A profile (template, LLM-written, or none) is rendered into ``prompts/profile_downstream_{task}.jinja``; its
 value is the downstream gain over no profile. Contexts and held-out items follow :mod:`llmrec.tasks.uqa`
@@ -12,25 +14,25 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from llmrec.data.schema import InteractionData, UserHistory
 from llmrec.errors import ConfigError, DataError
+from llmrec.nouns import PromptVocab, prompt_vocab
 from llmrec.tasks.uqa import (
     SPLITS,
-    UNKNOWN_GENRE,
+    category_order,
     context_cuts,
-    favourite_genre,
-    genre_vocabulary,
-    item_genres,
+    favourite_category,
     item_line,
     item_title,
     lookup_items,
     normalize_answer,
-    primary_genre,
+    primary_category,
+    real_categories,
 )
 
 logger = logging.getLogger(__name__)
@@ -43,17 +45,19 @@ _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 @dataclass(frozen=True)
 class ProfileExample:
     """A downstream question about the held-out ``item_id`` for a user whose ``context`` a profile summarises.
-    ``item_title``/``item_genres`` are the held-out movie as the rating prompt shows it (next_genre hides it)."""
+    ``item_title``/``item_categories`` are the held-out item as the rating prompt shows it (next_genre hides it);
+    ``vocab``: the dataset's nouns for the prompt (:func:`llmrec.nouns.prompt_vocab`)."""
 
     user_id: str
     task: str
     context: UserHistory
     item_id: str
     item_title: str
-    item_genres: tuple[str, ...]
+    item_categories: tuple[str, ...]
     answer: str
     options: tuple[str, ...] | None
     split: str
+    vocab: PromptVocab = field(default_factory=prompt_vocab, compare=False, repr=False)
 
     @property
     def id(self) -> str:
@@ -65,26 +69,29 @@ def _fmt_number(x: float) -> str:
 
 
 def template_profile(context: UserHistory, data: InteractionData, top: int = 3) -> str:
-    """A deterministic, non-LLM profile: top genres with the share of movies tagged with each (ties by genre
-    order), the average rating, and the favourite release decade (the most-watched one; ties: the later)."""
+    """A deterministic, non-LLM profile in the dataset's nouns: top categories with the share of items tagged
+    with each (ties by category order), the average rating, and the favourite release decade when items carry a
+    ``year`` (the commonest one; ties: the later)."""
     if len(context) == 0:
         raise DataError("cannot write a profile from an empty history", record=f"user {context.user_id}")
+    v = prompt_vocab(data.vocabulary)
     items = lookup_items(data, context)
-    order = {g: i for i, g in enumerate(genre_vocabulary(data))}
-    counts = Counter(g for it in items for g in set(item_genres(it)) if g != UNKNOWN_GENRE)
+    fields = data.category_fields
+    order = {g: i for i, g in enumerate(category_order(data))}
+    counts = Counter(g for it in items for g in set(real_categories(it, fields)))
     ranked = sorted(counts, key=lambda g: (-counts[g], order.get(g, len(order)), g))[:top]
     parts = []
     if ranked:
         shares = ", ".join(f"{g} ({100 * counts[g] / len(items):.0f}%)" for g in ranked)
-        parts.append(f"Top genres: {shares}.")
+        parts.append(f"Top {v['categories']}: {shares}.")
     ratings = [float(r) for r in context.ratings if r is not None]
     if ratings:
-        parts.append(f"Average rating: {np.mean(ratings):.1f} / 5 over {len(ratings)} movies.")
+        parts.append(f"Average rating: {np.mean(ratings):.1f} / 5 over {len(ratings)} {v['items']}.")
     decades = Counter(int(y) // 10 * 10 for it in items if str(y := it.attributes.get("year") or "").isdigit())
     if decades:
         decade = max(decades, key=lambda d: (decades[d], d))
         parts.append(f"Favourite decade: {decade}s.")
-    return " ".join(parts) if parts else f"Watched {len(items)} movies."
+    return " ".join(parts) if parts else f"{v['Interacted']} {len(items)} {v['items']}."
 
 
 def build_profile_tasks(
@@ -95,15 +102,21 @@ def build_profile_tasks(
     seed: int = 0,
     train_cuts_per_user: int = 3,
 ) -> list[ProfileExample]:
-    """Downstream rows per user context: ``next_genre`` (first-listed genre of the held-out movie, one of the
-    real genres; skipped when the movie has none) and ``rating`` (its 1-5 rating; skipped when unrated)."""
+    """Downstream rows per user context: ``next_genre`` (first-listed category of the held-out item, one of the
+    real categories; skipped when the item has none, so a dataset without categories gets none of these) and
+    ``rating`` (its 1-5 rating; skipped when unrated)."""
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
     tasks = PROFILE_TASKS if tasks is None else tuple([tasks] if isinstance(tasks, str) else tasks)
     unknown = [t for t in tasks if t not in PROFILE_TASKS]
     if unknown or not tasks:
         raise ConfigError(f"unknown profile task(s) {unknown or '(none given)'}; known: {', '.join(PROFILE_TASKS)}")
-    genres = genre_vocabulary(data)
+    fields = data.category_fields
+    options = category_order(data)
+    vocab = prompt_vocab(data.vocabulary)
+    if "next_genre" in tasks and not options:
+        logger.warning("profile tasks on %s: no item categories (category attribute(s): %s), so no next_genre "
+                       "rows", data.name or data.source, ", ".join(fields) or "none configured")
     out: list[ProfileExample] = []
     for user, history in data.histories().items():
         for cut in context_cuts(history, split, seed=seed, train_cuts_per_user=train_cuts_per_user):
@@ -112,12 +125,12 @@ def build_profile_tasks(
                 raise DataError("held-out item missing from the catalogue", record=f"user {user}",
                                 field=f"item_id {item_id}")
             item = data.items[item_id]
-            shown = tuple(g for g in item_genres(item) if g != UNKNOWN_GENRE)
+            shown = tuple(real_categories(item, fields))
             base = dict(user_id=user, context=history.prefix(cut), item_id=item_id, item_title=item_title(item),
-                        item_genres=shown, split=split)
+                        item_categories=shown, split=split, vocab=vocab)
             for task in tasks:
-                if task == "next_genre" and (g := primary_genre(item)) is not None:
-                    out.append(ProfileExample(task=task, answer=g, options=genres, **base))
+                if task == "next_genre" and (g := primary_category(item, fields)) is not None:
+                    out.append(ProfileExample(task=task, answer=g, options=options, **base))
                 elif task == "rating" and (r := history.ratings[cut]) is not None:
                     out.append(ProfileExample(task=task, answer=_fmt_number(float(r)),
                                               options=("1", "2", "3", "4", "5"), **base))
@@ -130,11 +143,11 @@ def profile_downstream_prompt(profile_text: str | None, example: ProfileExample,
     from llmrec.prompting import render
 
     profile = (profile_text or "").strip()
-    variables: dict[str, Any] = {"profile": profile}
+    variables: dict[str, Any] = {"profile": profile, "vocab": example.vocab}
     if example.task == "next_genre":
         variables["options"] = list(example.options or ()) if show_options else []
     elif example.task == "rating":
-        variables.update(title=example.item_title, genres=", ".join(example.item_genres))
+        variables.update(title=example.item_title, categories=", ".join(example.item_categories))
     else:
         raise ConfigError(f"unknown profile task {example.task!r}; known: {', '.join(PROFILE_TASKS)}")
     return render(f"profile_downstream_{example.task}", **variables)
@@ -142,23 +155,25 @@ def profile_downstream_prompt(profile_text: str | None, example: ProfileExample,
 
 def profile_write_prompt(context: UserHistory, data: InteractionData, *, max_items: int = 20,
                          grounded: bool = False) -> str:
-    """Render ``prompts/profile_write.jinja``: the last ``max_items`` movies with ratings, then the instruction;
+    """Render ``prompts/profile_write.jinja``: the last ``max_items`` items with ratings, then the instruction;
     ``grounded`` adds the facts of :func:`template_profile` (computed over the whole context) for the writer."""
     from llmrec.prompting import render
 
     facts = template_profile(context, data) if grounded else ""
-    return render("profile_write", history=history_lines(context, data, max_items=max_items), facts=facts)
+    return render("profile_write", history=history_lines(context, data, max_items=max_items), facts=facts,
+                  vocab=prompt_vocab(data.vocabulary))
 
 
 def history_lines(context: UserHistory, data: InteractionData, *, max_items: int = 20) -> list[str]:
-    """The last ``max_items`` movies as ``Title (year) — genres: r/5`` lines, oldest first."""
+    """The last ``max_items`` items as ``Title (year) — categories: r/5`` lines, oldest first."""
     if len(context) == 0:
         raise DataError("empty history: nothing to describe the user with", record=f"user {context.user_id}")
     if max_items < 1:
         raise ConfigError("max_items must be >= 1")
     shown = UserHistory(context.user_id, context.item_ids[-max_items:], context.timestamps[-max_items:],
                         context.ratings[-max_items:])
-    return [f"{item_line(it)}: {_fmt_number(float(r))}/5" if r is not None else item_line(it)
+    fields = data.category_fields
+    return [f"{item_line(it, fields)}: {_fmt_number(float(r))}/5" if r is not None else item_line(it, fields)
             for it, r in zip(lookup_items(data, shown), shown.ratings, strict=True)]
 
 
@@ -174,7 +189,7 @@ def parse_rating(text: str, low: float = RATING_RANGE[0], high: float = RATING_R
 def score_downstream(predictions: Sequence[str], examples: Sequence[ProfileExample]) -> dict[str, Any]:
     """``{"next_genre": {accuracy, n}, "rating": {mae, n, parse_failure_rate}}`` (tasks present only).
 
-    Genre: exact match after :func:`normalize_answer`. Rating: the first number in range; an unparsable
+    Category: exact match after :func:`normalize_answer`. Rating: the first number in range; an unparsable
     prediction counts as the worst case (whichever of 1 or 5 is farther from the gold, as LaMP-3 scores it).
     """
     if len(predictions) != len(examples):
@@ -216,10 +231,14 @@ def expected_rating(option_logprobs: Sequence[float], options: Sequence[str]) ->
     return float(values @ weights / weights.sum())
 
 
-def majority_context_genre(context: UserHistory, data: InteractionData) -> str | None:
-    """The most frequent primary genre among the context's movies (ties: genre order); None if none has one."""
-    primaries = [[g] for it in lookup_items(data, context) if (g := primary_genre(it)) is not None]
-    return favourite_genre(primaries, genre_vocabulary(data))
+def majority_context_category(context: UserHistory, data: InteractionData) -> str | None:
+    """The most frequent main category among the context's items (ties: category order); None if none has one."""
+    fields = data.category_fields
+    primaries = [[g] for it in lookup_items(data, context) if (g := primary_category(it, fields)) is not None]
+    return favourite_category(primaries, category_order(data))
+
+
+majority_context_genre = majority_context_category  # the old name
 
 
 def mean_context_rating(context: UserHistory) -> float | None:

@@ -7,8 +7,9 @@ through the LLM's own loss is slow (100 LoRA steps left every soft variant at th
 soft token's mixture weights over the anchor tokens (:class:`~llmrec.users.projector.VocabProjector`) are fitted
 by cross-entropy to the bag of tokens of the item texts in its slot, the same items the encoder's pooling
 averages. Afterwards a soft token is a blend of the embeddings of words that describe those items, which
-even the frozen LLM reads (the blend of a chunk's genre words moves the 135M model's zero-shot favourite-genre
-answers from 10-23 % to 43-53 %), so the QA fine-tuning that follows starts from informative input. Costs no
+even the frozen LLM reads (on ml-100k the blend of a chunk's category words, the item texts of
+:func:`llmrec.tasks.uqa.anchor_texts`, moves the 135M model's zero-shot favourite-genre answers from 10-23 % to
+43-53 %), so the QA fine-tuning that follows starts from informative input. Costs no
 LLM forward pass: thousands of steps take a minute on one CPU core.
 """
 
@@ -70,7 +71,7 @@ def slot_targets(members: torch.Tensor, item_idx: torch.Tensor, bags: torch.Tens
     """Token distributions ``[B, k, A]`` of the items in each user slot (``members`` ``[B, T, k]``, from
     :func:`~llmrec.users.sequence.slot_members`, the slots the encoder's pooling averages) and a ``[B, k]`` mask
     of non-empty slots. ``sharpness`` > 1 raises the counts to that power before normalising, so a slot's
-    mixture leans towards its most frequent words (a long-term slot then names the favourite genre)."""
+    mixture leans towards its most frequent words (a long-term slot then names the favourite category)."""
     counts = members.float().transpose(1, 2) @ bags[item_idx]  # [B, k, A]
     if sharpness != 1.0:  # scaled to max 1 first: 200 counts ** 20 would overflow float32
         counts = (counts / counts.amax(-1, keepdim=True).clamp(min=1e-9)).pow(sharpness)

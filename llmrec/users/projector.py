@@ -30,7 +30,7 @@ class VocabProjector(nn.Module):
     """Soft tokens as mixtures of the LLM's own token embeddings: ``softmax(MLP(state)) @ E[anchors]``.
 
     Arbitrary projected vectors lie off the embedding manifold and a small LLM learns to read them slowly; a
-    mixture of real token embeddings (e.g. the words of the catalogue's titles and genres) is input the LLM
+    mixture of real token embeddings (e.g. the words of the catalogue's titles and categories) is input the LLM
     already understands, so the encoder only has to learn *which* words describe the user. The embedding rows
     are read from the LLM at every call (nothing copied or saved); the last layer starts at zero, i.e. every
     soft token starts as the mean anchor embedding.
