@@ -28,8 +28,8 @@ from llmrec.errors import ConfigError, LlmrecError
 from llmrec.io import atomic_dir, write_json_atomic
 from llmrec.lm.decoding import PrefixIndex, constrained_beam_search, score_all_items
 from llmrec.lm.loading import load_causal_lm
-from llmrec.package_data import adapters_dir
 from llmrec.nouns import prompt_vocab
+from llmrec.package_data import adapters_dir
 from llmrec.prompting import chat_ids, render
 from llmrec.tasks.uqa import item_title
 
