@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "llmrec.items.commands",
     "llmrec.evaluation.commands",
     "llmrec.lm.commands",
+    "llmrec.recipes.commands",
 )
 
 

@@ -55,10 +55,15 @@ class GenRecTrainConfig(Config):
     seed: int = 0
     gradient_checkpointing: bool = False
     time_budget_minutes: float = 0.0  # > 0: stop (evaluate + save) once training has used this much wall time
+    save_steps: int = 0  # 0 = checkpoint at each evaluation; else a multiple of eval_steps (best-model reload)
+    report_to: tuple[str, ...] = ()  # transformers.Trainer trackers (tensorboard, wandb, ...)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.grad_accum < 1:
             raise ConfigError("batch_size and grad_accum must be >= 1")
+        if self.save_steps and (not self.eval_steps or self.save_steps % self.eval_steps):
+            raise ConfigError(f"save_steps ({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps}): "
+                              "the best checkpoint is chosen at evaluations")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ConfigError("set epochs > 0 or max_steps > 0")
 
@@ -198,7 +203,7 @@ def train_genrec(
         eval_strategy=strategy,
         save_strategy=strategy,
         eval_steps=config.eval_steps or None,
-        save_steps=config.eval_steps or None,
+        save_steps=config.save_steps or config.eval_steps or None,
         save_total_limit=config.save_total_limit,
         load_best_model_at_end=True,
         metric_for_best_model="ndcg_at_10",
@@ -206,7 +211,7 @@ def train_genrec(
         use_cpu=not torch.cuda.is_available(),
         seed=config.seed,
         data_seed=config.seed,
-        report_to=[],
+        report_to=list(config.report_to),
         remove_unused_columns=False,
         train_sampling_strategy="group_by_length",  # less padding between long and short windows
         dataloader_num_workers=0,

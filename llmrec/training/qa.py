@@ -36,14 +36,17 @@ class QATrainConfig(Config):
     # soft tokens become informative before LoRA settles on answer priors (LLaVA-style projector warm-up).
     user_learning_rate: float | None = None
     batch_size: int = 8
+    grad_accum: int = 1
     warmup_ratio: float = 0.03
     logging_steps: int = 10
+    save_steps: int = 0  # 0 = every half epoch, at least 50 steps apart
+    report_to: tuple[str, ...] = ()  # transformers.Trainer trackers (tensorboard, wandb, ...)
     time_budget_minutes: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.learning_rate <= 0:
-            raise ConfigError("batch_size >= 1 and learning_rate > 0 are required")
+        if self.batch_size < 1 or self.grad_accum < 1 or self.learning_rate <= 0:
+            raise ConfigError("batch_size >= 1, grad_accum >= 1 and learning_rate > 0 are required")
         if self.user_learning_rate is not None and self.user_learning_rate <= 0:
             raise ConfigError("user_learning_rate must be > 0")
 
@@ -146,14 +149,16 @@ def _optimizer(model, config: QATrainConfig) -> torch.optim.Optimizer | None:
 def train_qa(model, rows: datasets.Dataset, pad_token_id: int, config: QATrainConfig) -> dict[str, Any]:
     """Train ``model`` (a SoftPromptModel or a PEFT LLM) on QA rows; resumes from ``output_dir``."""
     torch.manual_seed(config.seed)
-    steps_per_epoch = math.ceil(len(rows) / config.batch_size)
+    steps_per_epoch = math.ceil(len(rows) / (config.batch_size * config.grad_accum))
     args = TrainingArguments(
         output_dir=config.output_dir, num_train_epochs=config.epochs, max_steps=config.max_steps,
         learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
         warmup_steps=int(config.warmup_ratio * steps_per_epoch * max(config.epochs, 1)),
         lr_scheduler_type="cosine", logging_steps=config.logging_steps, save_strategy="steps",
-        save_steps=max(50, steps_per_epoch // 2), save_total_limit=1, use_cpu=not torch.cuda.is_available(),
-        seed=config.seed, data_seed=config.seed, report_to=[], remove_unused_columns=False,
+        save_steps=config.save_steps or max(50, steps_per_epoch // 2), save_total_limit=1,
+        use_cpu=not torch.cuda.is_available(), seed=config.seed, data_seed=config.seed,
+        report_to=list(config.report_to), remove_unused_columns=False,
         disable_tqdm=True,
     )
     callbacks = [TimeBudgetCallback(config.time_budget_minutes)] if config.time_budget_minutes > 0 else []
