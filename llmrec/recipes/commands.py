@@ -23,6 +23,13 @@ RECIPES = {
 }
 
 
+def recipe_of(config_name: str) -> str:
+    """The recipe a shipped config belongs to: ``<model>/<recipe>`` (``tiny/genrec``), or ``<recipe>/<name>``
+    for the recipes without an LLM (``sasrec/ml-100k``)."""
+    first, _, last = config_name.rpartition("/")
+    return last if last in RECIPES else first.split("/")[0]
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train a model from a recipe config").add_subparsers(
         dest="command", required=True)
