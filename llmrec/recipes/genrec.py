@@ -204,7 +204,7 @@ def run(config: GenrecRecipeConfig) -> Path:
     if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return Path(config.out)
     out = plm.save(config.out)
-    results = {"semantic_ids": sid_report, "train": report, "dtype": dtype}
+    results = {"config": config.to_dict(), "semantic_ids": sid_report, "train": report, "dtype": dtype}
     if not config.test.skip:
         test = split.test[: config.test.users] if config.test.users else split.test
         summary, _, per_user = evaluate_genrec(plm, test, beams=config.test.beams, show_progress=True)

@@ -249,8 +249,8 @@ def run(config: SoftPromptRecipeConfig) -> Path:
                                     base_model=config.model.base_model, adapter=config.model.adapter, dtype=dtype,
                                     worked=q.worked)
     out = plm.save(config.out)
-    results: dict[str, Any] = {"encoder_pretraining": encoder_report, "train_questions": len(train_q),
-                               "train": report, "dtype": dtype}
+    results: dict[str, Any] = {"config": config.to_dict(), "encoder_pretraining": encoder_report,
+                               "train_questions": len(train_q), "train": report, "dtype": dtype}
     if q.test_per_task:
         test_q = questions("test", q.test_per_task)
         scored = evaluate_soft_prompt(plm, encoder, test_q, worked=q.worked, data=data)
