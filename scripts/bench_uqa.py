@@ -103,7 +103,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    dtype = resolve_dtype(args.dtype)
+    args.dtype = resolve_dtype(args.dtype)
     data = load_dataset(args.data)
     split = leave_one_out(data.histories())
     # By default the encoder sees exactly the items the text prompt shows; --soft-items lets it see more (a longer
@@ -131,7 +131,7 @@ def main() -> None:
         out = {
             "command": "python scripts/bench_uqa.py " + " ".join(f"--{a.replace('_', '-')} {v}" for a, v in vars(args).items()),
             "machine": machine_facts(),
-            "model": f"SmolLM2-135M-Instruct ({dtype}) + LoRA preset 'lora'",
+            "model": f"SmolLM2-135M-Instruct ({args.dtype}) + LoRA preset 'lora'",
             "train_questions": len(train), "test_questions": len(test),
             "majority_baseline": majority_baseline(train, test),
             "encoder_pretraining": encoder_report,
@@ -155,11 +155,11 @@ def main() -> None:
                                          align_epochs=args.text_align_epochs, align_sharpness=args.align_sharpness,
                                          user_lr=args.user_lr)
                 encoder = copy.deepcopy(pre.model)
-                plm, report = train_soft_prompt(data, encoder, split.train, train, soft, cfg, dtype=dtype,
+                plm, report = train_soft_prompt(data, encoder, split.train, train, soft, cfg, dtype=args.dtype,
                                                 adapter=None if args.soft_llm == "frozen" else "lora",
                                                 worked=args.worked_answers)
             else:
-                model, tok, llm = lora_model(dtype)
+                model, tok, llm = lora_model(args.dtype)
                 prompts = [uqa_prompt(ex, style, data=data, max_items=args.text_items, worked=args.worked_answers)
                            for ex in train]
                 rows = qa_rows(prompts, [ex.target(args.worked_answers) for ex in train], tok)
@@ -191,7 +191,7 @@ def main() -> None:
         if args.save_model and label == args.save_variant:
             if not k:  # a text variant: the LoRA LLM, answering from the history as text
                 plm = PersonalLM(llm, tok, None, {i: item_title(it) for i, it in data.items.items()},
-                                 PersonalLMConfig(base_model="smollm2-135m", adapter="lora", dtype=dtype))
+                                 PersonalLMConfig(base_model="smollm2-135m", adapter="lora", dtype=args.dtype))
             plm.save(args.save_model)
         print(label, json.dumps({"macro": acc["macro"], "overall": acc["overall"], "tokens": results[label]["mean_prompt_tokens"]}),
               flush=True)

@@ -62,8 +62,8 @@ def main() -> None:
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="LLM dtype (auto = bf16 only where the hardware runs it natively, else fp32)")
     args = p.parse_args()
+    args.dtype = resolve_dtype(args.dtype)
     torch.manual_seed(0)
-    dtype = resolve_dtype(args.dtype)
     t0 = time.time()
     data = load_dataset("ml-100k")
     info = dataset_info(data)
@@ -93,7 +93,7 @@ def main() -> None:
           f"level-1 use {rep['utilization'][0]:.2f}, genre coherence x{rep['genre_coherence']:.2f}")
     print(f"    'Toy Story' -> {sids.sid_string('1')}")
 
-    plm = PersonalLM.create(sids, data.items, PersonalLMConfig(max_history=20, dtype=dtype), item_vectors=vectors)
+    plm = PersonalLM.create(sids, data.items, PersonalLMConfig(max_history=20, dtype=args.dtype), item_vectors=vectors)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = GenRecTrainConfig(output_dir=tmp, epochs=1, max_steps=args.train_steps, max_windows=1, eval_users=30,
                                 learning_rate=2e-3, logging_steps=10)
@@ -130,7 +130,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         soft_plm, report = train_soft_prompt(
             data, sas.model, split.train, build_uqa(data, split="train", tasks=INTEREST), SOFT,
-            QATrainConfig(output_dir=tmp, max_steps=args.soft_steps, learning_rate=1e-3), dtype=dtype, worked=True)
+            QATrainConfig(output_dir=tmp, max_steps=args.soft_steps, learning_rate=1e-3), dtype=args.dtype, worked=True)
     align = report["text_align"]
     print(f"[soft prompt] SASRec encoder + genre-word projector -> {SOFT.k} vectors, text-aligned (held-out KL "
           f"{align['heldout_kl_before']:.2f} -> {align['heldout_kl_after']:.3f}), LoRA: {report['steps']} steps on "
