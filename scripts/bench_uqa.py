@@ -17,25 +17,12 @@ import tempfile
 import time
 from collections import defaultdict
 
-import torch
-
-from llmrec.data import leave_one_out, load_dataset
-from llmrec.evaluation.ranking import summaries
-from llmrec.hardware import machine_facts, resolve_dtype
-from llmrec.io import write_json_atomic
-from llmrec.items.encoders import encode_items
-from llmrec.lm.loading import load_causal_lm
-from llmrec.lm.personal import PersonalLM, PersonalLMConfig, with_lora
 from llmrec.recipes.soft_prompt import (
     SoftPromptSection,
     evaluate_soft_prompt,
     sample_per_task,
     train_soft_prompt,
 )
-from llmrec.tasks.uqa import build_uqa, item_title, majority_baseline, uqa_accuracy, uqa_prompt
-from llmrec.training.qa import QATrainConfig, generate_answers, qa_rows, train_qa
-from llmrec.users.pretrain import PretrainConfig, evaluate_examples, train_sequence_model
-from llmrec.users.sequence import SequenceEncoderConfig
 
 RECENT_WINDOW = 10  # "recent" in the questions, and the profile pooling's recent slot
 
@@ -51,6 +38,9 @@ def examples_by_task(preds, examples, n=3):
 
 def lora_model(dtype: str):
     """The LLM + LoRA for the text styles (the soft variants are llmrec.recipes.soft_prompt's)."""
+    from llmrec.lm.loading import load_causal_lm
+    from llmrec.lm.personal import with_lora
+
     llm, tok = load_causal_lm(dtype=dtype)
     llm = with_lora(llm, "lora")
     return llm, tok, llm
@@ -100,6 +90,20 @@ def main() -> None:
                    help="LLM dtype (auto = bf16 only where the hardware runs it natively)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default; use 1 on a shared CPU)")
     args = p.parse_args()
+    # heavy imports after parsing, so --help answers at once
+    import torch
+
+    from llmrec.data import leave_one_out, load_dataset
+    from llmrec.evaluation.ranking import summaries
+    from llmrec.hardware import machine_facts, resolve_dtype
+    from llmrec.io import write_json_atomic
+    from llmrec.items.encoders import encode_items
+    from llmrec.lm.personal import PersonalLM, PersonalLMConfig
+    from llmrec.tasks.uqa import build_uqa, item_title, majority_baseline, uqa_accuracy, uqa_prompt
+    from llmrec.training.qa import QATrainConfig, generate_answers, qa_rows, train_qa
+    from llmrec.users.pretrain import PretrainConfig, evaluate_examples, train_sequence_model
+    from llmrec.users.sequence import SequenceEncoderConfig
+
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

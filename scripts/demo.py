@@ -22,30 +22,7 @@ import argparse
 import tempfile
 import time
 
-import torch
-
-from llmrec.data import leave_one_out, load_dataset
-from llmrec.data.stats import dataset_info
-from llmrec.evaluation.ranking import full_catalogue_metrics, summaries, topk_from_scores
-from llmrec.hardware import resolve_dtype
-from llmrec.items import SemanticIdConfig, build_semantic_ids
-from llmrec.items.collaborative import collaborative_vectors
-from llmrec.items.encoders import encode_items
-from llmrec.lm.personal import PersonalLM, PersonalLMConfig
 from llmrec.recipes.soft_prompt import SoftPromptSection, train_soft_prompt
-from llmrec.tasks.profile import history_lines, template_profile
-from llmrec.tasks.uqa import answer_kind, build_uqa
-from llmrec.training.genrec import GenRecTrainConfig, evaluate_genrec, train_genrec
-from llmrec.training.qa import QATrainConfig
-from llmrec.users.baselines import Popularity
-from llmrec.users.pretrain import (
-    PretrainConfig,
-    evaluate_examples,
-    score_histories,
-    sequence_log_prior,
-    train_sequence_model,
-)
-from llmrec.users.sequence import SequenceEncoderConfig
 
 
 def fmt(metrics: dict) -> str:
@@ -62,6 +39,31 @@ def main() -> None:
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="LLM dtype (auto = bf16 only where the hardware runs it natively, else fp32)")
     args = p.parse_args()
+    # heavy imports after parsing, so --help answers at once
+    import torch
+
+    from llmrec.data import leave_one_out, load_dataset
+    from llmrec.data.stats import dataset_info
+    from llmrec.evaluation.ranking import full_catalogue_metrics, summaries, topk_from_scores
+    from llmrec.hardware import resolve_dtype
+    from llmrec.items import SemanticIdConfig, build_semantic_ids
+    from llmrec.items.collaborative import collaborative_vectors
+    from llmrec.items.encoders import encode_items
+    from llmrec.lm.personal import PersonalLM, PersonalLMConfig
+    from llmrec.tasks.profile import history_lines, template_profile
+    from llmrec.tasks.uqa import answer_kind, build_uqa
+    from llmrec.training.genrec import GenRecTrainConfig, evaluate_genrec, train_genrec
+    from llmrec.training.qa import QATrainConfig
+    from llmrec.users.baselines import Popularity
+    from llmrec.users.pretrain import (
+        PretrainConfig,
+        evaluate_examples,
+        score_histories,
+        sequence_log_prior,
+        train_sequence_model,
+    )
+    from llmrec.users.sequence import SequenceEncoderConfig
+
     args.dtype = resolve_dtype(args.dtype)
     torch.manual_seed(0)
     t0 = time.time()

@@ -198,6 +198,12 @@ def test_train_genrec_end_to_end_reusing_a_sid_table(tmp_path, tiny_llama_dir):
     assert (tmp_path / "genrec.checkpoints" / "checkpoint-2").is_dir()  # resumable
     plm = PersonalLM.load(out)
     assert list(plm.sids.codebook_sizes)[:2] == [8, 8]
+    # a longer budget on the same output resumes from <out>.checkpoints instead of starting over
+    assert main(["train", "genrec", "--config", str(out / "config.yaml"), "--train.max_steps", "4",
+                 "--test.skip"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["train"]["resumed_from"].endswith("checkpoint-2") and results["train"]["steps"] == 4
+    assert "test" not in results
 
 
 def test_genrec_refuses_a_sid_table_of_another_catalogue(tmp_path, tiny_llama_dir):
