@@ -231,3 +231,16 @@ def test_train_soft_prompt_end_to_end(tmp_path, tiny_llama_dir):
     assert results["test_questions"] == 6 and set(results["accuracy"]["task"]) == set(cfg.questions.tasks)
     plm = PersonalLM.load(out)
     assert plm.soft is not None and plm.soft.user_encoder.k == 3
+
+
+def test_results_name_shipped_configs():
+    """Every recorded figure that says which recipe config produced it names a config that ships."""
+    import re
+
+    named = []
+    for path in sorted((REPO / "eval/results").glob("*.json")):
+        text = path.read_text(encoding="utf-8")
+        named += [(path.name, m) for m in re.findall(r'"recipe_config": "[^"]*--config ([\w./-]+)', text)]
+    assert len(named) >= 6
+    for name, config in named:
+        assert config in shipped_configs(), f"{name} names {config}, which is not shipped"
