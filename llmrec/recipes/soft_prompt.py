@@ -122,9 +122,11 @@ def sample_per_task(examples: Sequence, n: int, seed: int) -> list:
 
 def anchor_texts(data, anchor_text: str) -> list[str]:
     """One text per catalogue item (index i + 1 <-> text i): its categories, or its title + categories."""
-    from llmrec.tasks.uqa import genre_line, item_line
+    from llmrec.tasks import uqa
 
-    line = genre_line if anchor_text == "categories" else item_line
+    if hasattr(uqa, "anchor_texts"):  # the category-aware helper (dataset's category attribute), once merged
+        return uqa.anchor_texts(data, anchor_text)
+    line = uqa.genre_line if anchor_text == "categories" else uqa.item_line
     return [line(data.items[i]) for i in data.item_ids]
 
 
