@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmrec.errors import ConfigError
+from llmrec.errors import ConfigError, DataError
 from llmrec.recipes.commands import RECIPES, recipe_of
 from llmrec.recipes.config import load_config, shipped_configs
 from llmrec.recipes.genrec import GenrecRecipeConfig
@@ -213,8 +213,9 @@ def test_genrec_refuses_a_sid_table_of_another_catalogue(tmp_path, tiny_llama_di
     SemanticIds.from_quantized(["1", "2", "x"], [[0, 0], [0, 1], [1, 0]], (2, 2)).save(tmp_path / "sids")
     cfg = load_config(GenrecRecipeConfig, "tiny/genrec", {"sids": str(tmp_path / "sids"), "out": str(tmp_path / "o"),
                                                           "model.base_model": str(tiny_llama_dir)})
-    with pytest.raises(ConfigError, match="does not match the dataset's catalogue"):
+    with pytest.raises(DataError, match="have no semantic ID") as err:
         genrec.run(cfg)
+    assert err.value.field == "item_ids"
 
 
 def test_train_soft_prompt_end_to_end(tmp_path, tiny_llama_dir):

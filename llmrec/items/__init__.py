@@ -22,6 +22,7 @@ _LAZY = {
     "diagnostics": "llmrec.items.diagnostics",
     "SemanticIdConfig": "llmrec.items.build",
     "build_semantic_ids": "llmrec.items.build",
+    "load_built_semantic_ids": "llmrec.items.build",
 }
 
 __all__ = sorted(_LAZY)

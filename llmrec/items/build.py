@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -96,3 +97,39 @@ def build_semantic_ids(
         report["rqvae_epochs"] = len(quantizer.history)
     logger.info("semantic IDs: %d items, collision rate %.4f", len(sids), sids.collision_rate)
     return sids, report
+
+
+def load_built_semantic_ids(directory: str | Path, data: InteractionData) -> tuple[SemanticIds, SemanticIdConfig]:
+    """A table written by ``llmrec items build --out DIR`` (or saved in a model's ``sids/``), checked against
+    ``data``'s catalogue and returned in catalogue order, with the config it was built with: recipes reuse it
+    (``--sids DIR``) instead of quantizing again, and encode item vectors with its encoder and template.
+
+    Every catalogue item must have an ID and every ID must be a catalogue item; otherwise a DataError names the
+    table file, the first offending item and how many there are."""
+    directory = Path(directory)
+    table_file = directory / "semantic_ids.json"
+    if not table_file.is_file():
+        raise DataError("not a semantic-ID table (no semantic_ids.json); build one with `llmrec items build --out "
+                        "DIR`", path=directory)
+    sids = SemanticIds.load(directory)
+    try:
+        config = SemanticIdConfig.from_dict(sids.config, source=str(directory / "config.json"))
+    except ConfigError as exc:
+        raise DataError(f"the table's build config does not load: {exc}", path=directory / "config.json") from exc
+    built_for = sids.meta.get("dataset")
+    hint = f" (the table was built for dataset {built_for!r}; rebuild it for this one with `llmrec items build`)"
+    known = set(sids.item_ids)
+    missing = [i for i in data.items if i not in known]
+    if missing:
+        raise DataError(f"{len(missing)} of {len(data.items)} catalogue item(s) of dataset {data.name!r} have no "
+                        f"semantic ID{hint}", path=table_file, record=missing[0], field="item_ids")
+    unknown = [i for i in sids.item_ids if i not in data.items]
+    if unknown:
+        raise DataError(f"{len(unknown)} item(s) in the table are not in the catalogue of dataset {data.name!r}"
+                        f"{hint}", path=table_file, record=unknown[0], field="item_ids")
+    if sids.item_ids != list(data.items):  # same items, other order: rows follow the catalogue, codes unchanged
+        rows = [sids.row(i) for i in data.items]
+        sids = SemanticIds(list(data.items), sids.codes[rows], sids.codebook_sizes, config=sids.config,
+                           codebooks=sids.codebooks, quantizer=sids.quantizer, meta=sids.meta)
+    logger.info("semantic IDs: reusing %s (%d items, %d levels)", directory, len(sids), sids.levels)
+    return sids, config

@@ -15,7 +15,6 @@ import logging
 import time
 from pathlib import Path
 
-from llmrec.errors import ConfigError
 from llmrec.recipes.common import RecipeBase, load_data, write_records
 from llmrec.recipes.config import RecipeConfig, opt, section
 
@@ -118,39 +117,19 @@ def semantic_id_config(ids: GenrecIdsConfig, seed: int):
     )
 
 
-def load_sids(path: str, data, with_vectors: bool = True):
-    """A built SID table for ``data`` and (``with_vectors``: for the projection init) its item text vectors, rows
-    in table order, read from the vector cache when the table was built here -> ``(sids, vectors | None, report)``."""
-    from llmrec.items import SemanticIds
-
-    sids = SemanticIds.load(path)
-    known = set(sids.item_ids)
-    missing = [i for i in data.items if i not in known]
-    extra = [i for i in sids.item_ids if i not in data.items]
-    if missing or extra:
-        raise ConfigError(f"{path}: semantic-ID table does not match the dataset's catalogue "
-                          f"({len(missing)} items missing, e.g. {missing[:3]}; {len(extra)} unknown, e.g. {extra[:3]})")
-    vectors = _table_vectors(path, sids, data) if with_vectors else None
-    report = {"table": str(path), "unique_fraction": sids.unique_fraction, "collision_rate": sids.collision_rate}
-    return sids, vectors, report
-
-
-def _table_vectors(path: str, sids, data):
-    """The text vectors the table was built from (its saved build config names encoder and template), or None."""
-    from llmrec.items import SemanticIdConfig
+def reuse_sids(path: str, data, with_vectors: bool = True):
+    """A table from ``llmrec items build`` checked against ``data``'s catalogue, and (``with_vectors``: for the
+    projection init) the item text vectors it was built from, re-encoded with its encoder and template (a
+    vector-cache hit when it was built on this machine) -> ``(sids, vectors | None, report)``."""
+    from llmrec.items import load_built_semantic_ids
     from llmrec.items.encoders import encode_items
 
-    try:
-        built = SemanticIdConfig.from_dict(sids.config, source=f"{path}/config.json") if sids.config else None
-    except ConfigError as exc:
-        logger.warning("%s: unreadable build config (%s)", path, exc)
-        built = None
-    if built is None or built.vectors == "collaborative":
-        logger.warning("%s: no item text vectors to initialise the SID rows from; sid_init falls back to random", path)
-        return None
-    row = data.item_index()
-    vectors = encode_items(data, built.encoder, built.template, show_progress=False)
-    return vectors[[row[i] for i in sids.item_ids]]
+    sids, built = load_built_semantic_ids(path, data)
+    vectors = None
+    if with_vectors and built.vectors != "collaborative":
+        vectors = encode_items(data, built.encoder, built.template, show_progress=False)
+    report = {"table": str(path), "unique_fraction": sids.unique_fraction, "collision_rate": sids.collision_rate}
+    return sids, vectors, report
 
 
 def train_config(config: GenrecRecipeConfig):
@@ -187,7 +166,7 @@ def run(config: GenrecRecipeConfig) -> Path:
     needs_sasrec = config.model.user_states or (not config.sids and config.ids.vectors != "text")
     sasrec = collaborative_sasrec(data, split, config.ids.sasrec, seed) if needs_sasrec else None
     if config.sids:
-        sids, vectors, sid_report = load_sids(config.sids, data, with_vectors=config.model.sid_init == "projection")
+        sids, vectors, sid_report = reuse_sids(config.sids, data, with_vectors=config.model.sid_init == "projection")
     else:
         sid_cfg = semantic_id_config(config.ids, seed)
         vectors = encode_items(data, sid_cfg.encoder, sid_cfg.template, show_progress=False)
@@ -203,6 +182,8 @@ def run(config: GenrecRecipeConfig) -> Path:
     report = train_genrec(plm, split.train, split.valid, train_cfg)
     if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return Path(config.out)
+    if hasattr(plm, "remember_dataset"):  # self-describing model folders (llmrec.lm.model_dir), once merged
+        plm.remember_dataset(data)  # `llmrec recommend|answer --model DIR` then needs no --data
     out = plm.save(config.out)
     results = {"config": config.to_dict(), "semantic_ids": sid_report, "train": report, "dtype": dtype}
     if not config.test.skip:

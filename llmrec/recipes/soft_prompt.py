@@ -250,6 +250,8 @@ def run(config: SoftPromptRecipeConfig) -> Path:
     plm, report = train_soft_prompt(data, encoder, split.train, train_q, config.soft, train_cfg,
                                     base_model=config.model.base_model, adapter=config.model.adapter, dtype=dtype,
                                     worked=q.worked)
+    if hasattr(plm, "remember_dataset"):  # self-describing model folders (llmrec.lm.model_dir), once merged
+        plm.remember_dataset(data)  # `llmrec recommend|answer --model DIR` then needs no --data
     out = plm.save(config.out)
     results: dict[str, Any] = {"config": config.to_dict(), "encoder_pretraining": encoder_report,
                                "train_questions": len(train_q), "train": report, "dtype": dtype}

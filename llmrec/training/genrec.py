@@ -47,25 +47,27 @@ class GenRecTrainConfig(Config):
     title_alignment: bool = False
     eval_users: int = 200  # validation users scored by beam search at each evaluation
     eval_steps: int = 0  # 0 = evaluate once per epoch
+    save_steps: int = 0  # 0 = checkpoint at each evaluation; else a multiple of eval_steps (best-model selection)
     eval_beams: int = 10
     eval_batch_users: int = 16
     early_stopping_patience: int = 3
     save_total_limit: int = 2
     logging_steps: int = 10
+    report_to: tuple[str, ...] = ()  # Trainer integrations, e.g. ("tensorboard",) or ("wandb",); () = none
     seed: int = 0
     gradient_checkpointing: bool = False
     time_budget_minutes: float = 0.0  # > 0: stop (evaluate + save) once training has used this much wall time
-    save_steps: int = 0  # 0 = checkpoint at each evaluation; else a multiple of eval_steps (best-model reload)
-    report_to: tuple[str, ...] = ()  # transformers.Trainer trackers (tensorboard, wandb, ...)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.grad_accum < 1:
             raise ConfigError("batch_size and grad_accum must be >= 1")
-        if self.save_steps and (not self.eval_steps or self.save_steps % self.eval_steps):
-            raise ConfigError(f"save_steps ({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps}): "
-                              "the best checkpoint is chosen at evaluations")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ConfigError("set epochs > 0 or max_steps > 0")
+        if self.logging_steps < 1 or self.eval_steps < 0 or self.save_steps < 0:
+            raise ConfigError("logging_steps must be >= 1, eval_steps and save_steps >= 0")
+        if self.save_steps and (not self.eval_steps or self.save_steps % self.eval_steps):
+            raise ConfigError(f"save_steps={self.save_steps} must be a multiple of eval_steps={self.eval_steps} "
+                              "(the best checkpoint is chosen at evaluations)")
 
 
 def evaluate_genrec(
@@ -211,7 +213,7 @@ def train_genrec(
         use_cpu=not torch.cuda.is_available(),
         seed=config.seed,
         data_seed=config.seed,
-        report_to=list(config.report_to),
+        report_to=list(config.report_to) or "none",
         remove_unused_columns=False,
         train_sampling_strategy="group_by_length",  # less padding between long and short windows
         dataloader_num_workers=0,

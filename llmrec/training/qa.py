@@ -36,17 +36,19 @@ class QATrainConfig(Config):
     # soft tokens become informative before LoRA settles on answer priors (LLaVA-style projector warm-up).
     user_learning_rate: float | None = None
     batch_size: int = 8
-    grad_accum: int = 1
+    grad_accum: int = 1  # gradient accumulation steps (the effective batch is batch_size x grad_accum)
     warmup_ratio: float = 0.03
     logging_steps: int = 10
-    save_steps: int = 0  # 0 = every half epoch, at least 50 steps apart
-    report_to: tuple[str, ...] = ()  # transformers.Trainer trackers (tensorboard, wandb, ...)
+    save_steps: int = 0  # 0 = twice per epoch, at least every 50 steps
+    report_to: tuple[str, ...] = ()  # Trainer integrations, e.g. ("tensorboard",); () = none
     time_budget_minutes: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.grad_accum < 1 or self.learning_rate <= 0:
-            raise ConfigError("batch_size >= 1, grad_accum >= 1 and learning_rate > 0 are required")
+        if self.batch_size < 1 or self.learning_rate <= 0:
+            raise ConfigError("batch_size >= 1 and learning_rate > 0 are required")
+        if self.grad_accum < 1 or self.logging_steps < 1 or self.save_steps < 0:
+            raise ConfigError("grad_accum and logging_steps must be >= 1, save_steps >= 0")
         if self.user_learning_rate is not None and self.user_learning_rate <= 0:
             raise ConfigError("user_learning_rate must be > 0")
 
@@ -158,7 +160,7 @@ def train_qa(model, rows: datasets.Dataset, pad_token_id: int, config: QATrainCo
         lr_scheduler_type="cosine", logging_steps=config.logging_steps, save_strategy="steps",
         save_steps=config.save_steps or max(50, steps_per_epoch // 2), save_total_limit=1,
         use_cpu=not torch.cuda.is_available(), seed=config.seed, data_seed=config.seed,
-        report_to=list(config.report_to), remove_unused_columns=False,
+        report_to=list(config.report_to) or "none", remove_unused_columns=False,
         disable_tqdm=True,
     )
     callbacks = [TimeBudgetCallback(config.time_budget_minutes)] if config.time_budget_minutes > 0 else []
