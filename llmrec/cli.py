@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "llmrec.items.commands",
     "llmrec.evaluation.commands",
     "llmrec.lm.commands",
+    "llmrec.recipes.commands",
 )
 
 

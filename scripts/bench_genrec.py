@@ -5,7 +5,7 @@ training throughput against a bare forward+backward loop on the same batches, an
         --llm-results eval/results/genrec_llm_ml100k.json --baselines eval/results/baselines_ml100k.json \
         --model-dir adapters/trained/genrec-ml100k --out eval/results/genrec_ml100k.json
 
-The llmrec row comes from scripts/train_genrec.py (its --results file); baselines from scripts/bench_baselines.py.
+The llmrec row comes from `llmrec train genrec` (its <out>/results.json); baselines from scripts/bench_baselines.py.
 """
 
 from __future__ import annotations

@@ -13,44 +13,18 @@ import argparse
 import copy
 import json
 import logging
-import platform
-import random
 import tempfile
 import time
 from collections import defaultdict
 
-import torch
-
-from llmrec.data import leave_one_out, load_dataset
-from llmrec.evaluation.ranking import summaries
-from llmrec.io import write_json_atomic
-from llmrec.items.encoders import encode_items
-from llmrec.lm.loading import load_causal_lm
-from llmrec.lm.personal import PersonalLM, PersonalLMConfig, with_lora
-from llmrec.lm.soft_prompt import USER_TOKEN, build_soft_prompt_lm, text_token_ids
-from llmrec.tasks.uqa import (
-    build_uqa,
-    genre_line,
-    item_line,
-    item_title,
-    majority_baseline,
-    uqa_accuracy,
-    uqa_prompt,
+from llmrec.recipes.soft_prompt import (
+    SoftPromptSection,
+    evaluate_soft_prompt,
+    sample_per_task,
+    train_soft_prompt,
 )
-from llmrec.training.qa import QATrainConfig, generate_answers, qa_rows, train_qa
-from llmrec.training.text_align import TextAlignConfig, align_to_text
-from llmrec.users.pretrain import PretrainConfig, evaluate_examples, train_sequence_model
-from llmrec.users.sequence import SequenceEncoderConfig
 
 RECENT_WINDOW = 10  # "recent" in the questions, and the profile pooling's recent slot
-
-
-def per_task_sample(examples, n, seed):
-    by_task = defaultdict(list)
-    for ex in examples:
-        by_task[ex.task].append(ex)
-    rng = random.Random(seed)
-    return [ex for task in sorted(by_task) for ex in rng.sample(by_task[task], min(n, len(by_task[task])))]
 
 
 def examples_by_task(preds, examples, n=3):
@@ -62,14 +36,12 @@ def examples_by_task(preds, examples, n=3):
     return dict(out)
 
 
-def lora_model(k: int, encoder, max_len: int, projector: str, item_texts: list[str], soft_llm: str = "lora"):
-    """k = 0: the LLM + LoRA (text styles); k > 0: a soft-prompt model over a copy of the pretrained encoder,
-    with LoRA or (``soft_llm="frozen"``) the LLM frozen: UQABench's alignment stage."""
-    if k:
-        return build_soft_prompt_lm(copy.deepcopy(encoder), k, max_items=max_len, projector=projector,
-                                    anchor_texts=item_texts if projector == "vocab" else (),
-                                    adapter=None if soft_llm == "frozen" else "lora")
-    llm, tok = load_causal_lm(dtype="bf16")
+def lora_model(dtype: str):
+    """The LLM + LoRA for the text styles (the soft variants are llmrec.recipes.soft_prompt's)."""
+    from llmrec.lm.loading import load_causal_lm
+    from llmrec.lm.personal import with_lora
+
+    llm, tok = load_causal_lm(dtype=dtype)
     llm = with_lora(llm, "lora")
     return llm, tok, llm
 
@@ -113,12 +85,30 @@ def main() -> None:
                    "(llmrec answer --model DIR answers from its soft prompt)")
     p.add_argument("--save-variant", default="soft_k4")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default="ml-100k", help="dataset name or config file")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="LLM dtype (auto = bf16 only where the hardware runs it natively)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default; use 1 on a shared CPU)")
     args = p.parse_args()
+    # heavy imports after parsing, so --help answers at once
+    import torch
+
+    from llmrec.data import leave_one_out, load_dataset
+    from llmrec.evaluation.ranking import summaries
+    from llmrec.hardware import machine_facts, resolve_dtype
+    from llmrec.io import write_json_atomic
+    from llmrec.items.encoders import encode_items
+    from llmrec.lm.personal import PersonalLM, PersonalLMConfig
+    from llmrec.tasks.uqa import build_uqa, item_title, majority_baseline, uqa_accuracy, uqa_prompt
+    from llmrec.training.qa import QATrainConfig, generate_answers, qa_rows, train_qa
+    from llmrec.users.pretrain import PretrainConfig, evaluate_examples, train_sequence_model
+    from llmrec.users.sequence import SequenceEncoderConfig
+
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    data = load_dataset("ml-100k")
+    args.dtype = resolve_dtype(args.dtype)
+    data = load_dataset(args.data)
     split = leave_one_out(data.histories())
     # By default the encoder sees exactly the items the text prompt shows; --soft-items lets it see more (a longer
     # history costs the soft prompt no extra LLM tokens, the text prompt ~17 tokens per item).
@@ -133,15 +123,10 @@ def main() -> None:
                                PretrainConfig(max_epochs=args.encoder_epochs, patience=5, seed=args.seed), vectors)
     encoder_report = {"test": summaries(evaluate_examples(pre.model, split.test)),
                       "best_epoch": pre.best_epoch, "train_seconds": round(time.perf_counter() - t0, 1)}
-    train = per_task_sample(build_uqa(data, split="train", seed=args.seed, recent_window=RECENT_WINDOW),
+    train = sample_per_task(build_uqa(data, split="train", seed=args.seed, recent_window=RECENT_WINDOW),
                             args.train_per_task, args.seed)
-    test = per_task_sample(build_uqa(data, split="test", seed=args.seed, recent_window=RECENT_WINDOW),
+    test = sample_per_task(build_uqa(data, split="test", seed=args.seed, recent_window=RECENT_WINDOW),
                            args.test_per_task, args.seed)
-    line = item_line if args.anchor_text == "items" else genre_line
-    item_texts = [line(data.items[i]) for i in data.item_ids]  # index i + 1 <-> item_texts[i]
-
-    def items_of(examples):
-        return [pre.model.item_indices(ex.context.item_ids[-max_len:]) for ex in examples]
 
     variants = []
     for name in args.variants.split(","):
@@ -149,9 +134,8 @@ def main() -> None:
     def write_results() -> None:
         out = {
             "command": "python scripts/bench_uqa.py " + " ".join(f"--{a.replace('_', '-')} {v}" for a, v in vars(args).items()),
-            "machine": {"cpu_cores": 2, "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-                        "torch": torch.__version__, "note": "shared machine: other jobs ran concurrently"},
-            "model": "SmolLM2-135M-Instruct (bf16) + LoRA preset 'lora'",
+            "machine": machine_facts(),
+            "model": f"SmolLM2-135M-Instruct ({args.dtype}) + LoRA preset 'lora'",
             "train_questions": len(train), "test_questions": len(test),
             "majority_baseline": majority_baseline(train, test),
             "encoder_pretraining": encoder_report,
@@ -167,50 +151,51 @@ def main() -> None:
     for style, k in variants:
         label = f"soft_k{k}" if k else style
         torch.manual_seed(args.seed)
-        model, tok, llm = lora_model(k, pre.model, max_len, args.projector, item_texts, args.soft_llm)
-
-        def rows_for(examples, model_tok=tok, style=style, k=k):
-            prompts = [uqa_prompt(ex, style, data=data, max_items=args.text_items, user=USER_TOKEN * k if k else None,
-                                  worked=args.worked_answers) for ex in examples]
-            return qa_rows(prompts, [ex.target(args.worked_answers) for ex in examples], model_tok,
-                           user_items=items_of(examples) if k else None)
-
-        align_report = None
-        if k and args.text_align_epochs:
-            histories = [pre.model.item_indices(h.item_ids) for h in split.train.values()]
-            align_report = align_to_text(model, histories, text_token_ids(tok, item_texts),
-                                         TextAlignConfig(epochs=args.text_align_epochs, seed=args.seed,
-                                                         sharpness=args.align_sharpness))
-        if k and args.user_lr == 0:
-            model.freeze_user_modules()
-        train_rows, test_rows = rows_for(train), rows_for(test)
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = QATrainConfig(output_dir=tmp, epochs=args.epochs, learning_rate=args.lr,
-                                user_learning_rate=args.user_lr or None, seed=args.seed)
-            report = train_qa(model, train_rows, tok.pad_token_id, cfg)
-        model.eval()
+            cfg = QATrainConfig(output_dir=tmp, epochs=args.epochs, learning_rate=args.lr, seed=args.seed)
+            if k:  # the soft-prompt recipe's code, over a copy of the pretrained encoder
+                soft = SoftPromptSection(k=k, max_items=max_len, projector=args.projector,
+                                         anchor_text="items" if args.anchor_text == "items" else "categories",
+                                         align_epochs=args.text_align_epochs, align_sharpness=args.align_sharpness,
+                                         user_lr=args.user_lr)
+                encoder = copy.deepcopy(pre.model)
+                plm, report = train_soft_prompt(data, encoder, split.train, train, soft, cfg, dtype=args.dtype,
+                                                adapter=None if args.soft_llm == "frozen" else "lora",
+                                                worked=args.worked_answers)
+            else:
+                model, tok, llm = lora_model(args.dtype)
+                prompts = [uqa_prompt(ex, style, data=data, max_items=args.text_items, worked=args.worked_answers)
+                           for ex in train]
+                rows = qa_rows(prompts, [ex.target(args.worked_answers) for ex in train], tok)
+                report = train_qa(model, rows, tok.pad_token_id, cfg)
+                report["text_align"] = None
         if k:
-            def gen(b, n, model=model, tok=tok):
-                return model.generate(b["input_ids"], b["attention_mask"], b["user_item_idx"], max_new_tokens=n,
-                                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            scored = evaluate_soft_prompt(plm, encoder, test, worked=args.worked_answers, data=data)
+            preds, acc, sec, tokens = (scored["predictions"], scored["accuracy"], scored["answer_seconds_per_question"],
+                                       scored["mean_prompt_tokens"])
         else:
+            llm.eval()
+            test_rows = qa_rows([uqa_prompt(ex, style, data=data, max_items=args.text_items,
+                                            worked=args.worked_answers) for ex in test],
+                                [ex.target(args.worked_answers) for ex in test], tok)
+
             def gen(b, n, llm=llm, tok=tok):
                 out = llm.generate(input_ids=b["input_ids"], attention_mask=b["attention_mask"], max_new_tokens=n,
                                    do_sample=False, num_beams=1, pad_token_id=tok.pad_token_id)
                 return out[:, b["input_ids"].shape[1]:]
-        preds, sec = generate_answers(gen, test_rows, tok)
-        acc = uqa_accuracy(preds, test)
-        results[label] = {"accuracy": acc, "mean_prompt_tokens": sum(test_rows["prompt_len"]) / len(test_rows),
+            preds, sec = generate_answers(gen, test_rows, tok)
+            acc, tokens = uqa_accuracy(preds, test), sum(test_rows["prompt_len"]) / len(test_rows)
+        align_report = report.pop("text_align")
+        results[label] = {"accuracy": acc, "mean_prompt_tokens": tokens,
                           "train": {k2: v for k2, v in report.items() if k2 != "loss_curve"},
                           "loss_first_last": [report["loss_curve"][0][1], report["loss_curve"][-1][1]]
                           if report["loss_curve"] else None,
-                          "text_align": ({k2: v for k2, v in align_report.items() if k2 != "curve"}
-                                         if align_report else None),
+                          "text_align": align_report,
                           "answer_seconds_per_question": sec, "examples": examples_by_task(preds, test)}
         if args.save_model and label == args.save_variant:
-            titles = {i: item_title(it) for i, it in data.items.items()}
-            plm = PersonalLM(llm, tok, None, titles, PersonalLMConfig(base_model="smollm2-135m", adapter="lora"),
-                             soft=model if k else None, soft_item_ids=data.item_ids if k else None)
+            if not k:  # a text variant: the LoRA LLM, answering from the history as text
+                plm = PersonalLM(llm, tok, None, {i: item_title(it) for i, it in data.items.items()},
+                                 PersonalLMConfig(base_model="smollm2-135m", adapter="lora", dtype=args.dtype))
             plm.save(args.save_model)
         print(label, json.dumps({"macro": acc["macro"], "overall": acc["overall"], "tokens": results[label]["mean_prompt_tokens"]}),
               flush=True)

@@ -22,30 +22,7 @@ import argparse
 import tempfile
 import time
 
-import torch
-
-from llmrec.data import leave_one_out, load_dataset
-from llmrec.data.stats import dataset_info
-from llmrec.evaluation.ranking import full_catalogue_metrics, summaries, topk_from_scores
-from llmrec.items import SemanticIdConfig, build_semantic_ids
-from llmrec.items.collaborative import collaborative_vectors
-from llmrec.items.encoders import encode_items
-from llmrec.lm.personal import PersonalLM, PersonalLMConfig
-from llmrec.lm.soft_prompt import USER_TOKEN, build_soft_prompt_lm, text_token_ids
-from llmrec.tasks.profile import history_lines, template_profile
-from llmrec.tasks.uqa import answer_kind, build_uqa, genre_line, item_title, uqa_prompt
-from llmrec.training.genrec import GenRecTrainConfig, evaluate_genrec, train_genrec
-from llmrec.training.qa import QATrainConfig, qa_rows, train_qa
-from llmrec.training.text_align import TextAlignConfig, align_to_text
-from llmrec.users.baselines import Popularity
-from llmrec.users.pretrain import (
-    PretrainConfig,
-    evaluate_examples,
-    score_histories,
-    sequence_log_prior,
-    train_sequence_model,
-)
-from llmrec.users.sequence import SequenceEncoderConfig
+from llmrec.recipes.soft_prompt import SoftPromptSection, train_soft_prompt
 
 
 def fmt(metrics: dict) -> str:
@@ -59,7 +36,35 @@ def main() -> None:
                    "not a wall-time one, so the demo shows the same model however busy the machine is")
     p.add_argument("--soft-steps", type=int, default=40, help="soft-prompt QA training steps (batch 8)")
     p.add_argument("--user", default="1")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="LLM dtype (auto = bf16 only where the hardware runs it natively, else fp32)")
     args = p.parse_args()
+    # heavy imports after parsing, so --help answers at once
+    import torch
+
+    from llmrec.data import leave_one_out, load_dataset
+    from llmrec.data.stats import dataset_info
+    from llmrec.evaluation.ranking import full_catalogue_metrics, summaries, topk_from_scores
+    from llmrec.hardware import resolve_dtype
+    from llmrec.items import SemanticIdConfig, build_semantic_ids
+    from llmrec.items.collaborative import collaborative_vectors
+    from llmrec.items.encoders import encode_items
+    from llmrec.lm.personal import PersonalLM, PersonalLMConfig
+    from llmrec.tasks.profile import history_lines, template_profile
+    from llmrec.tasks.uqa import answer_kind, build_uqa
+    from llmrec.training.genrec import GenRecTrainConfig, evaluate_genrec, train_genrec
+    from llmrec.training.qa import QATrainConfig
+    from llmrec.users.baselines import Popularity
+    from llmrec.users.pretrain import (
+        PretrainConfig,
+        evaluate_examples,
+        score_histories,
+        sequence_log_prior,
+        train_sequence_model,
+    )
+    from llmrec.users.sequence import SequenceEncoderConfig
+
+    args.dtype = resolve_dtype(args.dtype)
     torch.manual_seed(0)
     t0 = time.time()
     data = load_dataset("ml-100k")
@@ -90,7 +95,7 @@ def main() -> None:
           f"level-1 use {rep['utilization'][0]:.2f}, genre coherence x{rep['genre_coherence']:.2f}")
     print(f"    'Toy Story' -> {sids.sid_string('1')}")
 
-    plm = PersonalLM.create(sids, data.items, PersonalLMConfig(max_history=20), item_vectors=vectors)
+    plm = PersonalLM.create(sids, data.items, PersonalLMConfig(max_history=20, dtype=args.dtype), item_vectors=vectors)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = GenRecTrainConfig(output_dir=tmp, epochs=1, max_steps=args.train_steps, max_windows=1, eval_users=30,
                                 learning_rate=2e-3, logging_steps=10)
@@ -120,46 +125,30 @@ def main() -> None:
     print(f"[profile] LLM (grounded): {plm.profile(context, data, max_new_tokens=60)}")
     del plm
 
-    soft_plm, report = train_soft_prompt_qa(data, sas.model, split.train, steps=args.soft_steps)
-    print(f"[soft prompt] SASRec encoder + genre-word projector -> {SOFT_K} vectors, text-aligned (held-out KL "
-          f"{report['align_kl'][0]:.2f} -> {report['align_kl'][1]:.3f}), LoRA: {report['steps']} steps on "
+    # The soft-prompt recipe's code (llmrec.recipes.soft_prompt): SASRec states pooled as a profile (the last
+    # SOFT.max_items items, the last 10, the last two) -> vocab projector over the LLM's genre-word embeddings,
+    # text-aligned (sharpened towards the commonest genres, no LLM pass), user side frozen, then LoRA for
+    # --soft-steps on interest questions computed from the training data, interest shift as a worked answer.
+    with tempfile.TemporaryDirectory() as tmp:
+        soft_plm, report = train_soft_prompt(
+            data, sas.model, split.train, build_uqa(data, split="train", tasks=INTEREST), SOFT,
+            QATrainConfig(output_dir=tmp, max_steps=args.soft_steps, learning_rate=1e-3), dtype=args.dtype, worked=True)
+    align = report["text_align"]
+    print(f"[soft prompt] SASRec encoder + genre-word projector -> {SOFT.k} vectors, text-aligned (held-out KL "
+          f"{align['heldout_kl_before']:.2f} -> {align['heldout_kl_after']:.3f}), LoRA: {report['steps']} steps on "
           f"{report['rows']} interest questions in {report['train_seconds']:.0f} s")
     for ex in [e for e in build_uqa(data, split="test", tasks=INTEREST) if e.user_id == args.user]:
         reply = soft_plm.soft_answer(context, ex.question, options=ex.options or (), max_new_tokens=12,
                                      answer_kind=answer_kind(ex.task, worked=True))
-        text_tokens = len(soft_plm.tokenizer("\n".join(history_lines(context, data, max_items=SOFT_ITEMS)))["input_ids"])
-        print(f"    {ex.question} -> {reply!r} (truth: {ex.answer}; {SOFT_K} soft tokens instead of "
+        text_tokens = len(soft_plm.tokenizer("\n".join(history_lines(context, data, max_items=SOFT.max_items)))["input_ids"])
+        print(f"    {ex.question} -> {reply!r} (truth: {ex.answer}; {SOFT.k} soft tokens instead of "
               f"{text_tokens} history tokens)")
     print(f"[done] {time.time() - t0:.0f} s")
 
 
-SOFT_K, SOFT_ITEMS = 4, 50
+SOFT = SoftPromptSection(k=4, max_items=50, projector="vocab", anchor_text="categories", align_epochs=10,
+                         align_sharpness=20, user_lr=0)
 INTEREST = ("longterm_genre", "recent_genre", "interest_shift")
-
-
-def train_soft_prompt_qa(data, encoder, train_histories, *, steps: int) -> tuple[PersonalLM, dict]:
-    """A PersonalLM that reads the user from SOFT_K soft-prompt vectors: SASRec states pooled as a profile (the
-    last SOFT_ITEMS items, the last 10, the last two items) -> vocab projector over the LLM's genre-word
-    embeddings, text-aligned (each soft token = the genre words of its items, sharpened towards the commonest as
-    in the benchmark's best row; no LLM pass), then LoRA for ``steps`` on interest-perception questions whose
-    answers come from the training data, interest shift as a worked answer (the aligned user side stays frozen)."""
-    genres = [genre_line(data.items[i]) for i in data.item_ids]  # index i + 1 <-> genres[i]
-    soft, tok, llm = build_soft_prompt_lm(encoder, SOFT_K, max_items=SOFT_ITEMS, projector="vocab",
-                                          anchor_texts=genres)
-    align = align_to_text(soft, [encoder.item_indices(h.item_ids) for h in train_histories.values()],
-                          text_token_ids(tok, genres), TextAlignConfig(epochs=10, sharpness=20))
-    soft.freeze_user_modules()
-    train = build_uqa(data, split="train", tasks=INTEREST)
-    rows = qa_rows([uqa_prompt(ex, "soft", user=USER_TOKEN * SOFT_K, worked=True) for ex in train],
-                   [ex.target(worked=True) for ex in train], tok,
-                   user_items=[encoder.item_indices(ex.context.item_ids[-SOFT_ITEMS:]) for ex in train])
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = QATrainConfig(output_dir=tmp, max_steps=steps, learning_rate=1e-3)
-        report = train_qa(soft, rows, tok.pad_token_id, cfg)
-    soft.eval()
-    report["align_kl"] = (align["heldout_kl_before"], align["heldout_kl_after"])
-    titles = {i: item_title(it) for i, it in data.items.items()}
-    return PersonalLM(llm, tok, None, titles, PersonalLMConfig(), soft=soft, soft_item_ids=data.item_ids), report
 
 
 if __name__ == "__main__":

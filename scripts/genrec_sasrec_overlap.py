@@ -3,7 +3,7 @@
     .venv/bin/python scripts/train_sasrec.py --out adapters/trained/sasrec     # the tuned defaults (README row)
     .venv/bin/python scripts/genrec_sasrec_overlap.py --model adapters/trained/genrec-w50c10-lora \
         --sasrec adapters/trained/sasrec --results eval/results/genrec_sasrec_overlap_ml100k.json
-    .venv/bin/python scripts/train_sasrec.py --out adapters/trained/sasrec-seed1 --seed 1
+    .venv/bin/python scripts/train_sasrec.py --out adapters/trained/sasrec-seed1 --train.seed 1
     .venv/bin/python scripts/genrec_sasrec_overlap.py --threads 1 --model adapters/trained/genrec-w50c10-lora \
         --sasrec adapters/trained/sasrec --splits test --prior-weight 1 --sasrec-ensemble adapters/trained/sasrec-seed1 \
         --results eval/results/genrec_fusion_paired_ml100k.json   # + shallow fusion (w chosen on validation), 2-seed SASRec

@@ -297,7 +297,7 @@ class PersonalLM:
 
         if self.soft is None:
             raise LlmrecError("this model has no soft-prompt user encoder (a user/ folder); train one with "
-                              "scripts/bench_uqa.py --save-model DIR, or answer from the history as text (soft=False)")
+                              "`llmrec train soft-prompt`, or answer from the history as text (soft=False)")
         item_ids = list(history.item_ids)[-self.soft.config.max_items:]
         if not item_ids:
             raise LlmrecError(f"user {history.user_id}: empty history, nothing to build a soft prompt from")
@@ -388,7 +388,7 @@ class PersonalLM:
 
     def _need_sids(self) -> None:
         if self.index is None:
-            raise LlmrecError("this model has no semantic-ID vocabulary; train one with scripts/train_genrec.py")
+            raise LlmrecError("this model has no semantic-ID vocabulary; train one with `llmrec train genrec`")
 
     # ----------------------------------------------------------------------------------- persistence
     def remember_dataset(self, data) -> None:

@@ -1,0 +1,58 @@
+"""What every recipe shares: the top-level options (data, out, dtype, threads, user subset), loading the data and
+its leave-one-out split, and the record written beside every output (``config.yaml`` + ``run.json``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from llmrec.hardware import DTYPES
+from llmrec.io import write_text_atomic
+from llmrec.recipes.config import RecipeConfig, opt, to_yaml
+
+logger = logging.getLogger(__name__)
+CONFIG_YAML = "config.yaml"
+
+
+@dataclasses.dataclass
+class RecipeBase(RecipeConfig):
+    """Top-level options of every recipe (``--data``, ``--out``, ``--dtype``, ``--threads``, ``--users``)."""
+
+    data: str = opt("ml-100k", "dataset: a built-in name, a dataset config file (.yaml/.json) or a MovieLens folder")
+    out: str = opt("runs/recipe", "output directory (written atomically; replaced if it exists)")
+    dtype: str = opt("auto", "LLM weights dtype; auto = bf16 only where the hardware runs it natively", choices=DTYPES)
+    threads: int = opt(0, "torch threads (0 = torch's default; 1 is fastest on a shared 2-core CPU)")
+    users: int = opt(0, "keep only the first N users of the dataset (0 = all): quick runs and smoke tests")
+
+
+def subset_users(data, n: int):
+    """``data`` restricted to its first ``n`` users (catalogue unchanged, so item tables keep their shape)."""
+    if not n or n >= len(data.histories()):
+        return data
+    keep = set(list(data.histories())[:n])
+    sub = dataclasses.replace(data, interactions=[x for x in data.interactions if x.user_id in keep])
+    logger.info("users: kept the first %d of %d users (%d interactions)", n, len(data.histories()),
+                len(sub.interactions))
+    return sub
+
+
+def load_data(config: RecipeBase):
+    """Pin threads, load ``config.data`` (only first ``config.users`` users) -> ``(data, leave-one-out split)``."""
+    from llmrec.data import leave_one_out, load_dataset
+    from llmrec.hardware import set_threads
+
+    set_threads(config.threads)
+    data = subset_users(load_dataset(config.data), config.users)
+    return data, leave_one_out(data.histories())
+
+
+def write_records(out: str | Path, config: RecipeConfig, recipe: str, **extra: Any) -> None:
+    """``config.yaml`` (the resolved config, reloadable with ``--config``) and ``run.json`` (config, versions,
+    machine facts measured now) into ``out``."""
+    from llmrec.runinfo import write_run_info
+
+    header = f"resolved config of `llmrec train {recipe}`; rerun with: llmrec train {recipe} --config {Path(out) / CONFIG_YAML}"
+    write_text_atomic(Path(out) / CONFIG_YAML, to_yaml(config, header))
+    write_run_info(out, config, recipe=recipe, **extra)
