@@ -54,7 +54,8 @@ def throughput(steps: int, batch_size: int, seed: int) -> dict:
     out = {}
     for mode in ("pipeline", "bare", "pipeline_again"):
         torch.manual_seed(seed)
-        plm = PersonalLM.create(sids, data.items, PersonalLMConfig(max_history=20, seed=seed), item_vectors=vectors)
+        plm = PersonalLM.create(sids, data.items, PersonalLMConfig(max_history=20, seed=seed), item_vectors=vectors,
+                                vocabulary=data.vocabulary)
         rows = build_genrec_rows(plm, split.train, max_windows=2).rows
         with tempfile.TemporaryDirectory() as tmp:
             args = TrainingArguments(output_dir=tmp, max_steps=steps, per_device_train_batch_size=batch_size,

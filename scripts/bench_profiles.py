@@ -169,7 +169,7 @@ def main() -> None:
     examples = [ex for ex in rows if ex.user_id in chosen]
     contexts = {ex.user_id: ex.context for ex in examples}  # test split: both rows share the context
 
-    plm = PersonalLM.from_base("smollm2-135m", catalogue=data.items)
+    plm = PersonalLM.from_base("smollm2-135m", catalogue=data.items, vocabulary=data.vocabulary)
     reader = HFModel(loaded=(plm.model, plm.tokenizer))
     tok = plm.tokenizer
 

@@ -87,7 +87,7 @@ def main() -> None:
         "none": dict.fromkeys(contexts), "template": {c: template_profile(h, data) for c, h in contexts.items()}}
     gen_wall = None
     if "generated_grounded" in kinds:
-        plm = PersonalLM.from_base("smollm2-135m", catalogue=data.items)
+        plm = PersonalLM.from_base("smollm2-135m", catalogue=data.items, vocabulary=data.vocabulary)
         t0 = time.perf_counter()
         by_name = {f"{u}@{n}": h for (u, n), h in contexts.items()}  # generate_profiles keys users by str
         texts, _ = generate_profiles(plm, HFModel(loaded=(plm.model, plm.tokenizer)), by_name, data,

@@ -183,7 +183,7 @@ def table(result: dict) -> str:
             continue
         util = "/".join(f"{u:.2f}" for u in r["utilization"])
         lines.append(f"| {kind} 3x256 | {r['unique_fraction']:.3f} | {r['collision_rate_nearest']:.4f} -> "
-                     f"{r['collision_rate']:.4f} | {util} | {r['genre_coherence']:.2f} | "
+                     f"{r['collision_rate']:.4f} | {util} | {r['category_coherence']:.2f} | "
                      f"{r['reconstruction_rel']:.3f} | {r['quantize_seconds']:.1f} | {r['peak_rss_mb']} |")
     lines.append(f"\nml-100k encode (MiniLM, empty cache): {ml['encode'].get('encode_seconds')} s\n")
     lines += ["| quantizer | items | quantize s | quantize RSS growth MB | trie build s | trie MB "

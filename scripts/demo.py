@@ -51,7 +51,7 @@ def main() -> None:
     from llmrec.items.encoders import encode_items
     from llmrec.lm.personal import PersonalLM, PersonalLMConfig
     from llmrec.tasks.profile import history_lines, template_profile
-    from llmrec.tasks.uqa import answer_kind, build_uqa
+    from llmrec.tasks.uqa import build_uqa
     from llmrec.training.genrec import GenRecTrainConfig, evaluate_genrec, train_genrec
     from llmrec.training.qa import QATrainConfig
     from llmrec.users.baselines import Popularity
@@ -92,10 +92,11 @@ def main() -> None:
                                    show_progress=False)
     print(f"[semantic ids] text + collaborative: {len(sids)} items, levels {sids.codebook_sizes}, unique "
           f"{rep['unique_fraction']:.3f}, collisions before disambiguation {rep['collision_rate_nearest']:.4f}, "
-          f"level-1 use {rep['utilization'][0]:.2f}, genre coherence x{rep['genre_coherence']:.2f}")
+          f"level-1 use {rep['utilization'][0]:.2f}, category coherence x{rep['category_coherence']:.2f}")
     print(f"    'Toy Story' -> {sids.sid_string('1')}")
 
-    plm = PersonalLM.create(sids, data.items, PersonalLMConfig(max_history=20, dtype=args.dtype), item_vectors=vectors)
+    plm = PersonalLM.create(sids, data.items, PersonalLMConfig(max_history=20, dtype=args.dtype), item_vectors=vectors,
+                            vocabulary=data.vocabulary)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = GenRecTrainConfig(output_dir=tmp, epochs=1, max_steps=args.train_steps, max_windows=1, eval_users=30,
                                 learning_rate=2e-3, logging_steps=10)
@@ -139,7 +140,7 @@ def main() -> None:
           f"{report['rows']} interest questions in {report['train_seconds']:.0f} s")
     for ex in [e for e in build_uqa(data, split="test", tasks=INTEREST) if e.user_id == args.user]:
         reply = soft_plm.soft_answer(context, ex.question, options=ex.options or (), max_new_tokens=12,
-                                     answer_kind=answer_kind(ex.task, worked=True))
+                                     answer_kind=ex.kind_for(worked=True))
         text_tokens = len(soft_plm.tokenizer("\n".join(history_lines(context, data, max_items=SOFT.max_items)))["input_ids"])
         print(f"    {ex.question} -> {reply!r} (truth: {ex.answer}; {SOFT.k} soft tokens instead of "
               f"{text_tokens} history tokens)")

@@ -102,7 +102,7 @@ def _text(args: argparse.Namespace) -> int:
     if (Path(args.model) / "llmrec_config.json").is_file():
         plm = PersonalLM.load(args.model)
     else:
-        plm = PersonalLM.from_base(args.model, data.items)
+        plm = PersonalLM.from_base(args.model, data.items, vocabulary=data.vocabulary)
     if args.kind == "answer":
         options = tuple(o.strip() for o in args.options.split(",") if o.strip())
         print(plm.answer(hist, args.question, data, max_items=args.max_items, use_adapter=args.use_adapter,

@@ -176,15 +176,13 @@ def run(config: GenrecRecipeConfig) -> Path:
     m = config.model
     plm_cfg = PersonalLMConfig(base_model=m.base_model, dtype=dtype, adapter=m.adapter, sid_init=m.sid_init,
                                max_history=m.max_history, seed=seed)
-    plm = PersonalLM.create(sids, data.items, plm_cfg, item_vectors=vectors)
+    plm = PersonalLM.create(sids, data.items, plm_cfg, item_vectors=vectors, vocabulary=data.vocabulary)
     if m.user_states:
         plm.attach_user_states(sasrec)
     report = train_genrec(plm, split.train, split.valid, train_cfg)
     if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return Path(config.out)
-    if hasattr(plm, "remember_dataset"):  # self-describing model folders (llmrec.lm.model_dir), once merged
-        plm.remember_dataset(data)  # `llmrec recommend|answer --model DIR` then needs no --data
-    out = plm.save(config.out)
+    out = plm.save(config.out, data=data)  # `llmrec recommend|answer --model DIR` then needs no --data
     results = {"config": config.to_dict(), "semantic_ids": sid_report, "train": report, "dtype": dtype}
     if not config.test.skip:
         test = split.test[: config.test.users] if config.test.users else split.test

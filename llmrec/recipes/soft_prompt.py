@@ -124,10 +124,7 @@ def anchor_texts(data, anchor_text: str) -> list[str]:
     """One text per catalogue item (index i + 1 <-> text i): its categories, or its title + categories."""
     from llmrec.tasks import uqa
 
-    if hasattr(uqa, "anchor_texts"):  # the category-aware helper (dataset's category attribute), once merged
-        return uqa.anchor_texts(data, anchor_text)
-    line = uqa.genre_line if anchor_text == "categories" else uqa.item_line
-    return [line(data.items[i]) for i in data.item_ids]
+    return uqa.anchor_texts(data, anchor_text)
 
 
 def soft_rows(examples: Sequence, tokenizer, encoder, k: int, max_items: int, worked: bool, data=None):
@@ -250,9 +247,7 @@ def run(config: SoftPromptRecipeConfig) -> Path:
     plm, report = train_soft_prompt(data, encoder, split.train, train_q, config.soft, train_cfg,
                                     base_model=config.model.base_model, adapter=config.model.adapter, dtype=dtype,
                                     worked=q.worked)
-    if hasattr(plm, "remember_dataset"):  # self-describing model folders (llmrec.lm.model_dir), once merged
-        plm.remember_dataset(data)  # `llmrec recommend|answer --model DIR` then needs no --data
-    out = plm.save(config.out)
+    out = plm.save(config.out, data=data)  # `llmrec recommend|answer --model DIR` then needs no --data
     results: dict[str, Any] = {"config": config.to_dict(), "encoder_pretraining": encoder_report,
                                "train_questions": len(train_q), "train": report, "dtype": dtype}
     if q.test_per_task:
