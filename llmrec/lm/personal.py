@@ -23,9 +23,10 @@ import yaml
 
 from llmrec.config import Config
 from llmrec.errors import ConfigError, LlmrecError
+from llmrec.hardware import normalize_dtype
 from llmrec.io import atomic_dir, write_json_atomic
 from llmrec.lm.decoding import PrefixIndex, constrained_beam_search, score_all_items
-from llmrec.lm.loading import load_causal_lm
+from llmrec.lm.loading import dtype_name, load_causal_lm
 from llmrec.prompting import chat_ids, render
 from llmrec.tasks.uqa import item_title
 
@@ -39,7 +40,7 @@ LORA_KEYS = {"r", "lora_alpha", "lora_dropout", "target_modules", "load_in_4bit"
 @dataclasses.dataclass
 class PersonalLMConfig(Config):
     base_model: str = "smollm2-135m"
-    dtype: str = "bf16"
+    dtype: str = "auto"  # auto: resolved for the machine at hand; a saved model records the dtype it used
     adapter: str = "lora"  # preset name in adapters/ or a YAML path
     sid_init: str = "projection"  # projection (text vectors -> LLM space) | mean | random
     prompt: str = "genrec"
@@ -51,6 +52,7 @@ class PersonalLMConfig(Config):
             raise ConfigError(f"sid_init must be projection, mean or random, got {self.sid_init!r}")
         if self.max_history < 1:
             raise ConfigError("max_history must be >= 1")
+        self.dtype = normalize_dtype(self.dtype)
 
 
 def load_adapter_preset(name_or_path: str) -> dict[str, Any]:
@@ -178,7 +180,8 @@ class PersonalLM:
         ``catalogue`` maps item id -> ``Item``; ``item_vectors`` (rows in ``sids.item_ids`` order) are the text
         vectors the SIDs were built from; they drive the ``projection`` initialisation.
         """
-        config = config or PersonalLMConfig()
+        config = dataclasses.replace(config or PersonalLMConfig())
+        config.dtype = dtype_name(config.dtype)  # saved with the model: the dtype actually used, not "auto"
         torch.manual_seed(config.seed)
         preset = load_adapter_preset(config.adapter)
         model, tok = load_causal_lm(
@@ -201,8 +204,9 @@ class PersonalLM:
 
     @classmethod
     def from_base(cls, base_model: str = "smollm2-135m", catalogue: dict[str, Any] | None = None, *,
-                  dtype: str = "bf16", trust_remote_code: bool = False) -> PersonalLM:
+                  dtype: str = "auto", trust_remote_code: bool = False) -> PersonalLM:
         """A PersonalLM over a plain causal LM (no semantic IDs, no adapter): answer / profile / generate only."""
+        dtype = dtype_name(dtype)
         model, tok = load_causal_lm(base_model, dtype=dtype, trust_remote_code=trust_remote_code)
         titles = {i: item_title(it) for i, it in (catalogue or {}).items()}
         return cls(model, tok, None, titles, PersonalLMConfig(base_model=base_model, dtype=dtype))
@@ -388,7 +392,9 @@ class PersonalLM:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, *, dtype: str | None = None, trust_remote_code: bool = False) -> PersonalLM:
+    def load(cls, path: str | Path, *, dtype: str | None = "auto", trust_remote_code: bool = False) -> PersonalLM:
+        """A saved PersonalLM. ``dtype``: ``auto`` (default) chooses again for this machine (a model trained in
+        bf16 on a CPU with AMX loads in fp32 on an AVX2-only one); ``None`` keeps the dtype it was saved with."""
         from peft import PeftModel
         from transformers import AutoTokenizer
 
@@ -398,8 +404,7 @@ class PersonalLM:
         if not (path / "llmrec_config.json").is_file():
             raise LlmrecError(f"{path}: not a PersonalLM directory (no llmrec_config.json)")
         config = PersonalLMConfig.load(path / "llmrec_config.json")
-        if dtype is not None:
-            config.dtype = dtype
+        config.dtype = dtype_name(config.dtype if dtype is None else dtype)
         tok = AutoTokenizer.from_pretrained(path)
         model, _ = load_causal_lm(config.base_model, dtype=config.dtype, trust_remote_code=trust_remote_code)
         model.resize_token_embeddings(len(tok), mean_resizing=False)
