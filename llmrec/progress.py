@@ -40,6 +40,15 @@ def default_interval() -> float:
         return DEFAULT_INTERVAL
 
 
+def emit(line: str, log: logging.Logger = logger) -> None:
+    """An INFO log line; printed to stderr instead when logging is not configured at all (a script without
+    ``logging.basicConfig`` would otherwise drop it: Python's fallback handler shows warnings only)."""
+    if log.hasHandlers():
+        log.info(line)
+    else:
+        print(f"INFO {log.name}: {line}", file=sys.stderr, flush=True)
+
+
 def format_seconds(seconds: float) -> str:
     seconds = int(round(max(seconds, 0)))
     h, rest = divmod(seconds, 3600)
@@ -61,7 +70,7 @@ def status_line(desc: str, done: float, total: float | None, elapsed: float, uni
     parts = [f"{done:g}/{total:g} ({100 * done / total:.0f}%)" if total else f"{done:g} {unit}"]
     parts.append(format_rate(done, elapsed, unit))
     parts.append(f"elapsed {format_seconds(elapsed)}")
-    if total and done > 0:
+    if total and 0 < done < total:
         parts.append(f"ETA {format_seconds(elapsed / done * (total - done))}")
     for key, value in (postfix or {}).items():
         parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
@@ -119,11 +128,11 @@ class Progress(Generic[T]):
             self.done += 1
             now = self.clock()
             if now - last >= self.interval and (self.total is None or self.done < self.total):
-                self.log.info(status_line(self.desc, self.done, self.total, now - start, self.unit, self.postfix))
+                emit(status_line(self.desc, self.done, self.total, now - start, self.unit, self.postfix), self.log)
                 last = now
         elapsed = self.clock() - start
         if elapsed >= self.interval:  # short loops stay quiet; a long one says it finished and how fast
-            self.log.info(status_line(self.desc, self.done, self.total, elapsed, self.unit, self.postfix))
+            emit(status_line(self.desc, self.done, self.total, elapsed, self.unit, self.postfix), self.log)
 
 
 def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", unit: str = "it", *,

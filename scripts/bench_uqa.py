@@ -21,6 +21,7 @@ from collections import defaultdict
 
 import torch
 
+from llmrec.cli_args import add_hardware_args, apply_hardware_args
 from llmrec.data import leave_one_out, load_dataset
 from llmrec.evaluation.ranking import summaries
 from llmrec.io import write_json_atomic
@@ -62,14 +63,15 @@ def examples_by_task(preds, examples, n=3):
     return dict(out)
 
 
-def lora_model(k: int, encoder, max_len: int, projector: str, item_texts: list[str], soft_llm: str = "lora"):
+def lora_model(k: int, encoder, max_len: int, projector: str, item_texts: list[str], soft_llm: str = "lora",
+               dtype: str = "auto"):
     """k = 0: the LLM + LoRA (text styles); k > 0: a soft-prompt model over a copy of the pretrained encoder,
     with LoRA or (``soft_llm="frozen"``) the LLM frozen: UQABench's alignment stage."""
     if k:
         return build_soft_prompt_lm(copy.deepcopy(encoder), k, max_items=max_len, projector=projector,
                                     anchor_texts=item_texts if projector == "vocab" else (),
-                                    adapter=None if soft_llm == "frozen" else "lora")
-    llm, tok = load_causal_lm(dtype="bf16")
+                                    adapter=None if soft_llm == "frozen" else "lora", dtype=dtype)
+    llm, tok = load_causal_lm(dtype=dtype)
     llm = with_lora(llm, "lora")
     return llm, tok, llm
 
@@ -113,10 +115,9 @@ def main() -> None:
                    "(llmrec answer --model DIR answers from its soft prompt)")
     p.add_argument("--save-variant", default="soft_k4")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default; use 1 on a shared CPU)")
+    add_hardware_args(p)
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_hardware_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     data = load_dataset("ml-100k")
     split = leave_one_out(data.histories())
@@ -167,7 +168,7 @@ def main() -> None:
     for style, k in variants:
         label = f"soft_k{k}" if k else style
         torch.manual_seed(args.seed)
-        model, tok, llm = lora_model(k, pre.model, max_len, args.projector, item_texts, args.soft_llm)
+        model, tok, llm = lora_model(k, pre.model, max_len, args.projector, item_texts, args.soft_llm, args.dtype)
 
         def rows_for(examples, model_tok=tok, style=style, k=k):
             prompts = [uqa_prompt(ex, style, data=data, max_items=args.text_items, user=USER_TOKEN * k if k else None,
@@ -209,7 +210,7 @@ def main() -> None:
                           "answer_seconds_per_question": sec, "examples": examples_by_task(preds, test)}
         if args.save_model and label == args.save_variant:
             titles = {i: item_title(it) for i, it in data.items.items()}
-            plm = PersonalLM(llm, tok, None, titles, PersonalLMConfig(base_model="smollm2-135m", adapter="lora"),
+            plm = PersonalLM(llm, tok, None, titles, PersonalLMConfig(base_model="smollm2-135m", adapter="lora", dtype=args.dtype),
                              soft=model if k else None, soft_item_ids=data.item_ids if k else None)
             plm.save(args.save_model)
         print(label, json.dumps({"macro": acc["macro"], "overall": acc["overall"], "tokens": results[label]["mean_prompt_tokens"]}),

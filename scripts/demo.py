@@ -24,6 +24,7 @@ import time
 
 import torch
 
+from llmrec.cli_args import add_hardware_args, apply_hardware_args
 from llmrec.data import leave_one_out, load_dataset
 from llmrec.data.stats import dataset_info
 from llmrec.evaluation.ranking import full_catalogue_metrics, summaries, topk_from_scores
@@ -59,7 +60,9 @@ def main() -> None:
                    "not a wall-time one, so the demo shows the same model however busy the machine is")
     p.add_argument("--soft-steps", type=int, default=40, help="soft-prompt QA training steps (batch 8)")
     p.add_argument("--user", default="1")
+    add_hardware_args(p)
     args = p.parse_args()
+    apply_hardware_args(args)
     torch.manual_seed(0)
     t0 = time.time()
     data = load_dataset("ml-100k")
@@ -90,7 +93,7 @@ def main() -> None:
           f"level-1 use {rep['utilization'][0]:.2f}, genre coherence x{rep['genre_coherence']:.2f}")
     print(f"    'Toy Story' -> {sids.sid_string('1')}")
 
-    plm = PersonalLM.create(sids, data.items, PersonalLMConfig(max_history=20), item_vectors=vectors)
+    plm = PersonalLM.create(sids, data.items, PersonalLMConfig(max_history=20, dtype=args.dtype), item_vectors=vectors)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = GenRecTrainConfig(output_dir=tmp, epochs=1, max_steps=args.train_steps, max_windows=1, eval_users=30,
                                 learning_rate=2e-3, logging_steps=10)
@@ -120,7 +123,8 @@ def main() -> None:
     print(f"[profile] LLM (grounded): {plm.profile(context, data, max_new_tokens=60)}")
     del plm
 
-    soft_plm, report = train_soft_prompt_qa(data, sas.model, split.train, steps=args.soft_steps)
+    soft_plm, report = train_soft_prompt_qa(data, sas.model, split.train, steps=args.soft_steps,
+                                          dtype=args.dtype)
     print(f"[soft prompt] SASRec encoder + genre-word projector -> {SOFT_K} vectors, text-aligned (held-out KL "
           f"{report['align_kl'][0]:.2f} -> {report['align_kl'][1]:.3f}), LoRA: {report['steps']} steps on "
           f"{report['rows']} interest questions in {report['train_seconds']:.0f} s")
@@ -137,7 +141,8 @@ SOFT_K, SOFT_ITEMS = 4, 50
 INTEREST = ("longterm_genre", "recent_genre", "interest_shift")
 
 
-def train_soft_prompt_qa(data, encoder, train_histories, *, steps: int) -> tuple[PersonalLM, dict]:
+def train_soft_prompt_qa(data, encoder, train_histories, *, steps: int, dtype: str = "auto"
+                         ) -> tuple[PersonalLM, dict]:
     """A PersonalLM that reads the user from SOFT_K soft-prompt vectors: SASRec states pooled as a profile (the
     last SOFT_ITEMS items, the last 10, the last two items) -> vocab projector over the LLM's genre-word
     embeddings, text-aligned (each soft token = the genre words of its items, sharpened towards the commonest as
@@ -145,7 +150,7 @@ def train_soft_prompt_qa(data, encoder, train_histories, *, steps: int) -> tuple
     answers come from the training data, interest shift as a worked answer (the aligned user side stays frozen)."""
     genres = [genre_line(data.items[i]) for i in data.item_ids]  # index i + 1 <-> genres[i]
     soft, tok, llm = build_soft_prompt_lm(encoder, SOFT_K, max_items=SOFT_ITEMS, projector="vocab",
-                                          anchor_texts=genres)
+                                          anchor_texts=genres, dtype=dtype)
     align = align_to_text(soft, [encoder.item_indices(h.item_ids) for h in train_histories.values()],
                           text_token_ids(tok, genres), TextAlignConfig(epochs=10, sharpness=20))
     soft.freeze_user_modules()

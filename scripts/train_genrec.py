@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from llmrec.cli_args import add_hardware_args, apply_hardware_args
 from llmrec.data import leave_one_out, load_dataset
 from llmrec.io import write_json_atomic
 from llmrec.items import SemanticIdConfig, build_semantic_ids
@@ -80,7 +81,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--beams", type=int, default=10)
     p.add_argument("--results", help="write a JSON report here")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default; use 1 on a shared CPU)")
+    add_hardware_args(p)
     return p.parse_args()
 
 
@@ -88,8 +89,7 @@ def main() -> None:
     args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.manual_seed(args.seed)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_hardware_args(args)
     t0 = time.perf_counter()
     data = load_dataset(args.dataset)
     split = leave_one_out(data.histories())
@@ -101,7 +101,7 @@ def main() -> None:
     sids, sid_report = build_semantic_ids(data, sid_cfg, vectors=vectors, show_progress=False,
                                           collaborative=collaborative)
     plm_cfg = PersonalLMConfig(base_model=args.model, adapter=args.adapter, max_history=args.max_history,
-                               seed=args.seed)
+                               seed=args.seed, dtype=args.dtype)
     plm = PersonalLM.create(sids, data.items, plm_cfg, item_vectors=vectors)
     if args.user_states:
         plm.attach_user_states(sasrec)

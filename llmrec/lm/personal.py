@@ -92,6 +92,17 @@ def with_lora(model, adapter: str | dict[str, Any] = "lora", **extra: Any):
     return get_peft_model(model, lora_config(preset, **extra))
 
 
+def _model_dtype(model) -> str:
+    """``bf16``/``fp16``/``fp32`` of a loaded model's floating-point weights (``auto`` when it has none)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            try:
+                return dtype_name(p.dtype)
+            except ConfigError:
+                break
+    return "auto"
+
+
 class PersonalLM:
     """Use :meth:`create` for a new model and :meth:`load` for a saved one."""
 
@@ -108,6 +119,8 @@ class PersonalLM:
         self.tokenizer = tokenizer
         self.sids = sids
         self.titles = titles
+        if config.dtype == "auto":  # built around a loaded model: record what it runs in (saved with it)
+            config = dataclasses.replace(config, dtype=_model_dtype(model))
         self.config = config
         self.item_ids: list[str] = list(sids.item_ids) if sids is not None else list(titles)
         self.item_row = {item_id: i for i, item_id in enumerate(self.item_ids)}

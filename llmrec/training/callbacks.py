@@ -13,7 +13,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from llmrec.progress import default_interval, enabled, format_rate, format_seconds, on_terminal
+from llmrec.progress import default_interval, emit, enabled, format_rate, format_seconds, on_terminal
 
 logger = logging.getLogger("llmrec.progress")
 
@@ -51,11 +51,11 @@ class ProgressLogCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.clock() - self.last >= self.interval and state.global_step < state.max_steps:
-            logger.info(self._line(state))
+            emit(self._line(state), logger)
             self.last = self.clock()
 
     def on_train_end(self, args, state, control, **kwargs):
-        logger.info(self._line(state))
+        emit(self._line(state), logger)
 
 
 def trainer_progress(desc: str = "training") -> tuple[bool, list[TrainerCallback]]:
