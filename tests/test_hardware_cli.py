@@ -154,3 +154,20 @@ def test_module_help_is_light():
              "'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split()[-2:] == ["False", "False"], out.stdout + out.stderr
+
+
+# Scripts whose --help still imports torch: train_genrec/train_sasrec/bench_uqa/demo are being rewritten as thin
+# recipe wrappers (wt-recipes), bench_profiles(_reader) define torch helpers at module level that the recipes
+# work moves into the library. Drop a name from here once its script is light.
+HEAVY_HELP_SCRIPTS = {"train_genrec", "train_sasrec", "bench_uqa", "demo", "bench_profiles", "bench_profiles_reader"}
+
+
+@pytest.mark.parametrize("script", sorted(p.stem for p in (ROOT / "scripts").glob("*.py")
+                                          if p.stem not in HEAVY_HELP_SCRIPTS))
+def test_script_help_imports_no_torch(script):
+    path = ROOT / "scripts" / f"{script}.py"
+    probe = (f"import runpy, sys\nsys.argv = [{str(path)!r}, '--help']\nsys.path.insert(0, {str(path.parent)!r})\n"
+             f"try:\n    runpy.run_path({str(path)!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
+             "print([m for m in ('torch', 'transformers', 'peft', 'datasets', 'faiss') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert "usage:" in out.stdout and out.stdout.splitlines()[-1] == "[]", out.stdout[-500:] + out.stderr
