@@ -52,10 +52,10 @@ def _build(args: argparse.Namespace) -> int:
             quantizer=QuantizerConfig(kind=args.quantizer, levels=args.levels, codebook_size=args.codebook_size,
                                       seed=args.seed, collision_aware=not args.no_collision_aware),
         )
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise here
     set_threads(args.threads)
     if args.dtype != "auto":
         config.encoder = dataclasses.replace(config.encoder, dtype=TORCH_NAMES[normalize_dtype(args.dtype)])
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise here
     data = load_dataset(args.dataset)
     sids, report = build_semantic_ids(data, config, cache_dir=args.cache, show_progress=not args.json)
     sids.save(args.out)

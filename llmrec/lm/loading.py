@@ -47,6 +47,9 @@ def load_causal_lm(
     device: str | None = None,
 ):
     """Return ``(model, tokenizer)``. ``None`` or ``"smollm2-135m"`` means the offline default."""
+    from llmrec.quiet import quiet_libraries
+
+    quiet_libraries()  # before transformers/peft pull in bitsandbytes
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_llm(name_or_path)

@@ -14,6 +14,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from llmrec.progress import default_interval, emit, enabled, format_rate, format_seconds, on_terminal
+from llmrec.quiet import quiet_libraries
 
 logger = logging.getLogger("llmrec.progress")
 
@@ -60,6 +61,7 @@ class ProgressLogCallback(TrainerCallback):
 
 def trainer_progress(desc: str = "training") -> tuple[bool, list[TrainerCallback]]:
     """``(disable_tqdm, callbacks)`` for a Trainer: its tqdm bar on a terminal, log lines elsewhere."""
+    quiet_libraries()  # called where every Trainer is built: filters set at import may have been reset since
     if not enabled():
         return True, []
     if on_terminal():
