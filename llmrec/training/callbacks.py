@@ -51,12 +51,15 @@ class ProgressLogCallback(TrainerCallback):
         return f"{self.desc}: " + ", ".join(parts)
 
     def on_step_end(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:  # one line per run under DDP, not one per process
+            return
         if self.clock() - self.last >= self.interval and state.global_step < state.max_steps:
             emit(self._line(state), logger)
             self.last = self.clock()
 
     def on_train_end(self, args, state, control, **kwargs):
-        emit(self._line(state), logger)
+        if state.is_world_process_zero:
+            emit(self._line(state), logger)
 
 
 def trainer_progress(desc: str = "training") -> tuple[bool, list[TrainerCallback]]:

@@ -18,6 +18,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from llmrec.config import Config
 from llmrec.errors import ConfigError
+from llmrec.progress import progress
 from llmrec.prompting import chat_ids
 from llmrec.training.callbacks import trainer_progress
 from llmrec.training.genrec import TimeBudgetCallback
@@ -178,7 +179,7 @@ def generate_answers(generate_fn: Callable[..., torch.Tensor], rows: datasets.Da
     collate = QACollator(tokenizer.pad_token_id, left=True)
     answers: list[str] = []
     t0 = time.perf_counter()
-    for start in range(0, len(rows), batch_size):
+    for start in progress(range(0, len(rows), batch_size), desc=f"answering {len(rows)} questions", unit="batch"):
         batch = collate([rows[i] for i in range(start, min(len(rows), start + batch_size))])
         new = generate_fn(batch, max_new_tokens)
         answers.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
