@@ -65,12 +65,13 @@ def format_rate(done: float, elapsed: float, unit: str) -> str:
 
 
 def status_line(desc: str, done: float, total: float | None, elapsed: float, unit: str,
-                postfix: dict[str, Any] | None = None) -> str:
-    """``desc: 12/200 (6%), 1.3 epoch/s, elapsed 0:09, ETA 2:24, loss=3.21``."""
+                postfix: dict[str, Any] | None = None, *, final: bool = False) -> str:
+    """``desc: 12/200 (6%), 1.3 epoch/s, elapsed 0:09, ETA 2:24, loss=3.21`` (``final``: no ETA, e.g. after
+    early stopping)."""
     parts = [f"{done:g}/{total:g} ({100 * done / total:.0f}%)" if total else f"{done:g} {unit}"]
     parts.append(format_rate(done, elapsed, unit))
     parts.append(f"elapsed {format_seconds(elapsed)}")
-    if total and 0 < done < total:
+    if total and 0 < done < total and not final:
         parts.append(f"ETA {format_seconds(elapsed / done * (total - done))}")
     for key, value in (postfix or {}).items():
         parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
@@ -123,16 +124,24 @@ class Progress(Generic[T]):
             self._bar = None
             return
         start = last = self.clock()
-        for item in self.iterable:
-            yield item
-            self.done += 1
-            now = self.clock()
-            if now - last >= self.interval and (self.total is None or self.done < self.total):
-                emit(status_line(self.desc, self.done, self.total, now - start, self.unit, self.postfix), self.log)
-                last = now
-        elapsed = self.clock() - start
-        if elapsed >= self.interval:  # short loops stay quiet; a long one says it finished and how fast
-            emit(status_line(self.desc, self.done, self.total, elapsed, self.unit, self.postfix), self.log)
+        try:
+            for item in self.iterable:
+                try:
+                    yield item
+                except GeneratorExit:  # the loop body finished this item, then left the loop (early stopping)
+                    self.done += 1
+                    raise
+                self.done += 1
+                now = self.clock()
+                if now - last >= self.interval and (self.total is None or self.done < self.total):
+                    emit(status_line(self.desc, self.done, self.total, now - start, self.unit, self.postfix),
+                         self.log)
+                    last = now
+        finally:
+            elapsed = self.clock() - start
+            if elapsed >= self.interval:  # short loops stay quiet; a long one says where it ended and how fast
+                emit(status_line(self.desc, self.done, self.total, elapsed, self.unit, self.postfix, final=True),
+                     self.log)
 
 
 def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", unit: str = "it", *,

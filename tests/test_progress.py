@@ -99,3 +99,13 @@ def test_unconfigured_logging_still_shows_the_lines(capsys):
         log.propagate = True
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("INFO llmrec.test_unconfigured: quiet script: 1/2 (50%), 1 it/s") and len(err) == 2
+
+
+def test_early_stop_reports_where_the_loop_ended(caplog):
+    with caplog.at_level(logging.INFO, logger="llmrec.progress"):
+        for epoch in Progress(range(1, 101), desc="SASRec epochs", unit="epoch", tty=False, interval=25,
+                              clock=FakeClock(10)):
+            if epoch == 4:  # patience ran out after epoch 4
+                break
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[-1].startswith("SASRec epochs: 4/100 (4%), ") and "ETA" not in lines[-1]
