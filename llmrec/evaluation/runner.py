@@ -289,7 +289,7 @@ def run(cfg: RunConfig, model: Any | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {
         "config": cfg.to_dict(), "versions": versions(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "model": getattr(model, "name", None), "model_dtype": getattr(model, "dtype", None), "model_load_s": round(load_s, 3), "tasks": {}, "groups": {},
+        "model": getattr(model, "name", None), "model_load_s": round(load_s, 3), "tasks": {}, "groups": {},
     }
     try:
         import torch

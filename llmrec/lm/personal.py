@@ -23,10 +23,10 @@ import yaml
 
 from llmrec.config import Config
 from llmrec.errors import ConfigError, LlmrecError
-from llmrec.hardware import normalize_dtype
+from llmrec.hardware import normalize_dtype, resolve_dtype
 from llmrec.io import atomic_dir, write_json_atomic
 from llmrec.lm.decoding import PrefixIndex, constrained_beam_search, score_all_items
-from llmrec.lm.loading import dtype_name, load_causal_lm
+from llmrec.lm.loading import load_causal_lm
 from llmrec.prompting import chat_ids, render
 from llmrec.tasks.uqa import item_title
 
@@ -48,11 +48,11 @@ class PersonalLMConfig(Config):
     seed: int = 0
 
     def __post_init__(self) -> None:
+        self.dtype = normalize_dtype(self.dtype)
         if self.sid_init not in ("projection", "mean", "random"):
             raise ConfigError(f"sid_init must be projection, mean or random, got {self.sid_init!r}")
         if self.max_history < 1:
             raise ConfigError("max_history must be >= 1")
-        self.dtype = normalize_dtype(self.dtype)
 
 
 def load_adapter_preset(name_or_path: str) -> dict[str, Any]:
@@ -94,12 +94,10 @@ def with_lora(model, adapter: str | dict[str, Any] = "lora", **extra: Any):
 
 def _model_dtype(model) -> str:
     """``bf16``/``fp16``/``fp32`` of a loaded model's floating-point weights (``auto`` when it has none)."""
+    names = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
     for p in model.parameters():
         if p.is_floating_point():
-            try:
-                return dtype_name(p.dtype)
-            except ConfigError:
-                break
+            return names.get(str(p.dtype), "auto")
     return "auto"
 
 
@@ -193,10 +191,10 @@ class PersonalLM:
         ``catalogue`` maps item id -> ``Item``; ``item_vectors`` (rows in ``sids.item_ids`` order) are the text
         vectors the SIDs were built from; they drive the ``projection`` initialisation.
         """
-        config = dataclasses.replace(config or PersonalLMConfig())
-        config.dtype = dtype_name(config.dtype)  # saved with the model: the dtype actually used, not "auto"
+        config = config or PersonalLMConfig()
         torch.manual_seed(config.seed)
         preset = load_adapter_preset(config.adapter)
+        config.dtype = resolve_dtype(config.dtype)  # saved with the model: the dtype actually used, not "auto"
         model, tok = load_causal_lm(
             config.base_model, dtype=config.dtype, load_in_4bit=bool(preset.get("load_in_4bit")),
             trust_remote_code=trust_remote_code,
@@ -219,7 +217,7 @@ class PersonalLM:
     def from_base(cls, base_model: str = "smollm2-135m", catalogue: dict[str, Any] | None = None, *,
                   dtype: str = "auto", trust_remote_code: bool = False) -> PersonalLM:
         """A PersonalLM over a plain causal LM (no semantic IDs, no adapter): answer / profile / generate only."""
-        dtype = dtype_name(dtype)
+        dtype = resolve_dtype(dtype)
         model, tok = load_causal_lm(base_model, dtype=dtype, trust_remote_code=trust_remote_code)
         titles = {i: item_title(it) for i, it in (catalogue or {}).items()}
         return cls(model, tok, None, titles, PersonalLMConfig(base_model=base_model, dtype=dtype))
@@ -417,7 +415,9 @@ class PersonalLM:
         if not (path / "llmrec_config.json").is_file():
             raise LlmrecError(f"{path}: not a PersonalLM directory (no llmrec_config.json)")
         config = PersonalLMConfig.load(path / "llmrec_config.json")
-        config.dtype = dtype_name(config.dtype if dtype is None else dtype)
+        if dtype is not None:
+            config.dtype = dtype
+        config.dtype = resolve_dtype(config.dtype)  # auto: chosen again for this machine
         tok = AutoTokenizer.from_pretrained(path)
         model, _ = load_causal_lm(config.base_model, dtype=config.dtype, trust_remote_code=trust_remote_code)
         model.resize_token_embeddings(len(tok), mean_resizing=False)

@@ -149,7 +149,6 @@ def train_qa(model, rows: datasets.Dataset, pad_token_id: int, config: QATrainCo
     """Train ``model`` (a SoftPromptModel or a PEFT LLM) on QA rows; resumes from ``output_dir``."""
     torch.manual_seed(config.seed)
     steps_per_epoch = math.ceil(len(rows) / config.batch_size)
-    disable_tqdm, progress_callbacks = trainer_progress("QA training")
     args = TrainingArguments(
         output_dir=config.output_dir, num_train_epochs=config.epochs, max_steps=config.max_steps,
         learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size,
@@ -157,8 +156,10 @@ def train_qa(model, rows: datasets.Dataset, pad_token_id: int, config: QATrainCo
         lr_scheduler_type="cosine", logging_steps=config.logging_steps, save_strategy="steps",
         save_steps=max(50, steps_per_epoch // 2), save_total_limit=1, use_cpu=not torch.cuda.is_available(),
         seed=config.seed, data_seed=config.seed, report_to=[], remove_unused_columns=False,
-        disable_tqdm=disable_tqdm,
+        disable_tqdm=True,
     )
+    disable_tqdm, progress_callbacks = trainer_progress("QA training")
+    args.disable_tqdm = disable_tqdm  # the Trainer's bar on a terminal, our log lines elsewhere
     callbacks = [TimeBudgetCallback(config.time_budget_minutes)] if config.time_budget_minutes > 0 else []
     callbacks += progress_callbacks
     trainer = TrainableOnlyTrainer(model=model, args=args, train_dataset=rows.remove_columns(["prompt_len"]),
