@@ -111,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--task-arg expects KEY=VALUE, got {kv!r}")
         key, value = kv.split("=", 1)
         task_args[key.strip()] = value
-    dtype = apply_hardware_args(args) if args.model and not args.model.startswith("baseline:") else args.dtype
+    dtype = apply_hardware_args(args) if args.model else args.dtype  # pins --threads, resolves auto (logged)
     cfg = RunConfig(
         tasks=_csv(args.tasks), out=args.out, model=args.model, limit=args.limit, sample=args.sample,
         retrievers=_csv(args.retriever), ks=tuple(int(k) for k in _csv(args.k)), max_tokens=args.max_tokens,
