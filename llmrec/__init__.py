@@ -1,6 +1,7 @@
 """llmrec: an LLM personalization toolkit.
 
-The public API is imported lazily so that ``import llmrec`` is instant and has no side effects.
+The public API is imported lazily so that ``import llmrec`` is instant; its one side effect is a few precise
+filters for library messages a user cannot act on (:mod:`llmrec.quiet`).
 """
 
 from __future__ import annotations
@@ -20,3 +21,7 @@ __all__ = sorted(_LAZY) + ["__version__"]
 
 
 __getattr__ = lazy_exports("llmrec", _LAZY, globals())
+
+from llmrec.quiet import quiet_libraries  # noqa: E402  (precise filters for library noise; imports nothing heavy)
+
+quiet_libraries()

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 
-from llmrec.lm.averaging import write_averaged_model
-
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -22,6 +20,8 @@ def main() -> None:
     p.add_argument("--sources", nargs="+", required=True, help="adapter directories to average (two or more)")
     p.add_argument("--out", required=True)
     args = p.parse_args()
+    from llmrec.lm.averaging import write_averaged_model  # heavy imports after parsing: --help stays instant
+
     print(write_averaged_model(args.template, args.sources, args.out))
 
 

@@ -18,16 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from llmrec.data import leave_one_out, load_dataset
-from llmrec.evaluation.ranking import full_catalogue_metrics, summaries
-from llmrec.io import write_json_atomic
-from llmrec.users.baselines import Popularity
-from llmrec.users.pretrain import PretrainConfig, evaluate_examples, train_sequence_model
-from llmrec.users.sequence import SequenceEncoderConfig
-
 OUT = Path(__file__).resolve().parents[1] / "eval" / "results" / "baselines_ml100k.json"
 BASE = {"d_model": 64, "n_layers": 2, "dropout": 0.2, "max_len": 50, "lr": 3e-3, "windows": "last"}
 # one factor at a time, in this order; each alternative is tried against the best config so far
@@ -39,6 +29,9 @@ CORNAC = {"model": "cornac SASRec (ANCHORS.md, same protocol)", "recall@5": 0.11
 
 
 def popularity(split, ids) -> dict:
+    from llmrec.evaluation.ranking import full_catalogue_metrics, summaries
+    from llmrec.users.baselines import Popularity
+
     out = {}
     for stage, examples in (("valid", split.valid), ("test", split.test)):
         pop = Popularity.from_split(split, stage, ids)
@@ -49,6 +42,9 @@ def popularity(split, ids) -> dict:
 
 
 def train(split, ids, params: dict, args, vectors=None):
+    from llmrec.users.pretrain import PretrainConfig, train_sequence_model
+    from llmrec.users.sequence import SequenceEncoderConfig
+
     model_cfg = SequenceEncoderConfig(n_items=len(ids), n_heads=2, item_vector_dim=0 if vectors is None else
                                       int(vectors.shape[1]), **{k: params[k] for k in MODEL_KEYS})
     train_cfg = PretrainConfig(lr=params["lr"], windows=params["windows"], batch_size=32, weight_decay=0.1,
@@ -71,6 +67,14 @@ def main() -> None:
     p.add_argument("--no-text", action="store_true", help="skip the MiniLM item-vector variant")
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args()
+    import numpy as np  # heavy imports after parsing: --help stays instant
+    import torch
+
+    from llmrec.data import leave_one_out, load_dataset
+    from llmrec.evaluation.ranking import summaries
+    from llmrec.io import write_json_atomic
+    from llmrec.users.pretrain import evaluate_examples
+
     torch.set_num_threads(args.threads)
     data = load_dataset("ml-100k")
     split = leave_one_out(data.histories())

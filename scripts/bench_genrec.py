@@ -18,34 +18,31 @@ import statistics
 import tempfile
 import time
 
-import torch
-from transformers import TrainerCallback
-
-from llmrec.data import leave_one_out, load_dataset
-from llmrec.io import write_json_atomic
-from llmrec.items import SemanticIdConfig, build_semantic_ids
-from llmrec.items.encoders import encode_items
-from llmrec.lm.personal import PersonalLM, PersonalLMConfig
-from llmrec.tasks.genrec import build_genrec_rows
-from llmrec.training.genrec import GenRecTrainer
-from llmrec.training.throughput import bare_loop_tokens_per_second
+from llmrec.cli_args import add_hardware_args, apply_hardware_args
 
 
-class StepClock(TrainerCallback):
-    """Wall-clock time at the end of every optimizer step."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.times.append(time.perf_counter())
-
-
-def throughput(steps: int, batch_size: int, seed: int) -> dict:
+def throughput(steps: int, batch_size: int, seed: int, dtype: str = "auto") -> dict:
     """Tokens/s of GenRecTrainer.train (no evaluation) vs a bare loop over the Trainer's own dataloader."""
-    from transformers import TrainingArguments
+    import torch
+    from transformers import TrainerCallback, TrainingArguments
 
+    from llmrec.data import leave_one_out, load_dataset
+    from llmrec.items import SemanticIdConfig, build_semantic_ids
+    from llmrec.items.encoders import encode_items
+    from llmrec.lm.personal import PersonalLM, PersonalLMConfig
+    from llmrec.tasks.genrec import build_genrec_rows
     from llmrec.training.collate import CausalCollator
+    from llmrec.training.genrec import GenRecTrainer
+    from llmrec.training.throughput import bare_loop_tokens_per_second
+
+    class StepClock(TrainerCallback):
+        """Wall-clock time at the end of every optimizer step."""
+
+        def __init__(self) -> None:
+            self.times: list[float] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.times.append(time.perf_counter())
 
     data = load_dataset("ml-100k")
     split = leave_one_out(data.histories())
@@ -54,8 +51,8 @@ def throughput(steps: int, batch_size: int, seed: int) -> dict:
     out = {}
     for mode in ("pipeline", "bare", "pipeline_again"):
         torch.manual_seed(seed)
-        plm = PersonalLM.create(sids, data.items, PersonalLMConfig(max_history=20, seed=seed), item_vectors=vectors,
-                                vocabulary=data.vocabulary)
+        plm = PersonalLM.create(sids, data.items, PersonalLMConfig(max_history=20, seed=seed, dtype=dtype),
+                                item_vectors=vectors, vocabulary=data.vocabulary)
         rows = build_genrec_rows(plm, split.train, max_windows=2).rows
         with tempfile.TemporaryDirectory() as tmp:
             args = TrainingArguments(output_dir=tmp, max_steps=steps, per_device_train_batch_size=batch_size,
@@ -87,10 +84,13 @@ def throughput(steps: int, batch_size: int, seed: int) -> dict:
     return out
 
 
-def decode_speed(model_dir: str, users: int, seed: int) -> dict:
+def decode_speed(model_dir: str, users: int, seed: int, dtype: str = "auto") -> dict:
+    from llmrec.data import leave_one_out, load_dataset
+    from llmrec.lm.personal import PersonalLM
+
     data = load_dataset("ml-100k")
     split = leave_one_out(data.histories())
-    plm = PersonalLM.load(model_dir)
+    plm = PersonalLM.load(model_dir, dtype=dtype)
     hist = [list(e.history.item_ids) for e in split.test[:users]]
     plm.recommend_batch(hist[:2], k=10)  # warm-up
     times = []
@@ -111,18 +111,22 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--decode-users", type=int, default=48)
-    p.add_argument("--threads", type=int, default=0)
+    add_hardware_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-decode", action="store_true", help="keep the decoding figures already in --out")
     p.add_argument("--skip-throughput", action="store_true", help="keep the throughput figures already in --out")
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    import torch  # heavy imports after parsing: --help stays instant
+
+    from llmrec.io import write_json_atomic
+
+    apply_hardware_args(args)
     llm = json.load(open(args.llm_results, encoding="utf-8"))
     base = json.load(open(args.baselines, encoding="utf-8"))
     result = {
         "command": "python scripts/bench_genrec.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-        "machine": {"cpu_cores": 2, "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+        "machine": {"cpu_cores": 2, "torch_threads": torch.get_num_threads(), "dtype": args.dtype,
+                    "python": platform.python_version(),
                     "torch": torch.__version__, "note": "shared machine: other jobs ran concurrently"},
         "protocol": "leave-one-out, full catalogue (1,682 items), user's rated items removed, 943 test users",
         "llmrec": {"test": llm["test"], "test_users": llm["test_users"], "train": {
@@ -130,9 +134,9 @@ def main() -> None:
             "valid_curve": llm["train"]["valid_curve"], "config": llm["config"]},
         "baselines": base,
         "throughput": (json.load(open(args.out, encoding="utf-8"))["throughput"] if args.skip_throughput
-                       else throughput(args.steps, args.batch_size, args.seed)),
+                       else throughput(args.steps, args.batch_size, args.seed, args.dtype)),
         "decoding": (json.load(open(args.out, encoding="utf-8"))["decoding"] if args.skip_decode
-                     else decode_speed(args.model_dir, args.decode_users, args.seed)),
+                     else decode_speed(args.model_dir, args.decode_users, args.seed, args.dtype)),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     write_json_atomic(args.out, result)

@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from llmrec.cli_args import add_hardware_args, apply_hardware_args  # noqa: E402
 from llmrec.evaluation.runner import RunConfig, run  # noqa: E402
 from llmrec.io import write_json_atomic  # noqa: E402
 
@@ -104,6 +105,7 @@ def main() -> None:
     ap.add_argument("--k-sweep", default="", help="extra BM25 k values for the metric-vs-k plot, e.g. 1,5")
     ap.add_argument("--timings-only", action="store_true",
                     help="only the scoring and retrieval timings -> eval/results/harness_timings.json")
+    add_hardware_args(ap)
     args = ap.parse_args()
     if args.timings_only:
         import platform
@@ -120,8 +122,9 @@ def main() -> None:
     import torch
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    apply_hardware_args(args)  # the committed figures ran in bf16 (an AMX CPU): --dtype bf16 reproduces them
     t_all = time.perf_counter()
-    common = dict(out=args.out, model="smollm2-135m", sample=args.users, dtype="bf16", n_boot=1000, seed=0,
+    common = dict(out=args.out, model="smollm2-135m", sample=args.users, dtype=args.dtype, n_boot=1000, seed=0,
                   progress=False, report=False)
     chat, completion = "ml100k_rating", "ml100k_rating_completion"
     runs = [
@@ -176,7 +179,7 @@ def main() -> None:
         "command": " ".join(["python scripts/bench_harness.py", f"--users {args.users}", f"--k {args.k}"]
                             + (["--quick"] if args.quick else []) + ([f"--k-sweep {args.k_sweep}"] if args.k_sweep else [])),
         "machine": {"cpus": "2 cores, shared with other jobs (timings are noisy)", "torch_threads":
-                    torch.get_num_threads(), "device": "cpu", "dtype": "bf16"},
+                    torch.get_num_threads(), "device": "cpu", "dtype": args.dtype},
         "versions": merged["versions"],
         "protocol": f"ml100k_rating (chat prompt) and ml100k_rating_completion (completion prompt, no chat template), "
                     f"leave-one-out test rating of {args.users} users (seeded sample, seed 0); "

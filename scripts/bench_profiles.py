@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from llmrec.cli_args import add_hardware_args, apply_hardware_args
 from llmrec.data import load_dataset
 from llmrec.evaluation.models import HFModel
 from llmrec.evaluation.ranking import bootstrap_ci
@@ -156,10 +157,9 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=96, help="profile length cap (PersonalLM.profile default)")
     p.add_argument("--gen-batch", type=int, default=8,
                    help="profiles generated per batch (1 = one plm.profile call per user; same prompt, greedy)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default; use 1 on a shared CPU)")
+    add_hardware_args(p)
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_hardware_args(args)
     logging.basicConfig(level=logging.WARNING)
     t_start = time.perf_counter()
     data = load_dataset("ml-100k")
@@ -169,7 +169,7 @@ def main() -> None:
     examples = [ex for ex in rows if ex.user_id in chosen]
     contexts = {ex.user_id: ex.context for ex in examples}  # test split: both rows share the context
 
-    plm = PersonalLM.from_base("smollm2-135m", catalogue=data.items, vocabulary=data.vocabulary)
+    plm = PersonalLM.from_base("smollm2-135m", catalogue=data.items, dtype=args.dtype, vocabulary=data.vocabulary)
     reader = HFModel(loaded=(plm.model, plm.tokenizer))
     tok = plm.tokenizer
 
@@ -249,7 +249,7 @@ def main() -> None:
         "command": f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} .venv/bin/python -u "
                    + " ".join(sys.argv),
         "args": vars(args),
-        "machine": {"cpu_cores": 2, "torch_threads": torch.get_num_threads(), "device": str(reader.device),
+        "machine": {"cpu_cores": 2, "torch_threads": torch.get_num_threads(), "dtype": args.dtype, "device": str(reader.device),
                     "python": platform.python_version(), "torch": torch.__version__,
                     "note": "shared machine: two training jobs ran concurrently on the 2 cores"},
         "model": "SmolLM2-135M-Instruct (offline default 'smollm2-135m', bf16), zero-shot; writer and reader",

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from bench_profiles import delta, generate_profiles, outcomes_of, sample_users, score_options_cached
 
+from llmrec.cli_args import add_hardware_args, apply_hardware_args
 from llmrec.data import load_dataset
 from llmrec.evaluation.models import HFModel
 from llmrec.io import write_json_atomic
@@ -65,10 +66,9 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--gen-batch", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default; use 1 on a shared CPU)")
+    add_hardware_args(p)
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_hardware_args(args)
     kinds = args.kinds.split(",")
     if "none" not in kinds or any(k not in KINDS for k in kinds):
         p.error(f"--kinds must include none and be among {KINDS}")
@@ -87,7 +87,8 @@ def main() -> None:
         "none": dict.fromkeys(contexts), "template": {c: template_profile(h, data) for c, h in contexts.items()}}
     gen_wall = None
     if "generated_grounded" in kinds:
-        plm = PersonalLM.from_base("smollm2-135m", catalogue=data.items, vocabulary=data.vocabulary)
+        plm = PersonalLM.from_base("smollm2-135m", catalogue=data.items, dtype=args.dtype,
+                                   vocabulary=data.vocabulary)
         t0 = time.perf_counter()
         by_name = {f"{u}@{n}": h for (u, n), h in contexts.items()}  # generate_profiles keys users by str
         texts, _ = generate_profiles(plm, HFModel(loaded=(plm.model, plm.tokenizer)), by_name, data,
@@ -101,7 +102,7 @@ def main() -> None:
     outcomes: dict[str, dict[str, Any]] = {}
     for kind in kinds:
         torch.manual_seed(args.seed)
-        llm, tok = load_causal_lm(dtype="bf16")
+        llm, tok = load_causal_lm(dtype=args.dtype)
         llm = with_lora(llm, "lora")
         rows = qa_rows([profile_downstream_prompt(profiles[kind][key(ex)], ex) for ex in train],
                        [ex.answer for ex in train], tok)
@@ -137,7 +138,7 @@ def main() -> None:
         "command": f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} .venv/bin/python -u "
                    + " ".join(sys.argv),
         "args": vars(args),
-        "machine": {"cpu_cores": 2, "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+        "machine": {"cpu_cores": 2, "torch_threads": torch.get_num_threads(), "dtype": args.dtype, "python": platform.python_version(),
                     "torch": torch.__version__, "note": "shared machine: another 1-thread job ran beside it"},
         "model": "writer: SmolLM2-135M-Instruct zero-shot (PersonalLM.profile, grounded); reader: SmolLM2-135M-"
                  "Instruct + LoRA preset 'lora', fine-tuned per profile kind on the train users' rows",

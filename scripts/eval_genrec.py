@@ -16,16 +16,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import time
 
-import torch
-
-from llmrec.data import leave_one_out, load_dataset
-from llmrec.io import write_json_atomic
-from llmrec.lm.personal import PersonalLM
-from llmrec.training.genrec import evaluate_genrec
-from llmrec.users.pretrain import ensemble_log_prior
-from llmrec.users.sequence import SequenceEncoder
+from llmrec.cli_args import add_hardware_args, apply_hardware_args
 
 
 def main() -> None:
@@ -45,15 +39,24 @@ def main() -> None:
     p.add_argument("--max-history", type=int, default=0,
                    help="history items in the prompt (0 = the model's own max_history setting)")
     p.add_argument("--results", help="write a JSON report here")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default; use 1 on a shared CPU)")
+    add_hardware_args(p)
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    import torch  # heavy imports after parsing: --help stays instant
+
+    from llmrec.data import leave_one_out, load_dataset
+    from llmrec.io import write_json_atomic
+    from llmrec.lm.personal import PersonalLM
+    from llmrec.training.genrec import evaluate_genrec
+    from llmrec.users.pretrain import ensemble_log_prior
+    from llmrec.users.sequence import SequenceEncoder
+
+    dtype = apply_hardware_args(args)
     data = load_dataset(args.dataset)
     split = leave_one_out(data.histories())
     examples = split.valid if args.split == "valid" else split.test
     examples = examples[: args.users] if args.users else examples
-    plm = PersonalLM.load(args.model)
+    plm = PersonalLM.load(args.model, dtype=dtype)
     if args.max_history:
         plm.config = dataclasses.replace(plm.config, max_history=args.max_history)
     prior, weights = None, [None]
@@ -74,7 +77,7 @@ def main() -> None:
     if args.results:
         write_json_atomic(args.results, {"model": args.model, "split": args.split, "users": len(examples),
                                          "max_history": plm.config.max_history, "sasrec": args.sasrec or None,
-                                         "torch_threads": torch.get_num_threads(), "by_beams": rows})
+                                         "dtype": dtype, "torch_threads": torch.get_num_threads(), "by_beams": rows})
 
 
 if __name__ == "__main__":

@@ -19,15 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from llmrec.data import leave_one_out, load_dataset
-from llmrec.evaluation.ranking import bootstrap_ci, ranking_metrics, topk_from_scores
-from llmrec.io import write_json_atomic
-from llmrec.lm.personal import PersonalLM
-from llmrec.training.genrec import evaluate_genrec
-from llmrec.users.pretrain import ensemble_log_prior, score_histories, sequence_log_prior
-from llmrec.users.sequence import SequenceEncoder
+from llmrec.cli_args import add_hardware_args, apply_hardware_args
 
 RRF_K = 60
 
@@ -54,15 +46,24 @@ def main() -> None:
                         "--prior-weight also 'fusion_ensemble' (the LLM fused with the ensemble), compared with it")
     p.add_argument("--n-boot", type=int, default=2000, help="paired bootstrap draws for NDCG@10 differences")
     p.add_argument("--results")
-    p.add_argument("--threads", type=int, default=0)
+    add_hardware_args(p)
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    import torch  # heavy imports after parsing: --help stays instant
+
+    from llmrec.data import leave_one_out, load_dataset
+    from llmrec.evaluation.ranking import bootstrap_ci, ranking_metrics, topk_from_scores
+    from llmrec.io import write_json_atomic
+    from llmrec.lm.personal import PersonalLM
+    from llmrec.training.genrec import evaluate_genrec
+    from llmrec.users.pretrain import ensemble_log_prior, score_histories, sequence_log_prior
+    from llmrec.users.sequence import SequenceEncoder
+
+    apply_hardware_args(args)
     split = leave_one_out(load_dataset("ml-100k").histories())
-    plm, sas = PersonalLM.load(args.model), SequenceEncoder.load(args.sasrec)
+    plm, sas = PersonalLM.load(args.model, dtype=args.dtype), SequenceEncoder.load(args.sasrec)
     out = {"model": args.model, "sasrec": args.sasrec, "beams": args.beams, "rrf_k": RRF_K,
            "prior_weight": args.prior_weight, "sasrec_ensemble": args.sasrec_ensemble,
-           "torch_threads": torch.get_num_threads()}
+           "torch_threads": torch.get_num_threads(), "dtype": args.dtype}
     for name in args.splits:
         examples = split.valid if name == "valid" else split.test
         targets = [ex.target for ex in examples]

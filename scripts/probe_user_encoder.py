@@ -14,21 +14,19 @@ from __future__ import annotations
 import argparse
 import collections
 import time
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from llmrec.data import leave_one_out, load_dataset
-from llmrec.io import write_json_atomic
-from llmrec.items.encoders import encode_items
-from llmrec.tasks.uqa import build_uqa
-from llmrec.users.pretrain import PretrainConfig, train_sequence_model
-from llmrec.users.sequence import SequenceEncoder, SequenceEncoderConfig
+    from llmrec.users.sequence import SequenceEncoder
 
 TASKS = ("longterm_genre", "recent_genre", "interest_shift")
 
 
 def pooled_states(encoder: SequenceEncoder, examples, index: dict[str, int], max_items: int, k: int) -> torch.Tensor:
+    import torch
+
     rows = [[index[i] for i in ex.context.item_ids[-max_items:]] for ex in examples]
     x = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
     for r, row in enumerate(rows):
@@ -39,6 +37,8 @@ def pooled_states(encoder: SequenceEncoder, examples, index: dict[str, int], max
 
 def probe(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, n_classes: int, seed: int) -> torch.Tensor:
     """Standardised features -> softmax regression (Adam, weight decay); returns test predictions."""
+    import torch
+
     torch.manual_seed(seed)
     mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
     x_train, x_test = (x_train - mu) / sd, (x_test - mu) / sd
@@ -59,6 +59,16 @@ def main() -> None:
     p.add_argument("--max-items", type=int, default=15)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    import numpy as np  # heavy imports after parsing: --help stays instant
+    import torch
+
+    from llmrec.data import leave_one_out, load_dataset
+    from llmrec.io import write_json_atomic
+    from llmrec.items.encoders import encode_items
+    from llmrec.tasks.uqa import build_uqa
+    from llmrec.users.pretrain import PretrainConfig, train_sequence_model
+    from llmrec.users.sequence import SequenceEncoderConfig
+
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     data = load_dataset("ml-100k")

@@ -116,7 +116,7 @@ def test_personal_lm_recommend_save_load_roundtrip(plm, tmp_path):
     with_hist = plm.recommend(history, k=N_ITEMS, exclude_history=False)
     assert len(with_hist) == N_ITEMS
     out = plm.save(tmp_path / "plm")
-    loaded = PersonalLM.load(out)
+    loaded = PersonalLM.load(out, dtype=None)  # None: the dtype it was saved with (auto may choose another)
     assert [r["item_id"] for r in loaded.recommend(history, k=5)] == [r["item_id"] for r in recs]
     # the evaluation harness opens the same directory and ranks through constrained decoding
     from llmrec.evaluation.models import PersonalLMModel, load_model
@@ -321,7 +321,7 @@ def test_user_states_shift_only_item_slots_causally_and_roundtrip(plm, tmp_path)
     _, exact_lists, _ = evaluate_genrec(plm, split.valid, beams=0)
     _, wide_lists, _ = evaluate_genrec(plm, split.valid, beams=N_ITEMS)
     assert exact_lists == wide_lists
-    loaded = PersonalLM.load(plm.save(tmp_path / "plm"))
+    loaded = PersonalLM.load(plm.save(tmp_path / "plm"), dtype=None)
     assert loaded.user_states is not None and not loaded.user_states.training
     assert [r["item_id"] for r in loaded.recommend(history, k=5)] == [r["item_id"] for r in recs]
 

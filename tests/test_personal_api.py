@@ -85,7 +85,7 @@ def test_soft_prompt_answers_survive_save_and_load(tiny_llama_dir, ml100k, tmp_p
     with pytest.raises(LlmrecError, match="unknown to the user encoder"):
         again.soft_answer(UserHistory("x", ("nope",), (0,), (None,)), "Which genre?")
     capsys.readouterr()
-    assert main(["answer", "--model", str(tmp_path / "m"), "--user", "1", "Which genre lately?"]) == 0
+    assert main(["answer", "--model", str(tmp_path / "m"), "--user", "1", "Which genre lately?", "--dtype", "fp32"]) == 0
     cli = again.answer(hist, "Which genre lately?", ml100k)  # the CLI's default max_new_tokens
     assert capsys.readouterr().out == cli + "\n"
     # the training format: options and answer kind reach the soft prompt, from the API and the CLI
@@ -93,7 +93,7 @@ def test_soft_prompt_answers_survive_save_and_load(tiny_llama_dir, ml100k, tmp_p
     shaped = again.answer(hist, q, ml100k, options=("yes", "no"), answer_kind="word yes or no")
     assert shaped == again.soft_answer(hist, q, options=("yes", "no"), answer_kind="word yes or no")
     assert main(["answer", "--model", str(tmp_path / "m"), "--user", "1", q, "--options", "yes, no",
-                 "--answer-kind", "word yes or no"]) == 0
+                 "--answer-kind", "word yes or no", "--dtype", "fp32"]) == 0
     assert capsys.readouterr().out == shaped + "\n"
     with pytest.raises(ConfigError, match="soft-prompt"):
         again.answer(hist, q, ml100k, soft=False, options=("yes", "no"))

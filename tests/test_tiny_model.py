@@ -19,8 +19,12 @@ def test_tiny_llama_dir_is_a_real_checkpoint(tiny_llama_dir):
     assert cfg["tie_word_embeddings"] is True and cfg["vocab_size"] == 49152
 
 
-def test_load_causal_lm_from_a_folder(tiny_llama_dir):
-    model, tok = load_causal_lm(tiny_llama_dir)  # default dtype on CPU: bf16
+def test_load_causal_lm_from_a_folder(tiny_llama_dir, monkeypatch):
+    import llmrec.hardware
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(llmrec.hardware, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    model, tok = load_causal_lm(tiny_llama_dir)  # default dtype auto: bf16 on a CPU with native bf16
     assert model.dtype == torch.bfloat16 and not model.training
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # tied
     assert len(tok) == model.config.vocab_size == 49152
@@ -88,7 +92,7 @@ def test_load_errors(tiny_llama_dir):
     with pytest.raises(LlmrecError, match="unknown dtype 'fp8'"):
         parse_dtype("fp8")
     assert parse_dtype("bf16") is torch.bfloat16 and parse_dtype(torch.float16) is torch.float16
-    assert parse_dtype("auto") is torch.bfloat16 or torch.cuda.is_available()
+    assert parse_dtype("auto") in (torch.bfloat16, torch.float32, torch.float16)  # by hardware: test_hardware_cli
     if not torch.cuda.is_available():
         with pytest.raises(LlmrecError, match="needs a CUDA GPU"):
             load_causal_lm(tiny_llama_dir, load_in_4bit=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from llmrec.cli_args import add_hardware_args, apply_hardware_args
 from llmrec.errors import ConfigError
 
 
@@ -51,9 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--include-path", action="append", default=[])
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", help="bf16 (CPU default), fp16, fp32")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-report", action="store_true")
+    add_hardware_args(p)
     p.set_defaults(func=_run)
 
     p = ev.add_parser("report", help="(re)write the HTML report of a results.json")
@@ -113,13 +114,14 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--task-arg expects KEY=VALUE, got {kv!r}")
         key, value = kv.split("=", 1)
         task_args[key.strip()] = value
+    dtype = apply_hardware_args(args) if args.model else args.dtype  # pins --threads, resolves auto (logged)
     cfg = RunConfig(
         tasks=_csv(args.tasks), out=args.out, model=args.model[0] if args.model else None,
         models=tuple(args.model[1:]), limit=args.limit, sample=args.sample,
         retrievers=_csv(args.retriever), ks=tuple(int(k) for k in _csv(args.k)), max_tokens=args.max_tokens,
         method=args.method, baselines=_csv(args.baselines), batch_size=args.batch_size, scoring=args.mode,
         task_args=task_args, include_paths=tuple(args.include_path), n_boot=args.n_boot, seed=args.seed,
-        dtype=args.dtype, progress=not args.no_progress, report=not args.no_report,
+        dtype=dtype, progress=not args.no_progress, report=not args.no_report,
     )
     res = run(cfg)
     summary = {t: {v: {m: round(x["value"], 4) for m, x in row.get("metrics", {}).items()}

@@ -58,6 +58,7 @@ class HFModel:
         self.model, self.tokenizer = loaded or load_causal_lm(name_or_path, dtype=dtype, device=device)
         self.name = str(name_or_path or "smollm2-135m")
         self.device = next(self.model.parameters()).device
+        self.dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")  # part of the cache key
         self.tokenizer.padding_side = "left"
         self.has_chat = getattr(self.tokenizer, "chat_template", None) is not None
         self.use_chat = chat_template and self.has_chat
@@ -208,7 +209,7 @@ class Baseline:
 class PersonalLMModel(HFModel):
     """A trained PersonalLM directory: text tasks through its LM, ``rank_items`` through constrained decoding."""
 
-    def __init__(self, path: str, *, dtype: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, path: str, *, dtype: str | None = "auto", **kwargs: Any) -> None:
         from llmrec.lm.personal import PersonalLM
 
         self.plm = PersonalLM.load(path, dtype=dtype)

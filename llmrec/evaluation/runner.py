@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from llmrec.config import Config
 from llmrec.errors import ConfigError, DataError
@@ -30,6 +29,7 @@ from llmrec.evaluation.metrics import Scored, compute_metrics
 from llmrec.evaluation.prompts import load_template, render
 from llmrec.evaluation.tasks import TaskSpec, load_registry
 from llmrec.io import write_json_atomic
+from llmrec.progress import progress
 from llmrec.retrieval import get_retriever, select_profile
 
 logger = logging.getLogger(__name__)
@@ -218,6 +218,8 @@ def run_variant(spec: TaskSpec, variant: Variant, model: Any, examples: list[Exa
         del task_key["generation"]["chat_template"]  # the default: keeps caches from before the option valid
     key = {"model": getattr(model, "name", "?"), "task": task_key, "variant": variant.__dict__,
            "max_tokens": max_tokens, "template": _template_hash(spec)}
+    if getattr(model, "dtype", "bfloat16") != "bfloat16":  # bf16 runs keep the caches from before the key had it
+        key["dtype"] = model.dtype
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
     slug = re.sub(r"[^\w.+=-]", "_", variant.name.replace("/", "_").replace(":", "_").replace("@", "_"))
     cache = PredictionCache(out / "cache" / spec.task / f"{slug}-{digest}.jsonl", key)
@@ -235,7 +237,7 @@ def run_variant(spec: TaskSpec, variant: Variant, model: Any, examples: list[Exa
         if variant.method == "recommend" and not hasattr(model, "recommend"):
             raise ConfigError(f"{spec.task} ranks items: model {model.name} has no recommend(histories, k)")
         batches = [todo[i : i + bs] for i in range(0, len(todo), bs)]
-        for batch in tqdm(batches, desc=f"{spec.task} {variant.name}", disable=not cfg.progress, leave=False):
+        for batch in progress(batches, desc=f"{spec.task} {variant.name}", unit="batch", enable=cfg.progress):
             if variant.method == "generate":
                 outs = model.generate([prompts[i] for i in batch], spec.generation.max_new_tokens)
             elif variant.method == "score_options":

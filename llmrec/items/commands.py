@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from llmrec.cli_args import add_hardware_args
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     items = sub.add_parser("items", help="item tokenizer: semantic IDs").add_subparsers(dest="command", required=True)
@@ -25,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="JSON SemanticIdConfig file (overrides the flags above)")
     p.add_argument("--cache", help="llmrec cache folder for the vector cache")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_hardware_args(p, dtype_help="text encoder dtype; auto keeps the encoder config's (float32), so the vectors "
+                      "and hence the semantic IDs are the same on every machine (default: auto)")
     p.set_defaults(func=_build)
     p = items.add_parser("info", help="show a saved table's size and one item's ID")
     p.add_argument("table", help="folder written by `llmrec items build`")
@@ -33,9 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    import dataclasses
     import logging
 
     from llmrec.data import load_dataset
+    from llmrec.hardware import normalize_dtype, set_threads
     from llmrec.items.build import SemanticIdConfig, build_semantic_ids
     from llmrec.items.encoders import DEFAULT_TEMPLATE, EncoderConfig
     from llmrec.items.quantizers import QuantizerConfig
@@ -52,6 +58,9 @@ def _build(args: argparse.Namespace) -> int:
             quantizer=QuantizerConfig(kind=args.quantizer, levels=args.levels, codebook_size=args.codebook_size,
                                       seed=args.seed, collision_aware=not args.no_collision_aware),
         )
+    set_threads(args.threads)
+    if args.dtype != "auto":
+        config.encoder = dataclasses.replace(config.encoder, dtype=TORCH_NAMES[normalize_dtype(args.dtype)])
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise here
     sids, report = build_semantic_ids(data, config, cache_dir=args.cache, show_progress=not args.json)
     sids.save(args.out)
@@ -68,6 +77,9 @@ def _build(args: argparse.Namespace) -> int:
     first = sids.item_ids[0]
     print(f"{'example':26s} item {first}: {sids.sid_string(first)}")
     return 0
+
+
+TORCH_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -111,7 +111,8 @@ class ItemEncoder:
     def encode_texts(self, texts: Sequence[str], show_progress: bool = True) -> np.ndarray:
         """``[len(texts), d]`` float32, rows in input order."""
         import torch
-        from tqdm.auto import tqdm
+
+        from llmrec.progress import progress
 
         self._load()
         cfg = self.config
@@ -120,7 +121,7 @@ class ItemEncoder:
         out: list[np.ndarray] = []
         starts = range(0, len(order), cfg.batch_size)
         with torch.inference_mode():
-            for start in tqdm(starts, desc="encoding items", disable=not show_progress, unit="batch"):
+            for start in progress(starts, desc=f"encoding {len(texts)} texts", unit="batch", enable=show_progress):
                 batch = [texts[i] for i in order[start : start + cfg.batch_size]]
                 enc = self._tokenizer(
                     batch, padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt"

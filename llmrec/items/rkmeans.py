@@ -7,6 +7,7 @@ import logging
 import numpy as np
 
 from llmrec.items.quantizers import Quantizer, capped_size, kmeans, nearest
+from llmrec.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class ResidualKMeans(Quantizer):
             )
         residual = x.copy()
         self._codebooks = []
-        for level in range(cfg.levels):
+        for level in progress(range(cfg.levels), desc=f"residual k-means ({len(x)} items)", unit="level"):
             centroids = kmeans(residual, size, cfg.seed + level, cfg.kmeans_iters)
             self._codebooks.append(centroids)
             residual -= centroids[nearest(residual, centroids)]

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from llmrec.items.quantizers import Quantizer, capped_size, kmeans, nearest
+from llmrec.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class RQVAEQuantizer(Quantizer):
         opt = torch.optim.Adam(model.parameters(), lr=rc.lr)
         best, best_state, stale = math.inf, None, 0
         self.history = []
-        for epoch in range(rc.max_epochs):
+        for epoch in (epochs := progress(range(rc.max_epochs), desc="RQ-VAE epochs", unit="epoch")):
             model.train()
             usage = torch.zeros(cfg.levels, size, dtype=torch.long)
             pool: list[list[torch.Tensor]] = [[] for _ in range(cfg.levels)]
@@ -114,6 +115,7 @@ class RQVAEQuantizer(Quantizer):
                 "epoch": epoch, "recon": float(totals[0] / len(train)), "quant": float(totals[1] / len(train)),
                 "val_loss": val_loss, "used_first": float((usage[0] > 0).float().mean()), "restarted": restarted,
             })
+            epochs.set_postfix(val_loss=val_loss)
             if val_loss < best * (1 - 1e-4):
                 best, stale = val_loss, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from llmrec.cli_args import add_hardware_args, apply_hardware_args
 from llmrec.errors import DataError
 
 DATA_HELP = ("dataset name or config file (default: the dataset the model was trained on, as recorded in its "
@@ -24,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "renormalised mean log-prob): beams are ranked by LLM log-prob + --prior-weight x SASRec log-prob")
     p.add_argument("--prior-weight", type=float, default=1.0)
     p.add_argument("--json", action="store_true")
+    add_hardware_args(p)
     p.set_defaults(func=_recommend)
     register_text(sub)
 
@@ -53,8 +55,9 @@ def _user_history(args: argparse.Namespace):
 def _recommend(args: argparse.Namespace) -> int:
     from llmrec.lm.personal import PersonalLM
 
+    dtype = apply_hardware_args(args)
     data, hist = _user_history(args)
-    plm = PersonalLM.load(args.model)
+    plm = PersonalLM.load(args.model, dtype=dtype)
     prior = None
     if args.sasrec:
         from llmrec.users.pretrain import ensemble_log_prior
@@ -90,6 +93,7 @@ def register_text(sub: argparse._SubParsersAction) -> None:
                            "was trained with (e.g. 'yes,no')")
             p.add_argument("--answer-kind", help="what to answer with, as in training (e.g. 'genre', or "
                            "'favourite genre overall, then lately, then yes or no (e.g. Drama, Comedy: yes)')")
+        add_hardware_args(p)
         p.set_defaults(func=_text, kind=name)
 
 
@@ -98,11 +102,12 @@ def _text(args: argparse.Namespace) -> int:
 
     from llmrec.lm.personal import PersonalLM
 
+    dtype = apply_hardware_args(args)
     data, hist = _user_history(args)
     if (Path(args.model) / "llmrec_config.json").is_file():
-        plm = PersonalLM.load(args.model)
+        plm = PersonalLM.load(args.model, dtype=dtype)
     else:
-        plm = PersonalLM.from_base(args.model, data.items, vocabulary=data.vocabulary)
+        plm = PersonalLM.from_base(args.model, data.items, dtype=dtype, vocabulary=data.vocabulary)
     if args.kind == "answer":
         options = tuple(o.strip() for o in args.options.split(",") if o.strip())
         print(plm.answer(hist, args.question, data, max_items=args.max_items, use_adapter=args.use_adapter,

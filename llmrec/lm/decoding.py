@@ -7,6 +7,7 @@ are selected. Settings never come from a model's ``generation_config`` (no sampl
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -78,16 +79,33 @@ class PrefixIndex:
         return _prefix_counts(self.codes[sorted(set(excluded))].tolist())
 
 
-def _forward(model, input_ids, attention_mask, position_ids, past, **extra):
+def cache_kwarg(model) -> str:
+    """The name the wrapped HF model's ``forward`` takes its KV cache by: ``cache`` in recent transformers 5.x
+    (``past_key_values`` still works there but warns), ``past_key_values`` before that and in remote-code models."""
+    from transformers import PreTrainedModel
+
+    for module in model.modules():
+        if isinstance(module, PreTrainedModel):
+            return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+    return "past_key_values"
+
+
+def output_cache(out):
+    """The KV cache of a forward's output, under either name (reading ``past_key_values`` warns where renamed)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+def _forward(model, input_ids, attention_mask, position_ids, past, cache_name: str = "past_key_values", **extra):
     out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids,
-        past_key_values=past,
         use_cache=True,
+        **{cache_name: past},
         **extra,
     )
-    return out.logits[:, -1, :].float().log_softmax(-1), out.past_key_values
+    return out.logits[:, -1, :].float().log_softmax(-1), output_cache(out)
 
 
 @torch.no_grad()
@@ -130,7 +148,8 @@ def constrained_beam_search(
         mask[i, width - len(p):] = 1
     ids, mask = ids.to(device), mask.to(device)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    logp, past = _forward(model, ids, mask, pos, None, **(prompt_inputs or {}))
+    cache_name = cache_kwarg(model)
+    logp, past = _forward(model, ids, mask, pos, None, cache_name, **(prompt_inputs or {}))
 
     # Beam state per user: list of (prefix codes, score); expanded to n * beams rows after the first level.
     prefixes: list[list[tuple[int, ...]]] = [[()] for _ in range(n)]
@@ -181,7 +200,7 @@ def constrained_beam_search(
         mask = torch.cat([mask.index_select(0, sel), torch.ones((len(sel), 1), dtype=mask.dtype, device=device)], -1)
         cur_pos = next_pos.index_select(0, sel)
         tok = torch.tensor(chosen_tokens, dtype=torch.long, device=device).unsqueeze(-1)
-        logp, past = _forward(model, tok, mask, cur_pos.unsqueeze(-1), past)
+        logp, past = _forward(model, tok, mask, cur_pos.unsqueeze(-1), past, cache_name)
         next_pos = cur_pos + 1
         rows_per_user = beams
 
@@ -220,14 +239,15 @@ def score_all_items(
         return total.cpu().numpy()
     from transformers import DynamicCache
 
+    cache_name = cache_kwarg(model)
     for start in range(0, index.n_items, chunk_size):
         chunk = tokens[start:start + chunk_size]
         m = chunk.shape[0]
         past = DynamicCache()
-        for layer_idx, layer in enumerate(out.past_key_values.layers):
+        for layer_idx, layer in enumerate(output_cache(out).layers):
             past.update(layer.keys.expand(m, -1, -1, -1), layer.values.expand(m, -1, -1, -1), layer_idx)
         pos = torch.arange(base_len, base_len + index.levels - 1, device=device).expand(m, -1)
-        logits = model(input_ids=chunk[:, :-1], past_key_values=past, position_ids=pos, use_cache=True).logits
+        logits = model(input_ids=chunk[:, :-1], position_ids=pos, use_cache=True, **{cache_name: past}).logits
         logp = logits.float().log_softmax(-1)
         gathered = logp.gather(-1, chunk[:, 1:].unsqueeze(-1)).squeeze(-1).sum(-1)
         total[start:start + m] += gathered

@@ -8,28 +8,34 @@ from pathlib import Path
 import torch
 
 from llmrec.errors import LlmrecError
+from llmrec.hardware import resolve_dtype
 from llmrec.resources import resolve_llm
 
 logger = logging.getLogger(__name__)
 
 
-def default_dtype() -> torch.dtype:
-    """bf16 where the hardware runs it well (CUDA with bf16, or a CPU); fp16 on older GPUs."""
-    if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16
+TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    if dtype is None or dtype == "auto":
-        return default_dtype()
+def default_dtype(device: str | None = None) -> torch.dtype:
+    """What ``auto`` means here: bf16 only where the hardware runs it natively (CUDA with bf16, a CPU with
+    AVX512-BF16 or AMX), fp16 on CUDA without bf16, else fp32 (see :func:`llmrec.hardware.resolve_dtype`)."""
+    return TORCH_DTYPES[resolve_dtype("auto", device=device)]
+
+
+def dtype_name(dtype: str | torch.dtype | None, device: str | None = None) -> str:
+    """``"bf16"``/``"fp16"``/``"fp32"`` for a name, a long torch name, a ``torch.dtype`` or ``None``/``"auto"``
+    (resolved for this machine); anything else is a ConfigError."""
     if isinstance(dtype, torch.dtype):
-        return dtype
-    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-             "fp32": torch.float32, "float32": torch.float32}
-    if dtype not in table:
-        raise LlmrecError(f"unknown dtype {dtype!r}; use one of {sorted(table)}")
-    return table[dtype]
+        for name, value in TORCH_DTYPES.items():
+            if value == dtype:
+                return name
+        return resolve_dtype(str(dtype).removeprefix("torch."))  # ConfigError naming it
+    return resolve_dtype(dtype, device=device)
+
+
+def parse_dtype(dtype: str | torch.dtype | None, device: str | None = None) -> torch.dtype:
+    return TORCH_DTYPES[dtype_name(dtype, device)]
 
 
 def load_causal_lm(
@@ -41,10 +47,13 @@ def load_causal_lm(
     device: str | None = None,
 ):
     """Return ``(model, tokenizer)``. ``None`` or ``"smollm2-135m"`` means the offline default."""
+    from llmrec.quiet import quiet_libraries
+
+    quiet_libraries()  # before transformers/peft pull in bitsandbytes
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_llm(name_or_path)
-    torch_dtype = parse_dtype(dtype)
+    torch_dtype = parse_dtype(dtype, device)
     kwargs: dict = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
     if load_in_4bit:
         if not torch.cuda.is_available():

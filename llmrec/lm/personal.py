@@ -25,6 +25,7 @@ import yaml
 from llmrec.config import Config
 from llmrec.data.schema import Vocabulary
 from llmrec.errors import ConfigError, LlmrecError
+from llmrec.hardware import normalize_dtype, resolve_dtype
 from llmrec.io import atomic_dir, write_json_atomic
 from llmrec.lm.decoding import PrefixIndex, constrained_beam_search, score_all_items
 from llmrec.lm.loading import load_causal_lm
@@ -42,7 +43,7 @@ LORA_KEYS = {"r", "lora_alpha", "lora_dropout", "target_modules", "load_in_4bit"
 @dataclasses.dataclass
 class PersonalLMConfig(Config):
     base_model: str = "smollm2-135m"
-    dtype: str = "bf16"
+    dtype: str = "auto"  # auto: resolved for the machine at hand; a saved model records the dtype it used
     adapter: str = "lora"  # preset name in adapters/ or a YAML path
     sid_init: str = "projection"  # projection (text vectors -> LLM space) | mean | random
     prompt: str = "genrec"
@@ -53,6 +54,7 @@ class PersonalLMConfig(Config):
     vocabulary: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
+        self.dtype = normalize_dtype(self.dtype)
         if self.sid_init not in ("projection", "mean", "random"):
             raise ConfigError(f"sid_init must be projection, mean or random, got {self.sid_init!r}")
         if self.max_history < 1:
@@ -100,6 +102,15 @@ def with_lora(model, adapter: str | dict[str, Any] = "lora", **extra: Any):
     return get_peft_model(model, lora_config(preset, **extra))
 
 
+def _model_dtype(model) -> str:
+    """``bf16``/``fp16``/``fp32`` of a loaded model's floating-point weights (``auto`` when it has none)."""
+    names = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
+    for p in model.parameters():
+        if p.is_floating_point():
+            return names.get(str(p.dtype), "auto")
+    return "auto"
+
+
 class PersonalLM:
     """Use :meth:`create` for a new model and :meth:`load` for a saved one."""
 
@@ -116,6 +127,8 @@ class PersonalLM:
         self.tokenizer = tokenizer
         self.sids = sids
         self.titles = titles
+        if config.dtype == "auto":  # built around a loaded model: record what it runs in (saved with it)
+            config = dataclasses.replace(config, dtype=_model_dtype(model))
         self.config = config
         self.item_ids: list[str] = list(sids.item_ids) if sids is not None else list(titles)
         self.item_row = {item_id: i for i, item_id in enumerate(self.item_ids)}
@@ -196,6 +209,7 @@ class PersonalLM:
             config.vocabulary = dataclasses.asdict(vocabulary)
         torch.manual_seed(config.seed)
         preset = load_adapter_preset(config.adapter)
+        config.dtype = resolve_dtype(config.dtype)  # saved with the model: the dtype actually used, not "auto"
         model, tok = load_causal_lm(
             config.base_model, dtype=config.dtype, load_in_4bit=bool(preset.get("load_in_4bit")),
             trust_remote_code=trust_remote_code,
@@ -216,9 +230,10 @@ class PersonalLM:
 
     @classmethod
     def from_base(cls, base_model: str = "smollm2-135m", catalogue: dict[str, Any] | None = None, *,
-                  dtype: str = "bf16", trust_remote_code: bool = False,
+                  dtype: str = "auto", trust_remote_code: bool = False,
                   vocabulary: Vocabulary | None = None) -> PersonalLM:
         """A PersonalLM over a plain causal LM (no semantic IDs, no adapter): answer / profile / generate only."""
+        dtype = resolve_dtype(dtype)
         model, tok = load_causal_lm(base_model, dtype=dtype, trust_remote_code=trust_remote_code)
         titles = {i: item_title(it) for i, it in (catalogue or {}).items()}
         nouns = dataclasses.asdict(vocabulary) if vocabulary is not None else None
@@ -435,7 +450,9 @@ class PersonalLM:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, *, dtype: str | None = None, trust_remote_code: bool = False) -> PersonalLM:
+    def load(cls, path: str | Path, *, dtype: str | None = "auto", trust_remote_code: bool = False) -> PersonalLM:
+        """A saved PersonalLM. ``dtype``: ``auto`` (default) chooses again for this machine (a model trained in
+        bf16 on a CPU with AMX loads in fp32 on an AVX2-only one); ``None`` keeps the dtype it was saved with."""
         from peft import PeftModel
         from transformers import AutoTokenizer
 
@@ -453,6 +470,7 @@ class PersonalLM:
             config.vocabulary = dataclasses.asdict(ML_VOCABULARY)
         if dtype is not None:
             config.dtype = dtype
+        config.dtype = resolve_dtype(config.dtype)  # auto: chosen again for this machine
         tok = AutoTokenizer.from_pretrained(path)
         model, _ = load_causal_lm(config.base_model, dtype=config.dtype, trust_remote_code=trust_remote_code)
         model.resize_token_embeddings(len(tok), mean_resizing=False)

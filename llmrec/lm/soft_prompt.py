@@ -220,7 +220,7 @@ def load_user_model(llm, tokenizer, path: str | Path) -> tuple[SoftPromptModel, 
 # ------------------------------------------------------------------------------------------------ builder
 def build_soft_prompt_lm(encoder, k: int, *, base_model: str = "smollm2-135m", adapter: str | None = "lora",
                          max_items: int = 50, projector: str = "mlp", anchor_texts: Sequence[str] = (),
-                         dtype: str = "bf16"):
+                         dtype: str = "auto"):
     """Load ``base_model``, add ``<|user|>``, wrap it in the LoRA ``adapter`` preset (None = frozen LLM, the
     alignment-stage mode) and put a :class:`SoftPromptModel` with ``k`` tokens from ``encoder`` (a
     :class:`~llmrec.users.sequence.SequenceEncoder`, used as is) on top -> ``(model, tokenizer, llm)``.

@@ -26,10 +26,15 @@ from llmrec.data.splits import SplitExample
 from llmrec.errors import ConfigError
 from llmrec.evaluation.ranking import ranking_metrics
 from llmrec.lm.user_states import UserStateLM
+from llmrec.progress import progress
 from llmrec.tasks.genrec import build_genrec_rows
+from llmrec.training.callbacks import trainer_progress
 from llmrec.training.collate import CausalCollator
 
 logger = logging.getLogger(__name__)
+# transformers 5.x renamed TrainingArguments.gradient_checkpointing (the old name warns); older 5.x lack the new one
+_CHECKPOINTING_ARG = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+                      else "gradient_checkpointing")
 
 
 @dataclasses.dataclass
@@ -72,7 +77,7 @@ class GenRecTrainConfig(Config):
 
 def evaluate_genrec(
     plm, examples: Sequence[SplitExample], *, k: int = 10, beams: int = 10, batch_users: int = 16,
-    show_progress: bool = False, log_prior: np.ndarray | None = None, prior_weight: float = 1.0,
+    show_progress: bool = True, log_prior: np.ndarray | None = None, prior_weight: float = 1.0,
 ) -> tuple[dict[str, float], list[list[str]], float]:
     """Beam-search top-``k`` for each example (history items excluded) -> metrics, lists, seconds/user.
 
@@ -80,12 +85,10 @@ def evaluate_genrec(
     the limit beam search approaches, to tell search errors from model errors (slow; small catalogues).
     ``log_prior`` (one row per example, columns in ``plm.item_ids`` order): shallow fusion, score = LLM +
     ``prior_weight`` x prior (see :func:`~llmrec.lm.decoding.constrained_beam_search`)."""
-    from tqdm.auto import tqdm
-
     ranked: list[list[str]] = []
     t0 = time.perf_counter()
     if beams == 0:
-        for n, e in enumerate(tqdm(examples, disable=not show_progress, desc="score all items")):
+        for n, e in enumerate(progress(examples, desc="score all items", unit="user", enable=show_progress)):
             scores = plm.score_items(list(e.history.item_ids))
             if log_prior is not None:
                 scores = scores + prior_weight * log_prior[n]
@@ -93,7 +96,8 @@ def evaluate_genrec(
             top = np.lexsort((np.arange(len(scores)), -scores))[:k]  # ties by catalogue row, as beam search
             ranked.append([plm.item_ids[r] for r in top])
     else:
-        for start in tqdm(range(0, len(examples), batch_users), disable=not show_progress, desc="recommend"):
+        for start in progress(range(0, len(examples), batch_users), desc=f"beam search ({len(examples)} users)",
+                              unit="batch", enable=show_progress):
             chunk = examples[start:start + batch_users]
             prior = log_prior[start:start + batch_users] if log_prior is not None else None
             recs = plm.recommend_batch([list(e.history.item_ids) for e in chunk], k=k, num_beams=beams,
@@ -191,6 +195,7 @@ def train_genrec(
         eval_examples = sorted(rng.sample(eval_examples, config.eval_users), key=lambda e: e.user_id)
     steps_per_epoch = math.ceil(len(rows.rows) / (config.batch_size * config.grad_accum))
     strategy = "steps" if config.eval_steps else "epoch"
+    disable_tqdm, progress_callbacks = trainer_progress("genrec training")
     args = TrainingArguments(
         output_dir=config.output_dir,
         num_train_epochs=config.epochs,
@@ -217,8 +222,8 @@ def train_genrec(
         remove_unused_columns=False,
         train_sampling_strategy="group_by_length",  # less padding between long and short windows
         dataloader_num_workers=0,
-        gradient_checkpointing=config.gradient_checkpointing,
-        disable_tqdm=True,
+        **{_CHECKPOINTING_ARG: config.gradient_checkpointing},
+        disable_tqdm=disable_tqdm,
     )
     trainer = GenRecTrainer(
         model=plm.trainable_model,
@@ -227,7 +232,8 @@ def train_genrec(
         eval_dataset=rows.rows.select(range(1)),  # unused by our evaluate(), but Trainer wants one
         data_collator=CausalCollator(plm.tokenizer.pad_token_id),
         callbacks=[EarlyStoppingCallback(config.early_stopping_patience)]
-        + ([TimeBudgetCallback(config.time_budget_minutes)] if config.time_budget_minutes > 0 else []),
+        + ([TimeBudgetCallback(config.time_budget_minutes)] if config.time_budget_minutes > 0 else [])
+        + progress_callbacks,
         plm=plm,
         eval_examples=eval_examples,
         train_config=config,

@@ -18,7 +18,9 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from llmrec.config import Config
 from llmrec.errors import ConfigError
+from llmrec.progress import progress
 from llmrec.prompting import chat_ids
+from llmrec.training.callbacks import trainer_progress
 from llmrec.training.genrec import TimeBudgetCallback
 
 logger = logging.getLogger(__name__)
@@ -163,7 +165,10 @@ def train_qa(model, rows: datasets.Dataset, pad_token_id: int, config: QATrainCo
         report_to=list(config.report_to) or "none", remove_unused_columns=False,
         disable_tqdm=True,
     )
+    disable_tqdm, progress_callbacks = trainer_progress("QA training")
+    args.disable_tqdm = disable_tqdm  # the Trainer's bar on a terminal, our log lines elsewhere
     callbacks = [TimeBudgetCallback(config.time_budget_minutes)] if config.time_budget_minutes > 0 else []
+    callbacks += progress_callbacks
     trainer = TrainableOnlyTrainer(model=model, args=args, train_dataset=rows.remove_columns(["prompt_len"]),
                                    data_collator=QACollator(pad_token_id), callbacks=callbacks,
                                    optimizers=(_optimizer(model, config), None))
@@ -182,7 +187,7 @@ def generate_answers(generate_fn: Callable[..., torch.Tensor], rows: datasets.Da
     collate = QACollator(tokenizer.pad_token_id, left=True)
     answers: list[str] = []
     t0 = time.perf_counter()
-    for start in range(0, len(rows), batch_size):
+    for start in progress(range(0, len(rows), batch_size), desc=f"answering {len(rows)} questions", unit="batch"):
         batch = collate([rows[i] for i in range(start, min(len(rows), start + batch_size))])
         new = generate_fn(batch, max_new_tokens)
         answers.extend(tokenizer.batch_decode(new, skip_special_tokens=True))

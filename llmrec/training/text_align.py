@@ -28,6 +28,7 @@ from torch.nn import functional as F
 
 from llmrec.config import Config
 from llmrec.errors import ConfigError, DataError
+from llmrec.progress import progress
 from llmrec.users.projector import VocabProjector
 from llmrec.users.sequence import slot_members
 
@@ -153,10 +154,11 @@ def align_to_text(model, histories: Sequence[Sequence[int]], item_token_ids: Seq
     t0 = time.perf_counter()
     step = 0
     model.user_encoder.train(), projector.train()
-    for _ in range(cfg.epochs):
+    for epoch in range(cfg.epochs):
         rows = _windows(train_users, max_len, cfg, rng, cfg.windows_per_user)
         rng.shuffle(rows)
-        for i in range(0, len(rows), cfg.batch_size):
+        for i in progress(range(0, len(rows), cfg.batch_size), desc=f"text alignment epoch {epoch + 1}/{cfg.epochs}",
+                          unit="step"):
             loss = kl(rows[i: i + cfg.batch_size])
             if not torch.isfinite(loss):
                 raise ConfigError(f"text alignment diverged at step {step} (loss {loss.item()}); lower "

@@ -22,6 +22,7 @@ from llmrec.data.schema import UserHistory
 from llmrec.data.splits import Split, SplitExample
 from llmrec.errors import ConfigError, DataError
 from llmrec.evaluation.ranking import PROTOCOLS, RankingResult, full_catalogue_metrics
+from llmrec.progress import progress
 from llmrec.users.sequence import SequenceEncoder, SequenceEncoderConfig
 
 logger = logging.getLogger(__name__)
@@ -173,7 +174,8 @@ def pretrain(model: SequenceEncoder, split: Split, config: PretrainConfig | None
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     epoch = 0
-    for epoch in range(1, config.max_epochs + 1):
+    epochs = progress(range(1, config.max_epochs + 1), desc="SASRec epochs", unit="epoch")
+    for epoch in epochs:
         model.train()
         order = rng.permutation(len(rows))
         total, count = 0.0, 0
@@ -193,6 +195,7 @@ def pretrain(model: SequenceEncoder, split: Split, config: PretrainConfig | None
         history.append({"epoch": epoch, "loss": total / count, **{f"valid_{k}": v for k, v in summary.items()},
                         "elapsed_s": time.perf_counter() - t0})
         logger.info("epoch %d loss %.4f valid %s %.4f", epoch, total / count, config.select_metric, metric)
+        epochs.set_postfix(loss=total / count, **{f"valid {config.select_metric}": metric})
         if metric > best_metric:
             best_metric, best_epoch, best_valid = metric, epoch, dict(summary)
             best_state = copy.deepcopy(model.state_dict())

@@ -1,0 +1,36 @@
+"""Options every command that loads an LLM or trains shares: ``--dtype`` and ``--threads``.
+
+Kept free of heavy imports so that ``--help`` stays instant; torch is imported only by
+:func:`apply_hardware_args`, which runs when the command does its work.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from llmrec.hardware import DTYPES
+
+DTYPE_HELP = ("model weights' dtype; auto = bf16 only where the hardware runs it natively (CUDA with bf16, a CPU "
+              "with AVX512-BF16 or AMX), else fp32 (fp16 on CUDA without bf16); the choice is logged (default: auto)")
+
+
+def add_hardware_args(parser: argparse.ArgumentParser, *, threads: int = 0,
+                      dtype_help: str = DTYPE_HELP) -> argparse.ArgumentParser:
+    """Add ``--dtype auto|fp32|bf16|fp16`` (default auto) and ``--threads N`` (default ``threads``; 0 = torch's
+    own default) to ``parser``; returns the parser."""
+    parser.add_argument("--dtype", choices=DTYPES, default="auto", help=dtype_help)
+    parser.add_argument(
+        "--threads", type=int, default=threads, metavar="N",
+        help=f"torch CPU threads (0 = torch's default, one per core; 1 is fastest on a busy shared CPU) "
+        f"(default: {threads})")
+    return parser
+
+
+def apply_hardware_args(args: argparse.Namespace) -> str:
+    """Pin ``args.threads`` and resolve ``args.dtype`` for this machine (``auto`` -> bf16/fp16/fp32, logged);
+    stores the resolved dtype back on ``args`` and returns it."""
+    from llmrec.hardware import resolve_dtype, set_threads
+
+    set_threads(getattr(args, "threads", None))
+    args.dtype = resolve_dtype(getattr(args, "dtype", None))
+    return args.dtype
