@@ -133,8 +133,8 @@ def _load_csv(folder: Path) -> InteractionData:
     return b.build()
 
 
-def _csv_rows(path: Path, required: tuple[str, ...]):
-    rows = iter_delimited(path, delimiter=",")
+def _checked_rows(rows, path: Path, required: tuple[str, ...]):
+    """``rows`` (an iter_delimited generator) after checking that the header has every ``required`` column."""
     first = next(rows, None)
     if first is None:
         raise DataError("no records after the header", path=path)
@@ -143,19 +143,15 @@ def _csv_rows(path: Path, required: tuple[str, ...]):
             raise DataError("missing required column", path=path, record="header", field=col)
     yield first
     yield from rows
+
+
+def _csv_rows(path: Path, required: tuple[str, ...]):
+    return _checked_rows(iter_delimited(path, delimiter=","), path, required)
 
 
 def _atomic_rows(path: Path, required: tuple[str, ...]):
     """Rows of a RecBole atomic file; its headers look like ``item_id:token`` (names kept, types dropped)."""
-    rows = iter_delimited(path, delimiter="\t", rename=lambda h: h.split(":")[0].strip())
-    first = next(rows, None)
-    if first is None:
-        raise DataError("no records after the header", path=path)
-    for col in required:
-        if col not in first[1]:
-            raise DataError("missing required column", path=path, record="header", field=col)
-    yield first
-    yield from rows
+    return _checked_rows(iter_delimited(path, delimiter="\t", rename=lambda h: h.split(":")[0].strip()), path, required)
 
 
 def _load_atomic(folder: Path, name: str = "ml-100k") -> InteractionData:
