@@ -32,14 +32,14 @@ def smoke_chain(small_data: Path, tiny_llm: Path) -> list[list[str]]:
     return [
         ["eval", "ls", "--json"],
         ["eval", "validate"],  # every built-in task's prompt template resolves inside the wheel
-        ["items", "build", "--dataset", str(small_data), "--out", "sids", "--levels", "1", "--codebook-size", "2",
+        ["items", "build", "--data", str(small_data), "--out", "sids", "--levels", "1", "--codebook-size", "2",
          "--cache", "cache", "--json"],
         ["eval", "run", "--tasks", "ml100k_rating", "--model", "baseline:user-mean", "--limit", "20",
          "--n-boot", "0", "--no-report", "--out", "eval-baseline"],
         ["eval", "run", "--tasks", "ml100k_rating", "--model", str(tiny_llm), "--dtype", "fp32", "--limit", "4",
          "--n-boot", "0", "--no-progress", "--out", "eval-llm"],
-        # RECIPES: one tiny recipe from a shipped config goes here once `llmrec train` lands (wt-recipes), e.g.
-        # ["train", "sasrec", "--config", "<shipped ml-100k config>", "--data", str(small_data), ...tiny overrides],
+        # a recipe from a config shipped in the wheel, on the small dataset: writes the model, config.yaml, run.json
+        ["train", "sasrec", "--config", "tiny/sasrec", "--data", str(small_data), "--out", "sasrec"],
     ]
 
 
@@ -142,4 +142,8 @@ def test_installed_wheel_runs_the_smoke_chain_outside_the_checkout(
         assert rows and all("mae" in row["metrics"] for row in rows.values()), out
         if model:
             assert model in rows
+    # the recipe ran from the wheel's shipped config and recorded what it resolved
+    run = json.loads((work / "sasrec" / "run.json").read_text())
+    assert run["config"]["users"] == 40 and run["config"]["data"] != "ml-100k" and run["machine"]["cpu_cores"]
+    assert (work / "sasrec" / "config.yaml").is_file()
     print(f"wheel smoke chain: {time.perf_counter() - t0:.1f} s;", "; ".join(f"{c}: {s:.1f} s" for c, s in timings))
