@@ -24,8 +24,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from llmrec.config import Config
-from llmrec.errors import ConfigError, DataError
-from llmrec.evaluation.builders import Example, build_examples
+from llmrec.errors import ConfigError, DataError, LlmrecError
+from llmrec.evaluation.builders import (
+    DATASET_FREE_BUILDERS,
+    Example,
+    build_examples,
+    interaction_data,
+    resolve_spec,
+)
 from llmrec.evaluation.metrics import Scored, compute_metrics
 from llmrec.evaluation.prompts import load_template, render
 from llmrec.evaluation.tasks import TaskSpec, load_registry
@@ -39,6 +45,7 @@ logger = logging.getLogger(__name__)
 class RunConfig(Config):
     tasks: tuple[str, ...]
     out: str
+    data: str | None = None  # dataset name or config for every task that reads one (overrides the task's dataset)
     model: str | None = None  # None: baselines only
     models: tuple[str, ...] = ()  # more models side by side on the same examples (e.g. sasrec:DIR, a 2nd LLM)
     limit: int | None = None
@@ -312,8 +319,15 @@ def run(cfg: RunConfig, model: Any | None = None) -> dict[str, Any]:
     except ImportError:
         pass
     baselines = {b: Baseline(b) for b in cfg.baselines}
+    data = cfg.data or _models_dataset(models)
+    results["data"] = data
+    if cfg.data and all(s.builder in DATASET_FREE_BUILDERS for s in specs):
+        logger.warning("--data %s: none of the tasks reads an interaction dataset (LaMP tasks take --task-arg "
+                       "questions=... outputs=...)", cfg.data)
     for spec in specs:
         overrides: dict[str, Any] = {}
+        if data and spec.builder not in DATASET_FREE_BUILDERS:
+            overrides["dataset"] = data
         if cfg.task_args:
             overrides["dataset_args"] = {**spec.dataset_args, **cfg.task_args}
         if cfg.scoring:
@@ -322,9 +336,12 @@ def run(cfg: RunConfig, model: Any | None = None) -> dict[str, Any]:
             overrides["sample"] = cfg.sample
         spec = spec.with_overrides(**overrides) if overrides else spec
         t0 = time.perf_counter()
+        spec = resolve_spec(spec)  # labels / rating scale the task leaves to its dataset
         examples = build_examples(spec, cfg.limit)
         task_res: dict[str, Any] = {"spec": spec.to_dict(), "n": len(examples),
                                     "build_s": round(time.perf_counter() - t0, 3), "variants": {}}
+        if spec.builder not in DATASET_FREE_BUILDERS:
+            task_res["dataset"] = _dataset_summary(spec)
         golds = [ex.gold for ex in examples]
         has_golds = all(g is not None for g in golds)
         pairs = [(v, m) for m in models for v in _variants(spec, cfg, m, prefixes[id(m)], baselines=False)]
@@ -350,6 +367,37 @@ def run(cfg: RunConfig, model: Any | None = None) -> dict[str, Any]:
 
         write_report(results, out / "report.html")
     return results
+
+
+def _models_dataset(models: list[Any]) -> str | None:
+    """Without ``--data``: the dataset the trained PersonalLM models of the run record (when they agree), so a
+    model trained on your data is evaluated on it, as ``llmrec recommend --model DIR`` finds its users."""
+    from llmrec.evaluation.models import PersonalLMModel
+    from llmrec.lm.model_dir import recorded_dataset_spec
+
+    found = {m.name: spec for m in models if isinstance(m, PersonalLMModel)
+             and (spec := recorded_dataset_spec(m.name)) is not None}
+    specs = set(found.values())
+    if len(specs) > 1:
+        logger.warning("the models were trained on different datasets (%s): each task runs on the dataset its file "
+                       "names; pass --data to choose one", ", ".join(f"{m}: {s}" for m, s in found.items()))
+    if len(specs) != 1:
+        return None
+    spec = specs.pop()
+    logger.info("tasks run on %s, the dataset %s was trained on (--data chooses another)", spec, ", ".join(found))
+    return spec
+
+
+def _dataset_summary(spec: TaskSpec) -> dict[str, Any] | None:
+    """Name, size and nouns of the interaction dataset a task ran on (for results.json and the report)."""
+    try:
+        data = interaction_data(spec.dataset)
+    except LlmrecError:  # a custom builder whose `dataset` is not an interaction dataset
+        return None
+    vocab = data.vocabulary
+    return {"spec": spec.dataset, "name": data.name, "users": len(data.histories()), "items": len(data.items),
+            "interactions": len(data.interactions), "item_noun": vocab.item, "items_noun": vocab.items,
+            "interacted": vocab.interacted, "category_fields": list(data.category_fields)}
 
 
 def _score_variant(spec: TaskSpec, examples: list[Example], golds: list[Any], name: str, method: str,
