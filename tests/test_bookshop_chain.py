@@ -280,3 +280,18 @@ def test_a_model_directory_names_the_dataset_to_evaluate_on(tmp_path, ml100k):
     assert spec == str(tmp_path / "shop-model" / "data_config.json") and load_dataset(spec).name == "bookshop"
     write_model_manifest(tmp_path / "none", dtype="fp32", parts=[], dataset=None)
     assert recorded_dataset_spec(tmp_path / "none") is None and recorded_dataset_spec(tmp_path) is None
+
+
+def test_baselines_take_global_statistics_from_every_example_not_only_the_evaluated(tmp_path):
+    from llmrec.evaluation.builders import Example
+    from llmrec.evaluation.models import Baseline
+    from llmrec.evaluation.tasks import load_registry
+
+    spec = load_registry().tasks["next_item"]
+    pool = [Example(id=f"u{n}", user_id=f"u{n}", input="", gold="z", profile=[], docs=[], query="", history=h)
+            for n, h in enumerate([("a", "b"), ("b", "c"), ("b", "c", "d"), ("c", "e")])]
+    pop = Baseline("popularity")
+    assert pop.predict(spec, pool[:1]) == [""]  # alone, the evaluated user's own books are all there is
+    pop.fit(spec, pool)
+    assert pop.fitted_on == 4 and pop.predict(spec, pool[:1]) == ["c d e"]  # c: 3 customers, then d, e
+    assert pop.predict(load_registry().tasks["ml100k_next_item"], pool[:1]) == [""]  # fitted for another task

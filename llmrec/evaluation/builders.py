@@ -84,10 +84,20 @@ def resolve_spec(spec: TaskSpec) -> TaskSpec:
 
 
 def build_examples(spec: TaskSpec, limit: int | None = None) -> list[Example]:
+    return select_examples(spec, build_pool(spec), limit)
+
+
+def build_pool(spec: TaskSpec) -> list[Example]:
+    """Every example of the task, before ``sample`` / ``limit``: what prompt-free baselines take their global
+    statistics from (item popularity over all users' histories, not over the evaluated few)."""
     if spec.builder not in BUILDERS:
         raise ConfigError(f"{spec.source}: unknown builder {spec.builder!r}; known: {sorted(BUILDERS)}")
-    spec = resolve_spec(spec)
-    examples = BUILDERS[spec.builder](spec)
+    return BUILDERS[spec.builder](resolve_spec(spec))
+
+
+def select_examples(spec: TaskSpec, pool: list[Example], limit: int | None = None) -> list[Example]:
+    """The evaluated examples: the task's seeded ``sample`` of ``pool``, then the first ``limit``."""
+    examples = pool
     if spec.sample is not None and spec.sample < len(examples):
         rng = np.random.default_rng(spec.seed)
         keep = np.sort(rng.choice(len(examples), size=spec.sample, replace=False))

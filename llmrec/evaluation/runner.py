@@ -28,9 +28,10 @@ from llmrec.errors import ConfigError, DataError, LlmrecError
 from llmrec.evaluation.builders import (
     DATASET_FREE_BUILDERS,
     Example,
-    build_examples,
+    build_pool,
     interaction_data,
     resolve_spec,
+    select_examples,
 )
 from llmrec.evaluation.metrics import Scored, compute_metrics
 from llmrec.evaluation.prompts import load_template, render
@@ -223,6 +224,8 @@ def run_variant(spec: TaskSpec, variant: Variant, model: Any, examples: list[Exa
     task_key = spec.to_dict()
     if task_key["generation"].get("chat_template") is True:
         del task_key["generation"]["chat_template"]  # the default: keeps caches from before the option valid
+    if variant.method == "predict" and getattr(model, "fitted_on", None) is not None:
+        task_key["fitted_on"] = model.fitted_on  # baselines fitted on all examples (caches before: on the evaluated)
     key = {"model": getattr(model, "name", "?"), "task": task_key, "variant": variant.__dict__,
            "max_tokens": max_tokens, "template": _template_hash(spec)}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -337,7 +340,8 @@ def run(cfg: RunConfig, model: Any | None = None) -> dict[str, Any]:
         spec = spec.with_overrides(**overrides) if overrides else spec
         t0 = time.perf_counter()
         spec = resolve_spec(spec)  # labels / rating scale the task leaves to its dataset
-        examples = build_examples(spec, cfg.limit)
+        pool = build_pool(spec)
+        examples = select_examples(spec, pool, cfg.limit)
         task_res: dict[str, Any] = {"spec": spec.to_dict(), "n": len(examples),
                                     "build_s": round(time.perf_counter() - t0, 3), "variants": {}}
         if spec.builder not in DATASET_FREE_BUILDERS:
@@ -349,6 +353,8 @@ def run(cfg: RunConfig, model: Any | None = None) -> dict[str, Any]:
         for variant, m in pairs:
             if hasattr(m, "supports") and not m.supports(spec.output.type):
                 continue  # e.g. SASRec on a rating task, a rating baseline on next-item
+            if hasattr(m, "fit"):  # baselines: global statistics from every example, not just the evaluated ones
+                m.fit(spec, pool)
             outputs, timings, logprobs = run_variant(spec, variant, m, examples, cfg, out)
             todo = [(variant.name, variant.method, outputs, timings)]
             if logprobs is not None and cfg.calibrate:
