@@ -177,6 +177,12 @@ def test_bookshop_through_the_whole_chain(tmp_path, tiny_llama_dir, capsys, llm_
     assert "baseline:user-mean" in rating["variants"]
     assert all(_finite_metrics(v)["mae"] <= 4 for v in rating["variants"].values())
 
+    rescored = json.loads(_cli(capsys, "eval", "score", "--task", "next_category", "--data", cfg, "--n-boot", "0",
+                               "--golds", out / "next_category" / "golds.json",
+                               "--predictions", out / "next_category" / "baseline:majority.predictions.json"))
+    assert rescored["metrics"]["macro_f1"]["value"] == pytest.approx(
+        category["variants"]["baseline:majority"]["metrics"]["macro_f1"]["value"])  # the same 8 labels
+
     # ---- the HTML report (written by eval run; `llmrec eval report` rewrites it)
     html = (out / "report.html").read_text()
     assert Path(_cli(capsys, "eval", "report", out / "results.json", "--out", tmp_path / "r.html").strip()) == (

@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for CIs (0 = none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--include-path", action="append", default=[])
+    p.add_argument("--data", metavar="NAME|CONFIG",
+                   help="the dataset the predictions are for, where the task takes its labels or rating scale from "
+                   "it (next_category, rating; default: the task file's)")
     p.set_defaults(func=_score)
 
     p = ev.add_parser("run", help="evaluate a model and/or baselines on tasks")
@@ -103,7 +106,8 @@ def _validate(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     from llmrec.evaluation.scoring import score_files
 
-    res = score_files(args.task, args.golds, args.predictions, args.mode, args.n_boot, args.seed, args.include_path)
+    res = score_files(args.task, args.golds, args.predictions, args.mode, args.n_boot, args.seed, args.include_path,
+                      data=args.data)
     print(json.dumps(res))
     return 0
 
