@@ -18,6 +18,7 @@ recorded (at the tokenizer) and must speak of books and buying, never of movies 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import math
 import re
@@ -71,12 +72,14 @@ def _cli(capsys, *argv: str) -> str:
 
 
 def _orders(folder: Path) -> dict[str, list[str]]:
-    """The shop's own export, read without llmrec: customer -> ISBNs bought, in file order."""
-    out: dict[str, list[str]] = {}
+    """The shop's own export, read without llmrec: customer -> ISBNs bought, oldest first."""
+    rows: dict[str, list[tuple[dt.datetime, str]]] = {}
     with open(folder / "orders.csv", newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
-            out.setdefault(row["customer_id"], []).append(row["isbn"])
-    return out
+            when = dt.datetime.fromisoformat(row["ts"])  # ISO dates and datetimes, "Z" or an offset
+            when = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+            rows.setdefault(row["customer_id"], []).append((when, row["isbn"]))
+    return {user: [isbn for _, isbn in sorted(bought)] for user, bought in rows.items()}
 
 
 def _finite_metrics(variant: dict) -> dict[str, float]:
