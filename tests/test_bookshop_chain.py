@@ -291,7 +291,7 @@ def test_a_model_directory_names_the_dataset_to_evaluate_on(tmp_path, ml100k):
     assert recorded_dataset_spec(tmp_path / "none") is None and recorded_dataset_spec(tmp_path) is None
 
 
-def test_baselines_take_global_statistics_from_every_example_not_only_the_evaluated(tmp_path):
+def test_popularity_counts_every_example_not_only_the_evaluated(tmp_path):
     from llmrec.evaluation.builders import Example
     from llmrec.evaluation.models import Baseline
     from llmrec.evaluation.tasks import load_registry
@@ -304,3 +304,6 @@ def test_baselines_take_global_statistics_from_every_example_not_only_the_evalua
     pop.fit(spec, pool)
     assert pop.fitted_on == 4 and pop.predict(spec, pool[:1]) == ["c d e"]  # c: 3 customers, then d, e
     assert pop.predict(load_registry().tasks["ml100k_next_item"], pool[:1]) == [""]  # fitted for another task
+    mean = Baseline("global-mean")  # the means keep the evaluated profiles (the committed harness figures)
+    mean.fit(spec, pool)
+    assert mean.fitted_on is None

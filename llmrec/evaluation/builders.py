@@ -88,8 +88,8 @@ def build_examples(spec: TaskSpec, limit: int | None = None) -> list[Example]:
 
 
 def build_pool(spec: TaskSpec) -> list[Example]:
-    """Every example of the task, before ``sample`` / ``limit``: what prompt-free baselines take their global
-    statistics from (item popularity over all users' histories, not over the evaluated few)."""
+    """Every example of the task, before ``sample`` / ``limit``: what the popularity baseline counts (all users'
+    histories, not the evaluated few)."""
     if spec.builder not in BUILDERS:
         raise ConfigError(f"{spec.source}: unknown builder {spec.builder!r}; known: {sorted(BUILDERS)}")
     return BUILDERS[spec.builder](resolve_spec(spec))

@@ -152,8 +152,10 @@ def _profile_label(p: dict[str, Any]) -> str | None:
 
 class Baseline:
     """Prompt-free predictors. ``user-mean`` / ``global-mean`` (regress), ``user-majority`` / ``majority``
-    (classify), ``popularity`` (rank_items). Global statistics come from the profiles (training data) only: of
-    every example of the task when :meth:`fit` was given them (the runner does), else of the predicted ones."""
+    (classify), ``popularity`` (rank_items). Global statistics come from the profiles (training data) only:
+    popularity counts the histories of every example of the task when :meth:`fit` was given them (the runner
+    does, so ``--limit`` / ``--sample`` do not shrink it to a few users); the means and majorities pool the
+    predicted examples' profiles (as the committed harness figures were measured)."""
 
     KINDS = {"user-mean": "regress", "global-mean": "regress", "user-majority": "classify",
              "majority": "classify", "popularity": "rank_items"}
@@ -170,10 +172,10 @@ class Baseline:
         return self.KINDS[self.kind] == output_type
 
     def fit(self, spec, examples) -> None:
-        """Take the global statistics of ``spec``'s predictions from ``examples`` (all of the task's, so that
-        ``--limit`` / ``--sample`` evaluate fewer users without weakening popularity and the global means)."""
-        self._fitted = (spec.task, list(examples))
-        self.fitted_on = len(examples)
+        """Count item popularity for ``spec`` over ``examples`` (all of the task's) rather than the predicted few."""
+        if self.kind == "popularity":
+            self._fitted = (spec.task, list(examples))
+            self.fitted_on = len(examples)
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
         raise ConfigError(f"{self.name} does not generate text; it predicts from profiles")
@@ -181,9 +183,8 @@ class Baseline:
     def predict(self, spec, examples) -> list[str]:
         if not self.supports(spec.output.type):
             raise ConfigError(f"{self.name} does not apply to {spec.task} (output type {spec.output.type})")
-        pool = self._fitted[1] if self._fitted is not None and self._fitted[0] == spec.task else examples
         if self.kind in ("user-mean", "global-mean"):
-            pooled = [v for ex in pool for p in ex.profile if (v := _profile_number(p)) is not None]
+            pooled = [v for ex in examples for p in ex.profile if (v := _profile_number(p)) is not None]
             global_mean = float(np.mean(pooled)) if pooled else float(np.mean(spec.output.range))
             if self.kind == "global-mean":
                 return [f"{global_mean:.4f}"] * len(examples)
@@ -194,7 +195,7 @@ class Baseline:
             return out
         if self.kind in ("majority", "user-majority"):
             labels = set(spec.output.labels)
-            counts = Counter(lab for ex in pool for p in ex.profile if (lab := _profile_label(p)) in labels)
+            counts = Counter(lab for ex in examples for p in ex.profile if (lab := _profile_label(p)) in labels)
             overall = counts.most_common(1)[0][0] if counts else spec.output.labels[0]
             if self.kind == "majority":
                 return [overall] * len(examples)
@@ -205,6 +206,7 @@ class Baseline:
                 out.append(max(c, key=lambda lab: (c[lab], counts[lab])) if c else overall)
             return out
         # popularity: most-interacted items across all training histories, the user's own removed
+        pool = self._fitted[1] if self._fitted is not None and self._fitted[0] == spec.task else examples
         pop = Counter(i for ex in pool for i in ex.history)
         ranked = [i for i, _ in sorted(pop.items(), key=lambda kv: (-kv[1], kv[0]))]
         k = spec.output.k

@@ -225,7 +225,7 @@ def run_variant(spec: TaskSpec, variant: Variant, model: Any, examples: list[Exa
     if task_key["generation"].get("chat_template") is True:
         del task_key["generation"]["chat_template"]  # the default: keeps caches from before the option valid
     if variant.method == "predict" and getattr(model, "fitted_on", None) is not None:
-        task_key["fitted_on"] = model.fitted_on  # baselines fitted on all examples (caches before: on the evaluated)
+        task_key["fitted_on"] = model.fitted_on  # popularity over all examples (caches before: the evaluated)
     key = {"model": getattr(model, "name", "?"), "task": task_key, "variant": variant.__dict__,
            "max_tokens": max_tokens, "template": _template_hash(spec)}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -353,7 +353,7 @@ def run(cfg: RunConfig, model: Any | None = None) -> dict[str, Any]:
         for variant, m in pairs:
             if hasattr(m, "supports") and not m.supports(spec.output.type):
                 continue  # e.g. SASRec on a rating task, a rating baseline on next-item
-            if hasattr(m, "fit"):  # baselines: global statistics from every example, not just the evaluated ones
+            if hasattr(m, "fit"):  # popularity: counted over every example, not just the evaluated ones
                 m.fit(spec, pool)
             outputs, timings, logprobs = run_variant(spec, variant, m, examples, cfg, out)
             todo = [(variant.name, variant.method, outputs, timings)]
