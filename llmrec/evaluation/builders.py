@@ -6,10 +6,15 @@ interaction dataset (leave-one-out: ``split: test`` = last item, ``valid`` = sec
 (``dataset_args: {questions, outputs}``). The interaction builders read the category attribute named by
 ``dataset_args: {category: <attribute or list>}``, by default the dataset's (``InteractionData.category_fields``),
 and give prompts the dataset's nouns as ``vocab`` (:func:`llmrec.nouns.prompt_vocab`).
+
+A task may leave ``output.labels`` (``next_category``) or ``output.range`` (``rating``) empty: :func:`resolve_spec`
+fills them from the dataset (its categories, its rating scale), so one task file serves every dataset
+(``llmrec eval run --data shop.yaml`` sets ``dataset`` of every task whose builder reads one).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +47,10 @@ class Example:
 
 
 BUILDERS: dict[str, Callable[[TaskSpec], list[Example]]] = {}
+# builder -> fills what a task leaves to the dataset (empty output.labels / output.range); see resolve_spec
+SPEC_RESOLVERS: dict[str, Callable[[TaskSpec], TaskSpec]] = {}
+# Builders that read no interaction dataset (``spec.dataset`` means nothing to them): ``--data`` leaves them be.
+DATASET_FREE_BUILDERS = frozenset({"lamp"})
 
 
 def register_builder(name: str):
@@ -52,10 +61,43 @@ def register_builder(name: str):
     return deco
 
 
+def register_spec_resolver(*names: str):
+    def deco(fn: Callable[[TaskSpec], TaskSpec]):
+        for name in names:
+            SPEC_RESOLVERS[name] = fn
+        return fn
+
+    return deco
+
+
+def resolve_spec(spec: TaskSpec) -> TaskSpec:
+    """``spec`` with the labels / rating range it leaves to the dataset filled in (a no-op when it names them)."""
+    resolver = SPEC_RESOLVERS.get(spec.builder)
+    if resolver is not None:
+        spec = resolver(spec)
+    out = spec.output
+    if (out.type == "classify" and not out.labels) or (out.type == "regress" and not out.range):
+        what = "labels" if out.type == "classify" else "range"
+        raise ConfigError(f"{spec.source}: {spec.task}: output.{what} is empty and builder {spec.builder!r} cannot "
+                          f"take it from a dataset; list it in the task file")
+    return spec
+
+
 def build_examples(spec: TaskSpec, limit: int | None = None) -> list[Example]:
+    return select_examples(spec, build_pool(spec), limit)
+
+
+def build_pool(spec: TaskSpec) -> list[Example]:
+    """Every example of the task, before ``sample`` / ``limit``: what the popularity baseline counts (all users'
+    histories, not the evaluated few)."""
     if spec.builder not in BUILDERS:
         raise ConfigError(f"{spec.source}: unknown builder {spec.builder!r}; known: {sorted(BUILDERS)}")
-    examples = BUILDERS[spec.builder](spec)
+    return BUILDERS[spec.builder](resolve_spec(spec))
+
+
+def select_examples(spec: TaskSpec, pool: list[Example], limit: int | None = None) -> list[Example]:
+    """The evaluated examples: the task's seeded ``sample`` of ``pool``, then the first ``limit``."""
+    examples = pool
     if spec.sample is not None and spec.sample < len(examples):
         rng = np.random.default_rng(spec.seed)
         keep = np.sort(rng.choice(len(examples), size=spec.sample, replace=False))
@@ -67,10 +109,18 @@ def build_examples(spec: TaskSpec, limit: int | None = None) -> list[Example]:
 
 
 @lru_cache(maxsize=4)
-def _interactions(dataset: str, split: str):
-    from llmrec.data import leave_one_out, load_dataset
+def interaction_data(dataset: str):
+    """The dataset a task names (a built-in name, a dataset config or a folder), loaded once per process."""
+    from llmrec.data import load_dataset
 
-    data = load_dataset(dataset)
+    return load_dataset(dataset)
+
+
+@lru_cache(maxsize=4)
+def _interactions(dataset: str, split: str):
+    from llmrec.data import leave_one_out
+
+    data = interaction_data(dataset)
     s = leave_one_out(data.histories())
     if split not in ("test", "valid"):
         raise ConfigError(f"interaction-data tasks support split 'test' or 'valid', got {split!r}")
@@ -105,6 +155,36 @@ def _fmt_rating(r: float | None) -> str:
     return str(int(r)) if float(r).is_integer() else f"{r:g}"
 
 
+@register_spec_resolver("ml100k_rating", "rating")
+def _rating_scale(spec: TaskSpec) -> TaskSpec:
+    """An empty ``output.range``: the dataset's rating scale, else the lowest and highest rating it holds."""
+    if spec.output.range:
+        return spec
+    data, _ = _interactions(spec.dataset, spec.split)
+    scale = data.rating_range
+    if scale is None:
+        ratings = [x.rating for x in data.interactions if x.rating is not None]
+        if not ratings:
+            raise ConfigError(f"{spec.source}: {spec.task} predicts ratings, but dataset {spec.dataset!r} has none")
+        scale = (float(min(ratings)), float(max(ratings)))
+    return spec.with_overrides(output=dataclasses.replace(spec.output, range=tuple(scale)))
+
+
+@register_spec_resolver("ml100k_next_genre", "next_category")
+def _category_labels(spec: TaskSpec) -> TaskSpec:
+    """Empty ``output.labels``: every category of the catalogue (sorted), plus "unknown" when an item has none."""
+    if spec.output.labels:
+        return spec
+    data, _ = _interactions(spec.dataset, spec.split)
+    fields = _category_fields(spec, data)
+    labels = sorted({c for item in data.items.values() for c in _categories(item, fields)} if fields else ())
+    if len(labels) < 2:
+        raise ConfigError(f"{spec.source}: {spec.task} asks for the next item's category, but dataset "
+                          f"{spec.dataset!r} has {'no category attribute' if not fields else 'one category'}; "
+                          "set dataset_args.category (or the dataset config's category)")
+    return spec.with_overrides(output=dataclasses.replace(spec.output, labels=tuple(labels)))
+
+
 def _ml_profile(data, ex, fields: tuple[str, ...]) -> tuple[list[dict[str, Any]], list[ProfileDoc]]:
     h = ex.history
     profile, docs = [], []
@@ -127,6 +207,7 @@ def _ml_rating(spec: TaskSpec) -> list[Example]:
     vocab = prompt_vocab(data.vocabulary)
     all_ratings = [r for x in data.interactions if (r := x.rating) is not None]
     global_mean = float(np.mean(all_ratings)) if all_ratings else 3.0
+    low, high = (_fmt_rating(x) for x in spec.output.range)  # the scale the prompt names
     out = []
     for ex in held_out:
         if ex.target_rating is None:
@@ -137,7 +218,8 @@ def _ml_rating(spec: TaskSpec) -> list[Example]:
         out.append(Example(
             id=f"{ex.user_id}:{ex.target}", user_id=ex.user_id, input=f"{title} ({cats})",
             gold=_fmt_rating(ex.target_rating), profile=profile, docs=docs, query=f"{title} {cats}",
-            variables={"title": title, "categories": cats, "global_mean": global_mean, "vocab": vocab},
+            variables={"title": title, "categories": cats, "global_mean": global_mean, "vocab": vocab,
+                       "low": low, "high": high},
         ))
     return out
 
@@ -158,7 +240,8 @@ def _ml_next_genre(spec: TaskSpec) -> list[Example]:
     for ex in held_out:
         gold = _categories(data.items[ex.target], fields)[0]  # the primary (first-listed) category
         if labels and gold not in labels:
-            raise DataError(f"{vocab['category']} {gold!r} of item {ex.target} is not in the task's labels",
+            raise DataError(f"{vocab['category']} {gold!r} of item {ex.target} is not in the task's labels (a task "
+                            "for another dataset? next_category takes its labels from the dataset)",
                             path=spec.source, record=ex.user_id, field="output.labels")
         profile, docs = _ml_profile(data, ex, fields)
         out.append(Example(
@@ -234,12 +317,3 @@ def _uqa(spec: TaskSpec) -> list[Example]:
 
     return harness_examples(spec)
 
-
-# ---- builders that live beside their task code --------------------------------------------------------------
-
-
-@register_builder("uqa")
-def _uqa(spec: TaskSpec) -> list[Example]:
-    from llmrec.tasks.uqa import harness_examples
-
-    return harness_examples(spec)

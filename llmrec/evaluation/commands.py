@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for CIs (0 = none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--include-path", action="append", default=[])
+    p.add_argument("--data", metavar="NAME|CONFIG",
+                   help="the dataset the predictions are for, where the task takes its labels or rating scale from "
+                   "it (next_category, rating; default: the task file's)")
     p.set_defaults(func=_score)
 
     p = ev.add_parser("run", help="evaluate a model and/or baselines on tasks")
@@ -37,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "sasrec:DIR (a trained SASRec, rank_items tasks) or baseline:KIND; repeat it to put several "
                    "models side by side on the same examples")
     p.add_argument("--tasks", required=True, help="comma-separated task or group names")
+    p.add_argument("--data", metavar="NAME|CONFIG",
+                   help="run the tasks on this dataset ('ml-100k', a dataset config .yaml/.json or a folder) instead "
+                   "of the one each task file names (every task but LaMP's); e.g. --tasks personal --data shop.yaml")
+    p.add_argument("--dataset", dest="data", help=argparse.SUPPRESS)
     p.add_argument("--out", required=True, help="output folder (results.json, predictions, cache, report.html)")
     p.add_argument("--limit", type=int, help="first N examples per task (after --sample)")
     p.add_argument("--sample", type=int, help="seeded subset of N examples per task")
@@ -100,7 +107,8 @@ def _validate(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     from llmrec.evaluation.scoring import score_files
 
-    res = score_files(args.task, args.golds, args.predictions, args.mode, args.n_boot, args.seed, args.include_path)
+    res = score_files(args.task, args.golds, args.predictions, args.mode, args.n_boot, args.seed, args.include_path,
+                      data=args.data)
     print(json.dumps(res))
     return 0
 
@@ -117,7 +125,7 @@ def _run(args: argparse.Namespace) -> int:
     dtype = apply_hardware_args(args) if args.model else args.dtype  # pins --threads, resolves auto (logged)
     cfg = RunConfig(
         tasks=_csv(args.tasks), out=args.out, model=args.model[0] if args.model else None,
-        models=tuple(args.model[1:]), limit=args.limit, sample=args.sample,
+        models=tuple(args.model[1:]), limit=args.limit, sample=args.sample, data=args.data,
         retrievers=_csv(args.retriever), ks=tuple(int(k) for k in _csv(args.k)), max_tokens=args.max_tokens,
         method=args.method, baselines=_csv(args.baselines), batch_size=args.batch_size, scoring=args.mode,
         task_args=task_args, include_paths=tuple(args.include_path), n_boot=args.n_boot, seed=args.seed,

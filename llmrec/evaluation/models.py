@@ -153,7 +153,10 @@ def _profile_label(p: dict[str, Any]) -> str | None:
 
 class Baseline:
     """Prompt-free predictors. ``user-mean`` / ``global-mean`` (regress), ``user-majority`` / ``majority``
-    (classify), ``popularity`` (rank_items). Global statistics come from the profiles (training data) only."""
+    (classify), ``popularity`` (rank_items). Global statistics come from the profiles (training data) only:
+    popularity counts the histories of every example of the task when :meth:`fit` was given them (the runner
+    does, so ``--limit`` / ``--sample`` do not shrink it to a few users); the means and majorities pool the
+    predicted examples' profiles (as the committed harness figures were measured)."""
 
     KINDS = {"user-mean": "regress", "global-mean": "regress", "user-majority": "classify",
              "majority": "classify", "popularity": "rank_items"}
@@ -163,9 +166,17 @@ class Baseline:
             raise ConfigError(f"unknown baseline {kind!r}; use one of {sorted(self.KINDS)}")
         self.kind = kind
         self.name = f"baseline:{kind}"
+        self._fitted: tuple[str, list[Any]] | None = None  # (task, examples) the global statistics come from
+        self.fitted_on: int | None = None
 
     def supports(self, output_type: str) -> bool:
         return self.KINDS[self.kind] == output_type
+
+    def fit(self, spec, examples) -> None:
+        """Count item popularity for ``spec`` over ``examples`` (all of the task's) rather than the predicted few."""
+        if self.kind == "popularity":
+            self._fitted = (spec.task, list(examples))
+            self.fitted_on = len(examples)
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
         raise ConfigError(f"{self.name} does not generate text; it predicts from profiles")
@@ -196,7 +207,8 @@ class Baseline:
                 out.append(max(c, key=lambda lab: (c[lab], counts[lab])) if c else overall)
             return out
         # popularity: most-interacted items across all training histories, the user's own removed
-        pop = Counter(i for ex in examples for i in ex.history)
+        pool = self._fitted[1] if self._fitted is not None and self._fitted[0] == spec.task else examples
+        pop = Counter(i for ex in pool for i in ex.history)
         ranked = [i for i, _ in sorted(pop.items(), key=lambda kv: (-kv[1], kv[0]))]
         k = spec.output.k
         out = []

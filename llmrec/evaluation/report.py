@@ -114,6 +114,11 @@ def _task_section(name: str, task: dict[str, Any]) -> str:
            f"<p>{_e(spec.get('description', ''))} &mdash; {task.get('n', '?')} examples, output "
            f"<code>{_e(spec.get('output', {}).get('type', ''))}</code>, scoring mode "
            f"<code>{_e(spec.get('scoring', ''))}</code>.</p>"]
+    data = task.get("dataset")
+    if data:  # interaction tasks: which dataset, in its own nouns ("57 users, 120 books")
+        out.append(f"<p>Dataset <b>{_e(data['name'])}</b> (<code>{_e(data['spec'])}</code>): {data['users']} users, "
+                   f"{data['items']} {_e(data['items_noun'])}, {data['interactions']} {_e(data['items_noun'])} "
+                   f"{_e(data['interacted'])}.</p>")
     if not variants:
         return "".join(out) + "<p>No golds: predictions written, nothing scored.</p>"
     metrics = list(next(iter(variants.values()))["metrics"])
@@ -162,7 +167,9 @@ def _task_section(name: str, task: dict[str, Any]) -> str:
 
 
 def render_report(results: dict[str, Any]) -> str:
-    title = f"llmrec evaluation: {results.get('model') or 'baselines'}"
+    names = [m for m in results.get("models") or [results.get("model")] if m] + [
+        f"baseline:{b}" for b in (results.get("config") or {}).get("baselines", ())]
+    title = f"llmrec evaluation: {', '.join(names) or 'baselines'}"
     body = [f"<h1>{_e(title)}</h1>"]
     for name, task in results.get("tasks", {}).items():
         body.append(_task_section(name, task))

@@ -23,8 +23,15 @@ from typing import Any
 import numpy as np
 
 from llmrec.config import Config
-from llmrec.errors import ConfigError, DataError
-from llmrec.evaluation.builders import Example, build_examples
+from llmrec.errors import ConfigError, DataError, LlmrecError
+from llmrec.evaluation.builders import (
+    DATASET_FREE_BUILDERS,
+    Example,
+    build_pool,
+    interaction_data,
+    resolve_spec,
+    select_examples,
+)
 from llmrec.evaluation.metrics import Scored, compute_metrics
 from llmrec.evaluation.prompts import load_template, render
 from llmrec.evaluation.tasks import TaskSpec, load_registry
@@ -39,6 +46,7 @@ logger = logging.getLogger(__name__)
 class RunConfig(Config):
     tasks: tuple[str, ...]
     out: str
+    data: str | None = None  # dataset name or config for every task that reads one (overrides the task's dataset)
     model: str | None = None  # None: baselines only
     models: tuple[str, ...] = ()  # more models side by side on the same examples (e.g. sasrec:DIR, a 2nd LLM)
     limit: int | None = None
@@ -216,6 +224,8 @@ def run_variant(spec: TaskSpec, variant: Variant, model: Any, examples: list[Exa
     task_key = spec.to_dict()
     if task_key["generation"].get("chat_template") is True:
         del task_key["generation"]["chat_template"]  # the default: keeps caches from before the option valid
+    if variant.method == "predict" and getattr(model, "fitted_on", None) is not None:
+        task_key["fitted_on"] = model.fitted_on  # popularity over all examples (caches before: the evaluated)
     key = {"model": getattr(model, "name", "?"), "task": task_key, "variant": variant.__dict__,
            "max_tokens": max_tokens, "template": _template_hash(spec)}
     if getattr(model, "dtype", "bfloat16") != "bfloat16":  # bf16 runs keep the caches from before the key had it
@@ -314,8 +324,15 @@ def run(cfg: RunConfig, model: Any | None = None) -> dict[str, Any]:
     except ImportError:
         pass
     baselines = {b: Baseline(b) for b in cfg.baselines}
+    data = cfg.data or _models_dataset(models)
+    results["data"] = data
+    if cfg.data and all(s.builder in DATASET_FREE_BUILDERS for s in specs):
+        logger.warning("--data %s: none of the tasks reads an interaction dataset (LaMP tasks take --task-arg "
+                       "questions=... outputs=...)", cfg.data)
     for spec in specs:
         overrides: dict[str, Any] = {}
+        if data and spec.builder not in DATASET_FREE_BUILDERS:
+            overrides["dataset"] = data
         if cfg.task_args:
             overrides["dataset_args"] = {**spec.dataset_args, **cfg.task_args}
         if cfg.scoring:
@@ -324,9 +341,13 @@ def run(cfg: RunConfig, model: Any | None = None) -> dict[str, Any]:
             overrides["sample"] = cfg.sample
         spec = spec.with_overrides(**overrides) if overrides else spec
         t0 = time.perf_counter()
-        examples = build_examples(spec, cfg.limit)
+        spec = resolve_spec(spec)  # labels / rating scale the task leaves to its dataset
+        pool = build_pool(spec)
+        examples = select_examples(spec, pool, cfg.limit)
         task_res: dict[str, Any] = {"spec": spec.to_dict(), "n": len(examples),
                                     "build_s": round(time.perf_counter() - t0, 3), "variants": {}}
+        if spec.builder not in DATASET_FREE_BUILDERS:
+            task_res["dataset"] = _dataset_summary(spec)
         golds = [ex.gold for ex in examples]
         has_golds = all(g is not None for g in golds)
         pairs = [(v, m) for m in models for v in _variants(spec, cfg, m, prefixes[id(m)], baselines=False)]
@@ -334,6 +355,8 @@ def run(cfg: RunConfig, model: Any | None = None) -> dict[str, Any]:
         for variant, m in pairs:
             if hasattr(m, "supports") and not m.supports(spec.output.type):
                 continue  # e.g. SASRec on a rating task, a rating baseline on next-item
+            if hasattr(m, "fit"):  # popularity: counted over every example, not just the evaluated ones
+                m.fit(spec, pool)
             outputs, timings, logprobs = run_variant(spec, variant, m, examples, cfg, out)
             todo = [(variant.name, variant.method, outputs, timings)]
             if logprobs is not None and cfg.calibrate:
@@ -352,6 +375,37 @@ def run(cfg: RunConfig, model: Any | None = None) -> dict[str, Any]:
 
         write_report(results, out / "report.html")
     return results
+
+
+def _models_dataset(models: list[Any]) -> str | None:
+    """Without ``--data``: the dataset the trained PersonalLM models of the run record (when they agree), so a
+    model trained on your data is evaluated on it, as ``llmrec recommend --model DIR`` finds its users."""
+    from llmrec.evaluation.models import PersonalLMModel
+    from llmrec.lm.model_dir import recorded_dataset_spec
+
+    found = {m.name: spec for m in models if isinstance(m, PersonalLMModel)
+             and (spec := recorded_dataset_spec(m.name)) is not None}
+    specs = set(found.values())
+    if len(specs) > 1:
+        logger.warning("the models were trained on different datasets (%s): each task runs on the dataset its file "
+                       "names; pass --data to choose one", ", ".join(f"{m}: {s}" for m, s in found.items()))
+    if len(specs) != 1:
+        return None
+    spec = specs.pop()
+    logger.info("tasks run on %s, the dataset %s was trained on (--data chooses another)", spec, ", ".join(found))
+    return spec
+
+
+def _dataset_summary(spec: TaskSpec) -> dict[str, Any] | None:
+    """Name, size and nouns of the interaction dataset a task ran on (for results.json and the report)."""
+    try:
+        data = interaction_data(spec.dataset)
+    except LlmrecError:  # a custom builder whose `dataset` is not an interaction dataset
+        return None
+    vocab = data.vocabulary
+    return {"spec": spec.dataset, "name": data.name, "users": len(data.histories()), "items": len(data.items),
+            "interactions": len(data.interactions), "item_noun": vocab.item, "items_noun": vocab.items,
+            "interacted": vocab.interacted, "category_fields": list(data.category_fields)}
 
 
 def _score_variant(spec: TaskSpec, examples: list[Example], golds: list[Any], name: str, method: str,

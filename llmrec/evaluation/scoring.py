@@ -67,10 +67,17 @@ def score_files(
     n_boot: int = 1000,
     seed: int = 0,
     include_paths: list[str] | None = None,
+    data: str | None = None,
 ) -> dict[str, Any]:
-    """One JSON-able dict: task, n, mode, metrics (value + CI), seconds."""
+    """One JSON-able dict: task, n, mode, metrics (value + CI), seconds. ``data``: the dataset of a task that
+    takes its labels / rating scale from its dataset (``next_category``, ``rating``; default the task's)."""
+    from llmrec.evaluation.builders import DATASET_FREE_BUILDERS, resolve_spec
+
     t0 = time.perf_counter()
     spec, file_task = find_task(task, include_paths)
+    if data and spec.builder not in DATASET_FREE_BUILDERS:
+        spec = spec.with_overrides(dataset=data)
+    spec = resolve_spec(spec)
     lamp = spec.builder == "lamp"
     golds = _read_outputs(golds_path, file_task, lamp)
     preds = _read_outputs(predictions_path, file_task, lamp)

@@ -41,6 +41,9 @@ class RetrieverSpec(Config):
 
 @dataclass
 class OutputSpec(Config):
+    """``labels`` (classify) or ``range`` (regress) left empty: the builder takes them from the dataset (the
+    interaction builders do: the dataset's categories, its rating scale; see ``builders.resolve_spec``)."""
+
     type: str = "generate"
     labels: tuple[str, ...] = ()
     range: tuple[float, ...] = ()
@@ -49,11 +52,11 @@ class OutputSpec(Config):
     def __post_init__(self) -> None:
         if self.type not in OUTPUT_TYPES:
             raise ConfigError(f"output.type must be one of {OUTPUT_TYPES}, got {self.type!r}")
-        if self.type == "classify" and len(self.labels) < 2:
-            raise ConfigError("output.labels: a classify task needs at least two labels")
+        if self.type == "classify" and len(self.labels) == 1:
+            raise ConfigError("output.labels: a classify task needs at least two labels (or none: from the dataset)")
         if self.type == "classify" and len(set(self.labels)) != len(self.labels):
             raise ConfigError("output.labels: duplicate labels")
-        if self.type == "regress":
+        if self.type == "regress" and self.range:
             if len(self.range) != 2 or not self.range[0] < self.range[1]:
                 raise ConfigError("output.range: a regress task needs [low, high] with low < high")
             self.range = tuple(float(x) for x in self.range)

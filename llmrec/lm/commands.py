@@ -14,14 +14,14 @@ DATA_HELP = ("dataset name or config file (default: the dataset the model was tr
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("recommend", help="top-K items for a user from a trained PersonalLM directory")
-    p.add_argument("--model", required=True, help="PersonalLM directory (from scripts/train_genrec.py)")
+    p.add_argument("--model", required=True, help="PersonalLM directory (from llmrec train genrec)")
     p.add_argument("--user", required=True, help="user id in the dataset")
     p.add_argument("--data", "--dataset", dest="data", default=None, help=DATA_HELP)
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--beams", type=int, default=None)
     p.add_argument("--include-history", action="store_true", help="allow items the user already has")
     p.add_argument("--sasrec", nargs="+", default=[],
-                   help="shallow fusion with this SASRec directory (scripts/train_sasrec.py), or several (seeds: their "
+                   help="shallow fusion with this SASRec directory (llmrec train sasrec), or several (seeds: their "
                    "renormalised mean log-prob): beams are ranked by LLM log-prob + --prior-weight x SASRec log-prob")
     p.add_argument("--prior-weight", type=float, default=1.0)
     p.add_argument("--json", action="store_true")

@@ -145,6 +145,24 @@ def load_dataset_from_record(record: dict[str, Any], *, where: str = "model") ->
     return data
 
 
+def recorded_dataset_spec(directory: str | Path) -> str | None:
+    """What ``--data`` would name to reach the dataset a model directory was trained on: its dataset config
+    file inside the directory, else the recorded built-in name or folder; None when it records none."""
+    manifest = read_model_manifest(directory)
+    record = manifest.get("dataset") if manifest is not None else None
+    if record is None:
+        return None
+    config = record.get("config")
+    if config is not None:
+        from llmrec.data import BUILTIN_DATASETS
+
+        builtin = BUILTIN_DATASETS.get(str(config.get("name")))
+        if builtin is not None and json.loads(json.dumps(builtin().to_dict())) == config:
+            return str(config["name"])  # the built-in, by name (the offline copy of each machine's cache)
+        return str(Path(directory) / DATA_CONFIG_FILE)
+    return record.get("spec") or None
+
+
 def load_model_dataset(directory: str | Path) -> Any | None:
     """The dataset a saved model directory was trained on, or None when it does not record one (directories
     saved before ``model.json``, or models saved without their data)."""
