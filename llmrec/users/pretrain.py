@@ -194,7 +194,7 @@ def pretrain(model: SequenceEncoder, split: Split, config: PretrainConfig | None
         metric = summary[config.select_metric]
         history.append({"epoch": epoch, "loss": total / count, **{f"valid_{k}": v for k, v in summary.items()},
                         "elapsed_s": time.perf_counter() - t0})
-        logger.info("epoch %d loss %.4f valid %s %.4f", epoch, total / count, config.select_metric, metric)
+        logger.debug("epoch %d loss %.4f valid %s %.4f", epoch, total / count, config.select_metric, metric)
         epochs.set_postfix(loss=total / count, **{f"valid {config.select_metric}": metric})
         if metric > best_metric:
             best_metric, best_epoch, best_valid = metric, epoch, dict(summary)
