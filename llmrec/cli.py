@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import os
 import sys
@@ -19,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from llmrec.errors import LlmrecError
+from llmrec.io import dumps_json
 from llmrec.package_data import PROMPTS_ENV
 
 # Modules that contribute subcommand groups; each has register(subparsers).
@@ -32,7 +32,7 @@ COMMAND_MODULES = (
 
 
 def print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=None, default=str))
+    print(dumps_json(obj, indent=None, default=str))  # NaN/inf -> null: always valid JSON
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import re
@@ -441,6 +442,9 @@ def _run(cfg: RunConfig, model: Any | None, out: Path) -> dict[str, Any]:
                                     "build_s": round(time.perf_counter() - t0, 3), "variants": {}}
         golds = [ex.gold for ex in examples]
         has_golds = all(g is not None for g in golds)
+        if has_golds:
+            check_gold_ratings(spec, {ex.id: ex.gold for ex in examples},
+                               spec.dataset_args.get("outputs") or spec.dataset or spec.source)
         pairs = [(v, m) for m in models for v in _variants(spec, cfg, m, prefixes[id(m)], baselines=False)]
         pairs += [(v, baselines[v.name.split(":", 1)[1]]) for v in _variants(spec, cfg, None)]
         for variant, m in pairs:
@@ -508,6 +512,22 @@ def _group_results(registry, names: tuple[str, ...], tasks: dict[str, Any]) -> d
             agg[v] = {m: float(np.mean(vals)) for m, vals in sums.items() if len(vals) == len(members)}
         out[name] = {"tasks": members, "variants": agg}
     return out
+
+
+def check_gold_ratings(spec: TaskSpec, golds: dict[str, Any], path: str | Path) -> None:
+    """A regress task's golds must be finite numbers inside its declared ``output.range``; else a DataError
+    naming the file, the record (its id) and the field."""
+    if spec.output.type != "regress":
+        return
+    lo, hi = spec.output.range
+    for qid, gold in golds.items():
+        try:
+            value = float(str(gold).strip())
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or not lo <= value <= hi:
+            raise DataError(f"gold rating {gold!r} is not a number within [{lo:g}, {hi:g}] (output.range of "
+                            f"task {spec.task})", path=path, record=f"id {qid!r}", field="output")
 
 
 def check_ids(golds: dict[str, str], preds: dict[str, str], gold_path: str, pred_path: str) -> None:
