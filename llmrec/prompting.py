@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError, nodes
+from jinja2 import FunctionLoader, StrictUndefined, Template, TemplateError, UndefinedError, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -58,7 +58,9 @@ class PromptEnvironment(SandboxedEnvironment):
 
 @lru_cache(maxsize=1)
 def environment() -> SandboxedEnvironment:
-    env = PromptEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+    # A loader that finds nothing: {% include %} in a template compiled elsewhere is a TemplateNotFound.
+    env = PromptEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False,
+                            loader=FunctionLoader(lambda name: None))
     env.globals["range"] = _budget_range
     return env
 
@@ -87,14 +89,18 @@ def compile_template(source: str, label: str) -> Template:
     return template
 
 
-def render_template(template: Template, variables: dict[str, Any], record: str | None = None) -> str:
-    """Render with the limits; a missing variable is a DataError (naming the template and ``record``), any
+def render_template(template: Template, variables: dict[str, Any], record: str | None = None, *,
+                    missing_is_data: bool = True) -> str:
+    """Render with the limits; a missing variable is a DataError naming the template and ``record`` (a
+    ConfigError if not ``missing_is_data``: the variables come from code, so the template is at fault), any
     other failure a ConfigError naming the template."""
     label = getattr(template, "llmrec_label", "<prompt template>")
     token = _range_budget.set([MAX_RANGE])
     try:
         return template.render(**variables)
     except UndefinedError as exc:
+        if not missing_is_data:
+            raise ConfigError(f"{label}: {exc.message}") from None
         raise DataError(f"prompt needs a variable the example lacks: {exc.message}", path=label,
                         record=record) from None
     except SecurityError as exc:
@@ -127,7 +133,8 @@ def load_template_source(name_or_text: str) -> tuple[str, str]:
 def render(name_or_text: str, **variables: Any) -> str:
     """Render a template; a missing variable is an error naming the template."""
     label, source = load_template_source(name_or_text)
-    return render_template(compile_template(source, f"prompt {label}"), variables).strip("\n")
+    template = compile_template(source, f"prompt {label}")
+    return render_template(template, variables, missing_is_data=False).strip("\n")
 
 
 def chat_ids(tokenizer, prompt: str) -> list[int]:

@@ -36,7 +36,7 @@ from llmrec.evaluation.builders import Example, build_examples
 from llmrec.evaluation.metrics import Scored, compute_metrics
 from llmrec.evaluation.prompts import load_template, render
 from llmrec.evaluation.tasks import TaskSpec, load_registry
-from llmrec.io import atomic_dir, guard_output, write_json_atomic, write_text_atomic
+from llmrec.io import atomic_dir, guard_output, write_json_atomic
 from llmrec.progress import progress
 from llmrec.retrieval import get_retriever, select_profile
 
@@ -389,27 +389,34 @@ def run(cfg: RunConfig, model: Any | None = None) -> dict[str, Any]:
     existing file or a non-empty foreign folder is refused unless ``cfg.overwrite``; then the new output is
     built beside it and swapped in only when complete, so the old data survives a failed or killed run.
     """
+    from llmrec.evaluation.models import load_model
+
     out = Path(cfg.out)
     guard_output(out, overwrite=cfg.overwrite, ours=is_eval_output)
-    fresh = out.is_dir() and next(out.iterdir(), None) is None
-    if out.exists() and not fresh and not is_eval_output(out):  # --overwrite of foreign data
-        with atomic_dir(out) as tmp:
-            return _run(cfg, model, tmp)
-    out.mkdir(parents=True, exist_ok=True)
-    return _run(cfg, model, out)
-
-
-def _run(cfg: RunConfig, model: Any | None, out: Path) -> dict[str, Any]:
-    from llmrec.evaluation.models import Baseline, load_model
-
-    write_text_atomic(out / EVAL_MARKER, "written by llmrec eval run; --out may reuse this folder\n")
+    # Decided now, from what the user pointed at: concurrent runs on the same new --out must all write in place.
+    replace = cfg.overwrite and out.exists() and not is_eval_output(out) and not (
+        out.is_dir() and next(out.iterdir(), None) is None)
+    # Everything that can fail on bad tasks or models fails before --out is touched.
     registry = load_registry(list(cfg.include_paths))
     specs = registry.expand(list(cfg.tasks))
     t_load = time.perf_counter()
-    specs_m = cfg.model_specs()
     models = [model] if model is not None else []
-    models += [load_model(m, dtype=cfg.dtype) for m in specs_m[len(models):]]
+    models += [load_model(m, dtype=cfg.dtype) for m in cfg.model_specs()[len(models):]]
     load_s = time.perf_counter() - t_load
+    if replace:  # --overwrite of foreign data: built beside it, swapped in when complete
+        with atomic_dir(out) as tmp:
+            return _run(cfg, registry, specs, models, load_s, tmp)
+    out.mkdir(parents=True, exist_ok=True)
+    return _run(cfg, registry, specs, models, load_s, out)
+
+
+def _run(cfg: RunConfig, registry: Any, specs: list[TaskSpec], models: list[Any], load_s: float,
+         out: Path) -> dict[str, Any]:
+    from llmrec.evaluation.models import Baseline
+
+    # Not via a temp file: a concurrent run must never see this folder non-empty without the marker.
+    with (out / EVAL_MARKER).open("a", encoding="utf-8"):
+        pass
     # Several LLMs in one run: their prompt variants ("no-profile", "bm25@3/gen") are told apart by the model.
     llms = [m for m in models if not hasattr(m, "predict") and not hasattr(m, "supports")]
     prefixes = {id(m): (f"{m.name}|" if len(llms) > 1 else "") for m in models}
