@@ -120,11 +120,11 @@ def _exchange(a: Path, b: Path) -> bool:
 
 def guard_output(path: str | Path, *, overwrite: bool, ours: Callable[[Path], bool],
                  option: str = "--out") -> None:
-    """Refuse to write an output folder over data llmrec did not make, unless ``overwrite``.
+    """Refuse to write an output (folder or file) over data llmrec did not make, unless ``overwrite``.
 
-    Allowed without ``overwrite``: a missing path, an empty folder, or one ``ours(path)`` recognises (an
-    earlier output of the same command, e.g. by its marker file). Refused: an existing file, a non-empty
-    foreign folder. Raises :class:`ConfigError` naming ``option`` and the path.
+    Allowed without ``overwrite``: a missing path, an empty folder, or a folder or file ``ours(path)``
+    recognises (an earlier output of the same command, e.g. by its marker file or header). Refused: any other
+    existing file or non-empty folder. Raises :class:`ConfigError` naming ``option`` and the path.
     """
     path = Path(path)
     recover_dir(path)
@@ -139,7 +139,9 @@ def guard_output(path: str | Path, *, overwrite: bool, ours: Callable[[Path], bo
             return
         raise ConfigError(f"{option} {path}: the folder is not empty and was not written by llmrec; choose "
                           "another path or pass --overwrite to replace it")
-    raise ConfigError(f"{option} {path}: an existing file is in the way (llmrec writes a folder there); choose "
+    if ours(path):
+        return
+    raise ConfigError(f"{option} {path}: an existing file that llmrec did not write is in the way; choose "
                       "another path or pass --overwrite to replace it")
 
 

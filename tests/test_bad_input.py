@@ -128,7 +128,16 @@ HUGE_ID = "1" * 5001
 HARNESS_CASES: list[Case] = [
     # ---- outputs never destroy data
     Case("eval-run-out-onto-file", (*EVAL_RUN, "--out", "{tmp}/results.json"), _out_file, 2,
-         "an existing file is in the way", _intact("results.json")),
+         "an existing file that llmrec did not write is in the way", _intact("results.json")),
+    Case("eval-report-out-onto-results", ("eval", "report", "{tmp}/results.json", "--out", "{tmp}/results.json"),
+         _results({"tasks": {}}), 2, "did not write is in the way",
+         lambda tmp: json.loads((tmp / "results.json").read_text()) == {"tasks": {}} or pytest.fail("changed")),
+    Case("eval-report-out-onto-foreign-file", ("eval", "report", "{tmp}/r.json", "--out", "{tmp}/results.json"),
+         lambda tmp: (_out_file(tmp), (tmp / "r.json").write_text('{"tasks": {}}')), 2, "did not write is in the way",
+         _intact("results.json")),
+    Case("eval-run-failure-leaves-no-output", ("eval", "run", "--tasks", "lamp_3", "--baselines", "user-mean",
+                                               "--out", "{tmp}/o"), None, 2, "point it at your LaMP files",
+         lambda tmp: not (tmp / "o").exists() or pytest.fail("an empty --out was left behind")),
     Case("eval-run-out-onto-foreign-folder", (*EVAL_RUN, "--out", "{tmp}/mine"), _foreign_folder, 2,
          "not empty and was not written by llmrec", _intact("mine/notes.txt")),
     # ---- names from task files never become paths
@@ -188,6 +197,8 @@ HARNESS_CASES: list[Case] = [
     Case("run-batch-size-0", (*EVAL_RUN, "--out", "{tmp}/o", "--batch-size", "0"), None, 2, "expected an integer >= 1"),
     Case("run-max-tokens-0", (*EVAL_RUN, "--out", "{tmp}/o", "--max-tokens", "0"), None, 2, "expected an integer >= 1"),
     Case("run-k-0", (*EVAL_RUN, "--out", "{tmp}/o", "--k", "1,0"), None, 2, "--k values must be >= 1"),
+    Case("run-unknown-retriever", (*EVAL_RUN, "--out", "{tmp}/o", "--retriever", "bm25,nope"), None, 2,
+         "unknown retriever(s) ['nope']"),
     Case("run-k-not-int", (*EVAL_RUN, "--out", "{tmp}/o", "--k", "three"), None, 2, "--k expects comma-separated"),
     Case("recommend-beams-negative", ("recommend", "--model", "{tmp}/m", "--user", "1", "--beams", "-1"), None, 2,
          "argument --beams: expected an integer >= 1"),
@@ -325,7 +336,7 @@ def test_out_onto_a_file_is_refused_and_overwrite_replaces_it(tmp_path):
 
     target = tmp_path / "results.json"
     target.write_text(PRECIOUS)
-    with pytest.raises(ConfigError, match="existing file is in the way"):
+    with pytest.raises(ConfigError, match="existing file that llmrec did not write is in the way"):
         run(run_cfg(target), model=EchoModel())
     assert target.read_text() == PRECIOUS
     with pytest.raises(RuntimeError):  # --overwrite, but the run fails: the old data is still there
@@ -354,6 +365,17 @@ def test_out_onto_a_foreign_folder_is_refused_and_an_own_output_is_reused(tmp_pa
     empty.mkdir()
     run(run_cfg(empty), model=EchoModel())  # an empty folder is fine
     assert (empty / "results.json").is_file()
+
+
+def test_report_rewrites_its_own_report_and_overwrite_replaces_others(tmp_path, capsys):
+    (tmp_path / "results.json").write_text(json.dumps({"tasks": {}}))
+    assert run_cli(["eval", "report", str(tmp_path / "results.json")], capsys)[0] == 0
+    assert run_cli(["eval", "report", str(tmp_path / "results.json")], capsys)[0] == 0  # its own report: fine
+    (tmp_path / "notes.html").write_text(PRECIOUS)
+    argv = ["eval", "report", str(tmp_path / "results.json"), "--out", str(tmp_path / "notes.html")]
+    assert run_cli(argv, capsys)[0] == 2 and (tmp_path / "notes.html").read_text() == PRECIOUS
+    assert run_cli([*argv, "--overwrite"], capsys)[0] == 0
+    assert (tmp_path / "notes.html").read_text().startswith("<!DOCTYPE html>")
 
 
 def test_cli_overwrite_flag(tmp_path, capsys):

@@ -66,6 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = ev.add_parser("report", help="(re)write the HTML report of a results.json")
     p.add_argument("results")
     p.add_argument("--out", help="default: report.html beside the results")
+    p.add_argument("--overwrite", action="store_true", help="replace a file at --out that is not an llmrec report")
     p.set_defaults(func=_report)
 
 
@@ -150,9 +151,13 @@ def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from llmrec.data.readers import read_json
-    from llmrec.evaluation.report import check_results, write_report
+    from llmrec.evaluation.report import check_results, is_report, write_report
+    from llmrec.io import guard_output
 
     out = Path(args.out) if args.out else Path(args.results).with_name("report.html")
+    guard_output(out, overwrite=args.overwrite, ours=is_report)
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; give the report's file name")
     write_report(check_results(read_json(args.results), args.results), out)
     print(out)
     return 0

@@ -214,6 +214,16 @@ def check_results(results: Any, path: str | Path) -> dict[str, Any]:
     return results
 
 
+def is_report(path: Path) -> bool:
+    """Whether ``path`` is a report this module wrote (so writing it again destroys nothing)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(200)
+    except OSError:
+        return False
+    return path.is_file() and head.startswith(b"<!DOCTYPE html>") and b"<title>llmrec evaluation" in head
+
+
 def write_report(results: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     write_text_atomic(path, render_report(results))

@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,7 +39,7 @@ from llmrec.evaluation.prompts import load_template, render
 from llmrec.evaluation.tasks import TaskSpec, load_registry
 from llmrec.io import atomic_dir, guard_output, write_json_atomic
 from llmrec.progress import progress
-from llmrec.retrieval import get_retriever, select_profile
+from llmrec.retrieval import RETRIEVERS, get_retriever, select_profile
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,9 @@ class RunConfig(Config):
             raise ConfigError("batch_size must be positive")
         if not 0 <= self.n_boot <= MAX_BOOT:
             raise ConfigError(f"n_boot must be within [0, {MAX_BOOT}], got {self.n_boot}")
+        unknown = [r for r in self.retrievers if r not in RETRIEVERS]
+        if unknown:
+            raise ConfigError(f"unknown retriever(s) {unknown}; use {', '.join(RETRIEVERS)}")
         if any(k <= 0 for k in self.ks):
             raise ConfigError("ks must be positive (use retriever 'none' for no profile)")
         if self.model is None and not self.models and not self.baselines:
@@ -406,8 +410,14 @@ def run(cfg: RunConfig, model: Any | None = None) -> dict[str, Any]:
     if replace:  # --overwrite of foreign data: built beside it, swapped in when complete
         with atomic_dir(out) as tmp:
             return _run(cfg, registry, specs, models, load_s, tmp)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    return _run(cfg, registry, specs, models, load_s, out)
+    try:
+        return _run(cfg, registry, specs, models, load_s, out)
+    except BaseException:
+        if created and {p.name for p in out.iterdir()} <= {EVAL_MARKER}:
+            shutil.rmtree(out, ignore_errors=True)  # failed before writing anything: leave no empty output
+        raise
 
 
 def _run(cfg: RunConfig, registry: Any, specs: list[TaskSpec], models: list[Any], load_s: float,
