@@ -207,7 +207,25 @@ HARNESS_CASES: list[Case] = [
     Case("answer-empty-question", ("answer", "--user", "1", ""), None, 2, "expected text"),
     Case("answer-blank-question", ("answer", "--user", "1", "  \t "), None, 2, "expected text"),
     Case("answer-max-items-0", ("answer", "--user", "1", "--max-items", "0", "q?"), None, 2, "expected an integer >= 1"),
-    # ---- readers
+    # ---- readers (the first rows: cases that were already clean, kept so they stay so)
+    Case("golds-missing-file", (*SCORE[:-2], "--golds", "{tmp}/nope.json"), None, 2, "nope.json: file not found"),
+    Case("golds-empty-file", SCORE, _golds("", "", "", raw=""), 2, "golds.json: file is empty"),
+    Case("golds-html-page", SCORE, _golds("", "", "", raw="<!DOCTYPE html><html><body>404</body></html>"), 2,
+         "looks like an HTML page"),
+    Case("golds-truncated-json", SCORE, _golds("", "", "", raw='{"task": "LaMP_3", "golds": [{"id": "3001"'), 2,
+         "golds.json: invalid JSON at line 1"),
+    Case("golds-wrong-task", SCORE, _golds("", "", "", raw='{"task": "LaMP_2", "golds": []}'), 2,
+         "file is for LaMP_2, expected LaMP_3"),
+    Case("golds-non-utf8", SCORE, _write("golds.json", b'{"task": "\xff"}'),
+         2, "golds.json: not valid utf-8"),
+    Case("golds-ids-mismatch", SCORE, _golds("", "", "", raw=json.dumps(
+        {"task": "LaMP_3", "golds": [{"id": "9", "output": "4"}]})), 2, "gold id(s) have no prediction"),
+    Case("score-unknown-task", ("eval", "score", "--task", "LaMP_9", "--golds", str(O3), "--predictions", str(O3)),
+         None, 2, "unknown task 'LaMP_9'"),
+    Case("task-unknown-key", VALIDATE, _task(extra="colour: blue\n"), 2, "unknown key(s) ['colour']"),
+    Case("task-not-a-mapping", VALIDATE, _write("tasks/l.yaml", "- a\n- b\n"), 2, "expected a mapping at the top level"),
+    Case("task-bad-yaml", VALIDATE, _write("tasks/y.yaml", "task: [unclosed\n"), 2, "y.yaml: cannot read YAML"),
+    Case("task-missing-prompt", VALIDATE, _task(prompt="missing.jinja"), 2, "prompt template 'missing.jinja' not found"),
     Case("json-nested-deep", SCORE, _golds("", "", "", raw=DEEP), 2, "nested too deeply"),
     Case("json-5001-digit-id", SCORE, _golds("", "", "", raw='{"task": "LaMP_3", "golds": [{"id": ' + HUGE_ID
                                                              + ', "output": "4"}]}'), 2, "unreadable JSON"),
