@@ -1,21 +1,24 @@
 """`llmrec <group> <command>`: each command is a thin wrapper over a library function.
 
 Subcommand groups live beside the code they drive (``llmrec/<pkg>/commands.py``, each with
-``register(subparsers)``); this module only wires them up and turns llmrec errors into exit code 2.
+``register(subparsers)``); this module only wires them up and turns errors into exit code 2: an llmrec error
+(bad input, named file/record/field) is printed as one line; any other exception is a bug or an unforeseen
+input, printed as one line naming its type plus a hint, with the traceback only under ``-v``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
 from llmrec.errors import LlmrecError
+from llmrec.io import dumps_json
 from llmrec.package_data import PROMPTS_ENV
 
 # Modules that contribute subcommand groups; each has register(subparsers).
@@ -29,7 +32,7 @@ COMMAND_MODULES = (
 
 
 def print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=None, default=str))
+    print(dumps_json(obj, indent=None, default=str))  # NaN/inf -> null: always valid JSON
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +67,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI-wide guard: never end in a bare traceback
+        if args.verbose:
+            traceback.print_exc()
+        hint = "" if args.verbose else " (run with -v for the traceback)"
+        print(f"llmrec: error: {_one_line(exc)}{hint}", file=sys.stderr)
+        return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line (long messages cut), for the guard."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    if len(text) > 500:
+        text = text[:500] + "..."
+    return f"{type(exc).__name__}: {text}"
 
 
 if __name__ == "__main__":

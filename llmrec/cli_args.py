@@ -7,6 +7,7 @@ Kept free of heavy imports so that ``--help`` stays instant; torch is imported o
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from llmrec.hardware import DTYPES
 
@@ -34,3 +35,36 @@ def apply_hardware_args(args: argparse.Namespace) -> str:
     set_threads(getattr(args, "threads", None))
     args.dtype = resolve_dtype(getattr(args, "dtype", None))
     return args.dtype
+
+
+def bounded_int(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an integer within ``[lo, hi]`` (either bound may be None); anything else is a usage
+    error (exit code 2) saying what is expected."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text[:40]!r}") from None
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            if hi is None:
+                want = f">= {lo}"
+            elif lo is None:
+                want = f"<= {hi}"
+            else:
+                want = f"within [{lo}, {hi}]"
+            raise argparse.ArgumentTypeError(f"expected an integer {want}, got {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in its messages
+    return parse
+
+
+positive_int = bounded_int(1)
+
+
+def nonempty_text(text: str) -> str:
+    """An argparse ``type``: text with something other than whitespace in it."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected text, got an empty or whitespace-only string")
+    return text

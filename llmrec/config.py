@@ -51,8 +51,12 @@ class Config:
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not valid UTF-8 at byte {exc.start}; re-save the config as UTF-8") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: JSON nested too deeply") from None
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON, or an integer over Python's digit limit
+            raise ConfigError(f"{path}: cannot read config: {exc}") from None
         return cls.from_dict(data, source=str(path))
 
 

@@ -1,15 +1,22 @@
-"""Atomic file output: write to a temporary sibling and rename, so no partial file is ever left."""
+"""Atomic file output: write to a temporary sibling and rename, so no partial file is ever left.
+
+Also: :func:`guard_output` (never write over data llmrec did not make unless told to), :func:`recover_dir`
+(undo a folder swap a kill interrupted) and :func:`dumps_json` (always valid JSON: NaN/inf become null).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from llmrec.errors import ConfigError
 
 
 @contextmanager
@@ -32,23 +39,110 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary directory next to ``path``; on success it replaces ``path`` as a whole."""
+    """Yield a temporary directory next to ``path``; on success it replaces ``path`` as a whole.
+
+    The old ``path`` stays in place until the new one is complete. The swap is one atomic exchange where the
+    kernel offers it (Linux ``renameat2(RENAME_EXCHANGE)``); elsewhere it is two renames via ``.NAME.old``, and
+    :func:`recover_dir` (run here first, and by commands before they look at an output) puts ``.NAME.old``
+    back if a kill came between them.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+        # mkdtemp creates 0700 folders; give the result the permissions a plain mkdir would have.
+        os.chmod(tmp, 0o777 & ~_umask())
+        if path.exists() or path.is_symlink():
+            if _exchange(tmp, path):  # tmp now holds the old output
+                shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
+            else:
+                old = _old_name(path)
+                _remove(old)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                _remove(old)
         else:
             os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _old_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.old")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def recover_dir(path: str | Path) -> bool:
+    """If ``path`` is missing but ``.NAME.old`` (the previous output, parked by a folder swap that a kill
+    interrupted) exists, move it back; returns whether it did."""
+    path = Path(path)
+    old = _old_name(path)
+    if not (path.exists() or path.is_symlink()) and old.exists():
+        os.replace(old, path)
+        return True
+    return False
+
+
+_RENAME_EXCHANGE = 2
+_renameat2: Any = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2); False where the platform or file system cannot."""
+    global _renameat2
+    if _renameat2 is None:
+        _renameat2 = False
+        if os.name == "posix":
+            import ctypes
+
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                fn = libc.renameat2
+                fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+                fn.restype = ctypes.c_int
+                _renameat2 = fn
+            except (OSError, AttributeError):
+                pass
+    if not _renameat2:
+        return False
+    at_cwd = -100  # AT_FDCWD
+    return _renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), _RENAME_EXCHANGE) == 0
+
+
+def guard_output(path: str | Path, *, overwrite: bool, ours: Callable[[Path], bool],
+                 option: str = "--out") -> None:
+    """Refuse to write an output (folder or file) over data llmrec did not make, unless ``overwrite``.
+
+    Allowed without ``overwrite``: a missing path, an empty folder, or a folder or file ``ours(path)``
+    recognises (an earlier output of the same command, e.g. by its marker file or header). Refused: any other
+    existing file or non-empty folder. Raises :class:`ConfigError` naming ``option`` and the path.
+    """
+    path = Path(path)
+    recover_dir(path)
+    if overwrite or not (path.exists() or path.is_symlink()):
+        return
+    if path.is_dir():
+        try:
+            empty = next(path.iterdir(), None) is None
+        except OSError as exc:
+            raise ConfigError(f"{option} {path}: cannot read the folder: {exc.strerror or exc}") from None
+        if empty or ours(path):
+            return
+        raise ConfigError(f"{option} {path}: the folder is not empty and was not written by llmrec; choose "
+                          "another path or pass --overwrite to replace it")
+    if ours(path):
+        return
+    raise ConfigError(f"{option} {path}: an existing file that llmrec did not write is in the way; choose "
+                      "another path or pass --overwrite to replace it")
 
 
 def _umask() -> int:
@@ -63,7 +157,31 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=False, default=_json_default) + "\n")
+    write_text_atomic(path, dumps_json(obj, indent=indent) + "\n")
+
+
+def dumps_json(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` that always gives valid JSON: NaN and +-inf (undefined metrics) become ``null``."""
+    kwargs.setdefault("default", _json_default)
+    try:
+        return json.dumps(obj, allow_nan=False, **kwargs)
+    except ValueError:  # a non-finite float somewhere: rare, so only then walk the object
+        return json.dumps(finite_json(obj), allow_nan=False, **kwargs)
+
+
+def finite_json(obj: Any) -> Any:
+    """A copy of a JSON-able object with every non-finite float replaced by None."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    if type(obj).__module__ == "numpy":
+        return finite_json(_json_default(obj))
+    return obj
 
 
 def _json_default(obj: Any) -> Any:
@@ -78,3 +196,18 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=@-]*")
+
+
+def check_path_name(name: Any, *, where: str) -> str:
+    """``name`` if it is safe to use as one file or folder name inside an output folder (letters, digits and
+    ``_ . + = @ -``, not starting with a dot, no ``..``, no separators, at most 128 characters); else a
+    :class:`ConfigError` that starts with ``where`` (the file and field the name came from)."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}: expected a non-empty name, got {name!r}")
+    if len(name) > 128 or not _SAFE_NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(f"{where}: {name!r} cannot be used as a file name (it becomes a path under the output "
+                          "folder): use letters, digits and _ . + = @ - only, no '..', '/' or leading dot")
+    return name

@@ -105,7 +105,7 @@ def test_prompts_are_sandboxed_and_strict(tmp_path):
     with pytest.raises(DataError, match="missing"):
         render(load_template(str(tmp_path / "p.jinja")), {"input": "x"}, record="q1")
     (tmp_path / "evil.jinja").write_text("{{ input.__class__.__mro__[1].__subclasses__() }}")
-    with pytest.raises(DataError, match="unsafe"):
+    with pytest.raises(ConfigError, match="evil.jinja: prompt template tried an unsafe"):
         render(load_template(str(tmp_path / "evil.jinja")), {"input": "x"})
     text = render(load_template("prompts/lamp_3.jinja"),
                   {"input": "Review: ok", "profile": [{"score": "4", "text": "nice"}], "labels": [], "k": 1})

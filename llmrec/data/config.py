@@ -166,6 +166,8 @@ class DatasetConfig(Config):
             raise ConfigError(f"{path}: a dataset config must be .yaml, .yml or .json")
         try:
             text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not valid UTF-8 at byte {exc.start}; re-save the config as UTF-8") from None
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read dataset config: {exc.strerror or exc}") from None
         data = _parse(text, path)
@@ -213,12 +215,18 @@ def _parse(text: str, path: Path) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        except ValueError as exc:  # an integer over Python's digit limit
+            raise ConfigError(f"{path}: unreadable JSON: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: JSON nested too deeply") from None
     import yaml
 
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply") from None
 
 
 def _plain(value: Any) -> Any:

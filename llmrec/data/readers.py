@@ -51,12 +51,21 @@ def read_text(path: str | Path, encoding: str = "utf-8") -> str:
     return text
 
 
+# csv's default field limit (128 KiB) is too small for long reviews or item descriptions; fields longer than
+# this are refused with the line named (a sign of a missing closing quote or a wrong delimiter).
+CSV_FIELD_LIMIT = 16 * 1024 * 1024
+
+
 def read_json(path: str | Path) -> Any:
     text = read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", path=path) from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits (Python's conversion limit)
+        raise DataError(f"unreadable JSON: {exc}", path=path) from None
+    except RecursionError:
+        raise DataError("JSON nested too deeply to read", path=path) from None
 
 
 def parse_json_line(line: str) -> Any:
@@ -65,6 +74,10 @@ def parse_json_line(line: str) -> Any:
         return json.loads(line)
     except json.JSONDecodeError as exc:
         raise ValueError(f"invalid JSON: {exc.msg}") from None
+    except ValueError as exc:  # an integer beyond Python's digit limit
+        raise ValueError(f"unreadable JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read") from None
 
 
 def iter_jsonl(
@@ -103,11 +116,11 @@ def iter_delimited(
     a given ``header`` means the file has none.
     """
     text = read_text(path, encoding=encoding)
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
-    lineno = 0
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
+    rows = _csv_rows(csv.reader(io.StringIO(text), delimiter=delimiter), path)
     if header is None:
-        for row in reader:
-            lineno += 1
+        for _start, row in rows:
             if row:
                 header = [(rename or str.strip)(h.strip()) for h in row]
                 break
@@ -116,8 +129,7 @@ def iter_delimited(
         dupes = sorted({h for h in header if header.count(h) > 1})
         if dupes:
             raise DataError(f"duplicate column name(s) {dupes}", path=path, record="header")
-    for row in reader:
-        lineno += 1
+    for lineno, row in rows:
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
         if len(row) != len(header):
@@ -127,6 +139,22 @@ def iter_delimited(
                 record=f"line {lineno}",
             )
         yield lineno, dict(zip(header, row, strict=True))
+
+
+def _csv_rows(reader: Any, path: str | Path) -> Iterator[tuple[int, list[str]]]:
+    """``(line_number, row)`` (the line a row starts on); csv's errors become a DataError naming the line."""
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            if "field larger than field limit" in str(exc):
+                raise DataError(f"a field is longer than {CSV_FIELD_LIMIT:,} characters (llmrec's limit; an "
+                                "unclosed quote or a wrong delimiter?)", path=path, record=f"line {start}") from None
+            raise DataError(f"unreadable CSV: {exc}", path=path, record=f"line {start}") from None
+        yield start, row
 
 
 def iter_parquet(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from llmrec.errors import DataError
 from llmrec.evaluation.metrics import get_metric
 from llmrec.io import write_text_atomic
 
@@ -29,7 +30,9 @@ def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _fmt(x: float) -> str:
+def _fmt(x: float | None) -> str:
+    if x is None:  # an undefined metric (null in results.json)
+        return "n/a"
     return f"{x:.4f}" if abs(x) < 100 else f"{x:.1f}"
 
 
@@ -127,8 +130,9 @@ def _task_section(name: str, task: dict[str, Any]) -> str:
         higher = get_metric(primary).higher_is_better
     except KeyError:
         higher = True
-    vals = {v: r["metrics"][primary]["value"] for v, r in variants.items()}
-    best = (max if higher else min)(vals, key=vals.get)
+    vals = {v: r["metrics"][primary]["value"] for v, r in variants.items()
+            if r["metrics"].get(primary, {}).get("value") is not None}
+    best = (max if higher else min)(vals, key=vals.get) if vals else None
     out.append("<table><tr><th>variant</th><th>method</th>" + "".join(f"<th>{_e(m)}</th>" for m in metrics) + "</tr>")
     for v, r in variants.items():
         cells = []
@@ -143,7 +147,7 @@ def _task_section(name: str, task: dict[str, Any]) -> str:
         cls = ' class="best"' if v == best else ""
         out.append(f"<tr{cls}><td>{_e(v)}</td><td>{_e(r.get('method', ''))}</td>{''.join(cells)}</tr>")
     out.append("</table>")
-    names = list(variants)
+    names = list(vals)
     m = [variants[v]["metrics"][primary] for v in names]
     out.append(f"<figure>{bar_chart(names, [x['value'] for x in m], [x.get('ci_low') for x in m], [x.get('ci_high') for x in m], f'{primary} per variant')}"
                f"<figcaption>{_e(primary)} per variant ({'higher' if higher else 'lower'} is better)</figcaption></figure>")
@@ -151,8 +155,9 @@ def _task_section(name: str, task: dict[str, Any]) -> str:
     for v, r in variants.items():
         if r.get("retriever") not in (None, "", "none") and r.get("k"):
             suffix = v.split("/", 1)[1] if "/" in v else ""
-            series.setdefault(f"{r['retriever']}/{suffix}" if suffix else r["retriever"], []).append(
-                (float(r["k"]), r["metrics"][primary]["value"]))
+            if v in vals:
+                series.setdefault(f"{r['retriever']}/{suffix}" if suffix else r["retriever"], []).append(
+                    (float(r["k"]), vals[v]))
     series = {s: pts for s, pts in series.items() if len(pts) >= 2}
     if series:
         out.append(f"<figure>{line_chart(series, f'{primary} vs k')}<figcaption>{_e(primary)} against the number "
@@ -183,6 +188,47 @@ def render_report(results: dict[str, Any]) -> str:
     body.append(f"<h2>Configuration</h2><pre>{_e(cfg)}</pre>")
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{_e(title)}</title>"
             f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def check_results(results: Any, path: str | Path) -> dict[str, Any]:
+    """``results`` if it has the shape ``llmrec eval run`` writes (tasks -> variants -> metrics -> value);
+    else a DataError naming ``path``, the task/variant and the field."""
+    if not isinstance(results, dict):
+        raise DataError(f"expected a results object from llmrec eval run, got a JSON {type(results).__name__}",
+                        path=path, record="top level")
+    tasks = results.get("tasks")
+    if not isinstance(tasks, dict):
+        raise DataError("missing, or not an object of tasks", path=path, field="tasks")
+    for name, task in tasks.items():
+        if not isinstance(task, dict) or not isinstance(task.get("variants"), dict):
+            raise DataError("expected an object with 'variants'", path=path, record=f"task {name}",
+                            field="variants")
+        for v, row in task["variants"].items():
+            metrics = row.get("metrics", {}) if isinstance(row, dict) else None
+            if not isinstance(metrics, dict):
+                raise DataError("expected an object (with 'metrics')", path=path, record=f"task {name}",
+                                field=f"variants.{v}")
+            for m, x in metrics.items():
+                value = x.get("value") if isinstance(x, dict) else "?"
+                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                    raise DataError("expected {\"value\": number}", path=path, record=f"task {name}",
+                                    field=f"variants.{v}.metrics.{m}")
+    groups = results.get("groups") or {}
+    if not isinstance(groups, dict) or not all(
+            isinstance(g, dict) and isinstance(g.get("tasks"), list) and isinstance(g.get("variants"), dict)
+            and all(isinstance(ms, dict) for ms in g["variants"].values()) for g in groups.values()):
+        raise DataError("expected an object of {tasks: [...], variants: {...}}", path=path, field="groups")
+    return results
+
+
+def is_report(path: Path) -> bool:
+    """Whether ``path`` is a report this module wrote (so writing it again destroys nothing)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(200)
+    except OSError:
+        return False
+    return path.is_file() and head.startswith(b"<!DOCTYPE html>") and b"<title>llmrec evaluation" in head
 
 
 def write_report(results: dict[str, Any], path: str | Path) -> Path:

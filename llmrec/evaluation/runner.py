@@ -12,15 +12,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import re
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock, concurrent runs on one --out may repeat work
+    fcntl = None  # type: ignore[assignment]
 
 from llmrec.config import Config
 from llmrec.errors import ConfigError, DataError, LlmrecError
@@ -35,11 +44,20 @@ from llmrec.evaluation.builders import (
 from llmrec.evaluation.metrics import Scored, compute_metrics
 from llmrec.evaluation.prompts import load_template, render
 from llmrec.evaluation.tasks import TaskSpec, load_registry
-from llmrec.io import write_json_atomic
+from llmrec.io import atomic_dir, guard_output, write_json_atomic
 from llmrec.progress import progress
-from llmrec.retrieval import get_retriever, select_profile
+from llmrec.retrieval import RETRIEVERS, get_retriever, select_profile
 
 logger = logging.getLogger(__name__)
+
+
+MAX_BOOT = 100_000  # bootstrap resamples: more adds nothing to a 95 % CI but time and memory
+EVAL_MARKER = ".llmrec-eval"  # written into --out when a run starts: "this folder is an llmrec eval output"
+
+
+def is_eval_output(path: Path) -> bool:
+    """Whether ``path`` is a folder an ``llmrec eval run`` wrote (marker, results.json, or its cache)."""
+    return path.is_dir() and any((path / n).exists() for n in (EVAL_MARKER, "results.json", "cache"))
 
 
 @dataclass
@@ -65,6 +83,7 @@ class RunConfig(Config):
     dtype: str | None = None
     progress: bool = True
     report: bool = True
+    overwrite: bool = False  # replace an existing file / foreign non-empty folder at ``out``
     calibrate: bool = True  # also report batch-calibrated score_options variants (no extra model pass)
 
     def __post_init__(self) -> None:
@@ -72,6 +91,15 @@ class RunConfig(Config):
             raise ConfigError("no tasks given")
         if self.limit is not None and self.limit <= 0:
             raise ConfigError("limit must be positive")
+        if self.sample is not None and self.sample <= 0:
+            raise ConfigError("sample must be positive")
+        if self.batch_size is not None and self.batch_size <= 0:
+            raise ConfigError("batch_size must be positive")
+        if not 0 <= self.n_boot <= MAX_BOOT:
+            raise ConfigError(f"n_boot must be within [0, {MAX_BOOT}], got {self.n_boot}")
+        unknown = [r for r in self.retrievers if r not in RETRIEVERS]
+        if unknown:
+            raise ConfigError(f"unknown retriever(s) {unknown}; use {', '.join(RETRIEVERS)}")
         if any(k <= 0 for k in self.ks):
             raise ConfigError("ks must be positive (use retriever 'none' for no profile)")
         if self.model is None and not self.models and not self.baselines:
@@ -133,40 +161,101 @@ def versions() -> dict[str, str]:
 
 
 class PredictionCache:
-    """Append-only JSONL of ``{"id", "output"}``; a torn last line (a crash mid-write) is ignored on load."""
+    """Append-only JSONL of ``{"id", "output"}`` records after one ``{"header"}`` line.
+
+    Safe under concurrent runs on the same ``--out``: hold :meth:`locked` (an ``flock`` on ``<file>.lock``)
+    around "re-read, compute what is still missing, append", so each batch is computed and written once. A line
+    that cannot be read (a torn write from a crash, a bare number, a record without ``output``) is a miss: it is
+    skipped with a warning naming the file and line, and that example is predicted again.
+    """
 
     def __init__(self, path: Path, header: dict[str, Any]) -> None:
         self.path = path
         self.done: dict[str, Any] = {}
         self.logprobs: dict[str, list[float]] = {}
-        self._torn_tail = False
+        self._offset = 0  # bytes of the file already read (whole lines only)
+        self._lineno = 0
+        self._held = 0
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            text = path.read_text(encoding="utf-8")
-            self._torn_tail = bool(text) and not text.endswith("\n")  # end the torn line before appending
-            for line in text.splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    logger.warning("%s: ignoring an incomplete line (interrupted write)", path)
-                    continue
-                if "id" in rec:
-                    self.done[rec["id"]] = rec["output"]
-                    if "logprobs" in rec:
-                        self.logprobs[rec["id"]] = rec["logprobs"]
-        else:
-            self._append([{"header": header}])
+        with self.locked():
+            if self._offset == 0 and (not path.exists() or path.stat().st_size == 0):
+                self._append([{"header": header}])
 
-    def _append(self, records: list[dict[str, Any]]) -> None:
-        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
-        if self._torn_tail:
-            data, self._torn_tail = b"\n" + data, False
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the cache's lock (re-entrant within this object) and see every line written so far."""
+        if self._held:
+            self._held += 1
+            try:
+                yield
+            finally:
+                self._held -= 1
+            return
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            os.write(fd, data)  # one write per batch: either the whole batch lands or a torn tail is skipped
-            os.fsync(fd)
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            self._held = 1
+            self.refresh()
+            yield
         finally:
-            os.close(fd)
+            self._held = 0
+            os.close(fd)  # closing releases the flock
+
+    def refresh(self) -> None:
+        """Read the lines appended since the last read (call with the lock held)."""
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        end = data.rfind(b"\n") + 1
+        for raw in data[:end].splitlines():
+            self._lineno += 1
+            self._load_line(raw)
+        self._offset += end
+        if data[end:]:  # under the lock nobody is mid-write: a crash left this line torn
+            self._lineno += 1
+            logger.warning("%s: line %d: ignoring an incomplete line (interrupted write); its examples are "
+                           "predicted again", self.path, self._lineno)
+            self._append([], fix_torn_tail=True)
+
+    def _load_line(self, raw: bytes) -> None:
+        if not raw.strip():
+            return
+        try:
+            rec = json.loads(raw)
+        except (ValueError, RecursionError):
+            rec = None
+        if isinstance(rec, dict) and "header" in rec and len(rec) == 1:
+            return
+        ok = isinstance(rec, dict) and isinstance(rec.get("id"), str) and "output" in rec
+        if not ok:
+            logger.warning("%s: line %d: unreadable cache record (expected {\"id\", \"output\"}); its example "
+                           "is predicted again", self.path, self._lineno)
+            return
+        self.done[rec["id"]] = rec["output"]
+        lp = rec.get("logprobs")
+        if isinstance(lp, list) and all(isinstance(x, (int, float)) for x in lp):
+            self.logprobs[rec["id"]] = lp
+        else:
+            self.logprobs.pop(rec["id"], None)
+
+    def _append(self, records: list[dict[str, Any]], fix_torn_tail: bool = False) -> None:
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+        if fix_torn_tail:
+            data = b"\n" + data  # end the torn line: it stays an unreadable line, skipped on every load
+        with self.locked():
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, data)  # one write per batch: either the whole batch lands or a torn tail is skipped
+                os.fsync(fd)
+                size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+            self._lineno += data.count(b"\n") - (1 if fix_torn_tail else 0)
+            self._offset = size  # we hold the lock: nobody else wrote in between
 
     def add(self, ids: list[str], outputs: list[Any], logprobs: np.ndarray | None = None) -> None:
         recs = [{"id": i, "output": o} for i, o in zip(ids, outputs, strict=True)]
@@ -237,28 +326,40 @@ def run_variant(spec: TaskSpec, variant: Variant, model: Any, examples: list[Exa
     t1 = time.perf_counter()
     if hasattr(model, "set_chat"):
         model.set_chat(spec.generation.chat_template)
+    predicted = 0
     if variant.method == "predict":  # baselines: instantaneous, all at once
-        if todo:
-            outputs = model.predict(spec, examples)
-            cache.add([examples[i].id for i in todo], [outputs[i] for i in todo])
+        batches = [todo] if todo else []
     else:
         bs = cfg.batch_size or spec.generation.batch_size
         options = _options(spec) if variant.method == "score_options" else []
         if variant.method == "recommend" and not hasattr(model, "recommend"):
             raise ConfigError(f"{spec.task} ranks items: model {model.name} has no recommend(histories, k)")
         batches = [todo[i : i + bs] for i in range(0, len(todo), bs)]
-        for batch in progress(batches, desc=f"{spec.task} {variant.name}", unit="batch", enable=cfg.progress):
-            if variant.method == "generate":
-                outs = model.generate([prompts[i] for i in batch], spec.generation.max_new_tokens)
+    for batch in progress(batches, desc=f"{spec.task} {variant.name}", unit="batch",
+                          enable=cfg.progress and variant.method != "predict"):
+        # Another run on the same --out may have done this batch meanwhile: re-read under the lock, compute
+        # only what is still missing, append, release.
+        with cache.locked():
+            batch = [i for i in batch if examples[i].id not in cache.done]
+            if not batch:
+                continue
+            ids = [examples[i].id for i in batch]
+            predicted += len(batch)
+            if variant.method == "predict":
+                outputs = model.predict(spec, examples)
+                cache.add(ids, [outputs[i] for i in batch])
+            elif variant.method == "generate":
+                cache.add(ids, list(model.generate([prompts[i] for i in batch], spec.generation.max_new_tokens)))
             elif variant.method == "score_options":
                 logp = np.asarray(model.score_options([prompts[i] for i in batch], options), dtype=np.float64)
-                cache.add([examples[i].id for i in batch], _option_outputs(spec, logp, options), logp)
-                continue
+                cache.add(ids, _option_outputs(spec, logp, options), logp)
             else:
-                outs = [" ".join(r) for r in model.recommend([examples[i].history for i in batch], spec.output.k)]
-            cache.add([examples[i].id for i in batch], list(outs))
+                recs = model.recommend([examples[i].history for i in batch], spec.output.k)
+                cache.add(ids, [" ".join(r) for r in recs])
     timings["predict_s"] = time.perf_counter() - t1
-    timings["predicted_now"] = len(todo)
+    timings["predicted_now"] = predicted
+    with cache.locked():  # pick up what concurrent runs added after our last batch
+        pass
     logprobs = None
     if variant.method == "score_options" and all(ex.id in cache.logprobs for ex in examples):
         logprobs = np.array([cache.logprobs[ex.id] for ex in examples])
@@ -296,17 +397,46 @@ def _prediction_file(spec: TaskSpec, examples: list[Example], outputs: list[Any]
 
 
 def run(cfg: RunConfig, model: Any | None = None) -> dict[str, Any]:
-    """Evaluate; returns the results dict also written to ``cfg.out/results.json``."""
-    from llmrec.evaluation.models import Baseline, load_model
+    """Evaluate; returns the results dict also written to ``cfg.out/results.json``.
+
+    ``cfg.out`` may be missing, an empty folder or an earlier eval output (its cache is reused: resume). An
+    existing file or a non-empty foreign folder is refused unless ``cfg.overwrite``; then the new output is
+    built beside it and swapped in only when complete, so the old data survives a failed or killed run.
+    """
+    from llmrec.evaluation.models import load_model
 
     out = Path(cfg.out)
+    guard_output(out, overwrite=cfg.overwrite, ours=is_eval_output)
+    # Decided now, from what the user pointed at: concurrent runs on the same new --out must all write in place.
+    replace = cfg.overwrite and out.exists() and not is_eval_output(out) and not (
+        out.is_dir() and next(out.iterdir(), None) is None)
+    # Everything that can fail on bad tasks or models fails before --out is touched.
     registry = load_registry(list(cfg.include_paths))
     specs = registry.expand(list(cfg.tasks))
     t_load = time.perf_counter()
-    specs_m = cfg.model_specs()
     models = [model] if model is not None else []
-    models += [load_model(m, dtype=cfg.dtype) for m in specs_m[len(models):]]
+    models += [load_model(m, dtype=cfg.dtype) for m in cfg.model_specs()[len(models):]]
     load_s = time.perf_counter() - t_load
+    if replace:  # --overwrite of foreign data: built beside it, swapped in when complete
+        with atomic_dir(out) as tmp:
+            return _run(cfg, registry, specs, models, load_s, tmp)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(cfg, registry, specs, models, load_s, out)
+    except BaseException:
+        if created and {p.name for p in out.iterdir()} <= {EVAL_MARKER}:
+            shutil.rmtree(out, ignore_errors=True)  # failed before writing anything: leave no empty output
+        raise
+
+
+def _run(cfg: RunConfig, registry: Any, specs: list[TaskSpec], models: list[Any], load_s: float,
+         out: Path) -> dict[str, Any]:
+    from llmrec.evaluation.models import Baseline
+
+    # Not via a temp file: a concurrent run must never see this folder non-empty without the marker.
+    with (out / EVAL_MARKER).open("a", encoding="utf-8"):
+        pass
     # Several LLMs in one run: their prompt variants ("no-profile", "bm25@3/gen") are told apart by the model.
     llms = [m for m in models if not hasattr(m, "predict") and not hasattr(m, "supports")]
     prefixes = {id(m): (f"{m.name}|" if len(llms) > 1 else "") for m in models}
@@ -350,6 +480,9 @@ def run(cfg: RunConfig, model: Any | None = None) -> dict[str, Any]:
             task_res["dataset"] = _dataset_summary(spec)
         golds = [ex.gold for ex in examples]
         has_golds = all(g is not None for g in golds)
+        if has_golds:
+            check_gold_ratings(spec, {ex.id: ex.gold for ex in examples},
+                               spec.dataset_args.get("outputs") or spec.dataset or spec.source)
         pairs = [(v, m) for m in models for v in _variants(spec, cfg, m, prefixes[id(m)], baselines=False)]
         pairs += [(v, baselines[v.name.split(":", 1)[1]]) for v in _variants(spec, cfg, None)]
         for variant, m in pairs:
@@ -450,6 +583,22 @@ def _group_results(registry, names: tuple[str, ...], tasks: dict[str, Any]) -> d
             agg[v] = {m: float(np.mean(vals)) for m, vals in sums.items() if len(vals) == len(members)}
         out[name] = {"tasks": members, "variants": agg}
     return out
+
+
+def check_gold_ratings(spec: TaskSpec, golds: dict[str, Any], path: str | Path) -> None:
+    """A regress task's golds must be finite numbers inside its declared ``output.range``; else a DataError
+    naming the file, the record (its id) and the field."""
+    if spec.output.type != "regress":
+        return
+    lo, hi = spec.output.range
+    for qid, gold in golds.items():
+        try:
+            value = float(str(gold).strip())
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or not lo <= value <= hi:
+            raise DataError(f"gold rating {gold!r} is not a number within [{lo:g}, {hi:g}] (output.range of "
+                            f"task {spec.task})", path=path, record=f"id {qid!r}", field="output")
 
 
 def check_ids(golds: dict[str, str], preds: dict[str, str], gold_path: str, pred_path: str) -> None:

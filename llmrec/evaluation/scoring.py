@@ -13,7 +13,7 @@ from typing import Any
 from llmrec.data.readers import read_json
 from llmrec.errors import ConfigError, DataError
 from llmrec.evaluation.metrics import compute_metrics
-from llmrec.evaluation.runner import check_ids, score_outputs
+from llmrec.evaluation.runner import MAX_BOOT, check_gold_ratings, check_ids, score_outputs
 from llmrec.evaluation.tasks import TaskSpec, load_registry
 
 
@@ -73,6 +73,8 @@ def score_files(
     takes its labels / rating scale from its dataset (``next_category``, ``rating``; default the task's)."""
     from llmrec.evaluation.builders import DATASET_FREE_BUILDERS, resolve_spec
 
+    if not 0 <= n_boot <= MAX_BOOT:
+        raise ConfigError(f"n_boot must be within [0, {MAX_BOOT}], got {n_boot}")
     t0 = time.perf_counter()
     spec, file_task = find_task(task, include_paths)
     if data and spec.builder not in DATASET_FREE_BUILDERS:
@@ -80,6 +82,7 @@ def score_files(
     spec = resolve_spec(spec)
     lamp = spec.builder == "lamp"
     golds = _read_outputs(golds_path, file_task, lamp)
+    check_gold_ratings(spec, golds, golds_path)  # NaN, inf, 7 on a 1-5 task: refused, not averaged
     preds = _read_outputs(predictions_path, file_task, lamp)
     check_ids(golds, preds, str(golds_path), str(predictions_path))
     ids = list(golds)

@@ -19,6 +19,7 @@ from llmrec.config import Config
 from llmrec.errors import ConfigError
 from llmrec.evaluation.metrics import OUTPUT_TYPES, get_metric
 from llmrec.evaluation.parsing import MODES
+from llmrec.io import check_path_name
 from llmrec.package_data import tasks_dir
 from llmrec.retrieval import RETRIEVERS
 
@@ -97,6 +98,8 @@ class TaskSpec(Config):
     source: str = ""  # file it came from (filled in by the loader)
 
     def __post_init__(self) -> None:
+        # the name becomes OUT/<task>/ and OUT/cache/<task>/: never a path of its own
+        check_path_name(self.task, where=f"{self.source or 'task'}: field 'task'")
         if self.scoring not in MODES:
             raise ConfigError(f"{self.task}: scoring must be one of {MODES}, got {self.scoring!r}")
         if not self.metrics:
@@ -123,6 +126,7 @@ class GroupSpec(Config):
     source: str = ""
 
     def __post_init__(self) -> None:
+        check_path_name(self.group, where=f"{self.source or 'group'}: field 'group'")
         if not self.tasks:
             raise ConfigError(f"group {self.group}: tasks must not be empty")
 
@@ -130,8 +134,12 @@ class GroupSpec(Config):
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid UTF-8 at byte {exc.start}; re-save the task file as UTF-8") from None
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
@@ -158,8 +166,11 @@ def resolve_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{path}: include must be a file name or a list of them")
     merged: dict[str, Any] = {}
     for inc in includes:
-        inc_path = (path.parent / inc)
-        if not inc_path.exists():
+        inc_path = (path.parent / inc).resolve()
+        if not (inc_path.is_relative_to(path.parent) or inc_path.is_relative_to(tasks_dir().resolve())):
+            raise ConfigError(f"{path}: field 'include': {inc!r} is outside the task file's folder (and not a "
+                              "built-in task file); task files may include only files beside them")
+        if not inc_path.is_file():
             raise ConfigError(f"{path}: included file {inc!r} not found")
         merged = _merge(merged, resolve_yaml(inc_path, _seen + (path,)))
     return _merge(merged, data)
@@ -231,17 +242,23 @@ def load_registry(include_paths: list[str | Path] | None = None, strict: bool = 
 
 
 def validate_paths(include_paths: list[str | Path] | None = None) -> dict[str, str]:
-    """File -> error for every invalid task file; also checks each prompt template and builder exist."""
+    """File -> error for every invalid task file; also checks each builder exists and renders each prompt once
+    with a made-up example (:mod:`llmrec.evaluation.samples`), with and without a profile, so sandbox
+    violations and variables no example has are found now rather than mid-run."""
+    from llmrec.errors import LlmrecError
     from llmrec.evaluation.builders import BUILDERS
-    from llmrec.evaluation.prompts import load_template
+    from llmrec.evaluation.prompts import load_template, render
+    from llmrec.evaluation.samples import sample_variables
 
     reg = load_registry(include_paths, strict=False)
     errors = dict(reg.errors)
     for spec in reg.tasks.values():
         try:
-            load_template(spec.prompt, spec.source)
+            template = load_template(spec.prompt, spec.source)
             if spec.builder not in BUILDERS:
                 raise ConfigError(f"unknown builder {spec.builder!r}; known: {sorted(BUILDERS)}")
-        except ConfigError as exc:
+            for variables in sample_variables(spec):
+                render(template, variables, record="sample example")
+        except LlmrecError as exc:
             errors[spec.source] = str(exc)
     return errors

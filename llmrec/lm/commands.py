@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from llmrec.cli_args import add_hardware_args, apply_hardware_args
+from llmrec.cli_args import add_hardware_args, apply_hardware_args, nonempty_text, positive_int
 from llmrec.errors import DataError
 
 DATA_HELP = ("dataset name or config file (default: the dataset the model was trained on, as recorded in its "
@@ -17,8 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="PersonalLM directory (from llmrec train genrec)")
     p.add_argument("--user", required=True, help="user id in the dataset")
     p.add_argument("--data", "--dataset", dest="data", default=None, help=DATA_HELP)
-    p.add_argument("-k", type=int, default=10)
-    p.add_argument("--beams", type=int, default=None)
+    p.add_argument("-k", type=positive_int, default=10)
+    p.add_argument("--beams", type=positive_int, default=None)
     p.add_argument("--include-history", action="store_true", help="allow items the user already has")
     p.add_argument("--sasrec", nargs="+", default=[],
                    help="shallow fusion with this SASRec directory (llmrec train sasrec), or several (seeds: their "
@@ -85,10 +85,10 @@ def register_text(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--model", default="smollm2-135m", help="PersonalLM directory, hub id or local model folder")
         p.add_argument("--user", required=True)
         p.add_argument("--data", "--dataset", dest="data", default=None, help=DATA_HELP)
-        p.add_argument("--max-items", type=int, default=20, help="history items shown to the model")
+        p.add_argument("--max-items", type=positive_int, default=20, help="history items shown to the model")
         p.add_argument("--use-adapter", action="store_true", help="keep a PersonalLM's adapter on (default off)")
         if name == "answer":
-            p.add_argument("question")
+            p.add_argument("question", type=nonempty_text)
             p.add_argument("--options", default="", help="comma-separated answer options, as the soft-prompt model "
                            "was trained with (e.g. 'yes,no')")
             p.add_argument("--answer-kind", help="what to answer with, as in training (e.g. 'genre', or "

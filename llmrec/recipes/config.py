@@ -145,7 +145,12 @@ def read_config_file(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
     """The mapping in a YAML config file, or in a shipped config by name -> ``(data, source)``."""
     path = Path(name_or_path)
     if path.is_file():
-        text, source = path.read_text(encoding="utf-8"), str(path)
+        try:
+            text, source = path.read_text(encoding="utf-8"), str(path)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not valid UTF-8 at byte {exc.start}; re-save the config as UTF-8") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config: {exc.strerror or exc}") from None
     else:
         shipped = resources.files("llmrec.recipes") / "configs" / f"{name_or_path}.yaml"
         if not shipped.is_file():
@@ -156,6 +161,8 @@ def read_config_file(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"{source}: YAML nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     return data, source
