@@ -25,8 +25,9 @@ def _interaction_profile() -> list[dict[str, Any]]:
 
 
 def _rating(spec: TaskSpec) -> dict[str, Any]:
+    # the rating builder names the task's scale (output.range, filled from the dataset when left empty)
     return {"input": "Sample item 3 (1999) (Drama)", "title": "Sample item 3 (1999)", "categories": "Drama",
-            "global_mean": 3.5, "vocab": _vocab(), "profile": _interaction_profile()}
+            "global_mean": 3.5, "low": "1", "high": "5", "vocab": _vocab(), "profile": _interaction_profile()}
 
 
 def _next_category(spec: TaskSpec) -> dict[str, Any]:
