@@ -2,7 +2,7 @@
 
 Validation = next-item NDCG@10 from constrained beam search on a fixed sample of validation users (model
 selection and early stopping); test is only touched by :func:`evaluate_genrec`. Resumes from the last
-checkpoint in ``output_dir``; runs unchanged under ``accelerate launch`` (DDP, gloo on CPU).
+complete checkpoint in ``output_dir``; runs unchanged under ``accelerate launch`` (DDP, gloo on CPU).
 """
 
 from __future__ import annotations
@@ -13,13 +13,11 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from llmrec.config import Config
 from llmrec.data.splits import SplitExample
@@ -29,6 +27,7 @@ from llmrec.lm.user_states import UserStateLM
 from llmrec.progress import progress
 from llmrec.tasks.genrec import build_genrec_rows
 from llmrec.training.callbacks import trainer_progress
+from llmrec.training.checkpoints import last_complete_checkpoint
 from llmrec.training.collate import CausalCollator
 
 logger = logging.getLogger(__name__)
@@ -238,7 +237,7 @@ def train_genrec(
         eval_examples=eval_examples,
         train_config=config,
     )
-    last = get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
+    last = last_complete_checkpoint(config.output_dir)  # a half-written newer one is skipped
     if last:
         logger.info("resuming from %s", last)
     t0 = time.perf_counter()

@@ -14,13 +14,13 @@ from typing import Any
 import datasets
 import torch
 from transformers import Trainer, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from llmrec.config import Config
 from llmrec.errors import ConfigError
 from llmrec.progress import progress
 from llmrec.prompting import chat_ids
 from llmrec.training.callbacks import trainer_progress
+from llmrec.training.checkpoints import last_complete_checkpoint
 from llmrec.training.genrec import TimeBudgetCallback
 
 logger = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def train_qa(model, rows: datasets.Dataset, pad_token_id: int, config: QATrainCo
     trainer = TrainableOnlyTrainer(model=model, args=args, train_dataset=rows.remove_columns(["prompt_len"]),
                                    data_collator=QACollator(pad_token_id), callbacks=callbacks,
                                    optimizers=(_optimizer(model, config), None))
-    last = get_last_checkpoint(config.output_dir) if os.path.isdir(config.output_dir) else None
+    last = last_complete_checkpoint(config.output_dir)  # a half-written newer one is skipped
     t0 = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=last)
     losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
