@@ -136,17 +136,23 @@ class GenRecTrainer(Trainer):
         self.eval_examples = list(eval_examples)
         self.train_config = train_config or GenRecTrainConfig()
 
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        # Adapter + trainable SID rows only; the default would also write the whole resized embedding.
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Adapter + trainable SID rows only (the default would also write the whole resized embedding); the
+        public hook ``Trainer._save_checkpoint`` calls, written by the main process only (DDP)."""
         import os
 
         from transformers.trainer import TRAINING_ARGS_NAME
 
+        if not self.args.should_save:
+            return
         output_dir = output_dir or self.args.output_dir
         os.makedirs(output_dir, exist_ok=True)
         self.model.save_pretrained(output_dir, save_embedding_layers=False)
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
+    # transformers 5 has no public hook for loading a checkpoint's weights: train(resume_from_checkpoint=...) and
+    # load_best_model_at_end call these two private methods, so a UserStateLM (not a PEFT model to the Trainer)
+    # still needs them; tests/test_genrec.py resumes such a model, which catches a rename in an upgrade.
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None) -> None:
         model = model or self.model
         if isinstance(model, UserStateLM):  # not a PEFT model to Trainer: adapter + projector by hand

@@ -111,16 +111,21 @@ class TrainableOnlyTrainer(Trainer):
     """Checkpoints hold only trainable tensors (encoder, projector, LoRA) so they are small and tied LLM weights
     never trip safetensors; resuming loads them back into the same architecture."""
 
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """The public hook ``Trainer._save_checkpoint`` calls; written by the main process only (DDP)."""
         from safetensors.torch import save_file
         from transformers.trainer import TRAINING_ARGS_NAME
 
+        if not self.args.should_save:
+            return
         output_dir = output_dir or self.args.output_dir
         os.makedirs(output_dir, exist_ok=True)
         tensors = {n: p.detach().contiguous().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
         save_file(tensors, os.path.join(output_dir, TRAINABLE_FILE))
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
+    # No public hook loads a checkpoint's weights in transformers 5 (train(resume_from_checkpoint=...) calls this
+    # private method); tests/test_qa_training.py resumes through it, which catches a rename in an upgrade.
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None) -> None:
         load_trainable(model or self.model, resume_from_checkpoint)
 
