@@ -133,7 +133,7 @@ def is_sasrec_output(out: Path) -> None:
 @dataclass(frozen=True)
 class Case:
     id: str
-    target: str  # "model" (a saved PersonalLM copy), "sids" (a table copy) or "out" (a path to write to)
+    target: str  # a copy of the saved "model" (PersonalLM), "sids" (table) or "sasrec"; or "out" (a path to write)
     damage: Callable[[Path], None]
     argv: tuple[str, ...]  # {model} {sids} {out} {data} {tiny} are filled in
     code: int = 2
@@ -144,6 +144,7 @@ class Case:
 RECOMMEND = ("recommend", "--model", "{model}", "--user", "30", "-k", "2", "--json", "--dtype", "fp32",
              "--threads", "1")
 ANSWER = ("answer", "--model", "{model}", "--user", "30", "Which genre?", "--dtype", "fp32", "--threads", "1")
+FUSED = (*RECOMMEND, "--sasrec", "{sasrec}")
 INFO = ("items", "info", "{sids}")
 BUILD = ("items", "build", "--data", "{data}", "--out", "{out}", "--levels", "1", "--codebook-size", "2", "--json",
          "--threads", "1")
@@ -202,6 +203,12 @@ MODEL_CASES: list[Case] = [
     Case("answer-adapter-truncated", "model", truncate("adapter_model.safetensors"), ANSWER,
          fragment="adapter_model.safetensors: file is truncated"),
     Case("undamaged-model-loads", "model", nothing, RECOMMEND, code=0),
+    # a SASRec folder for shallow fusion (`recommend --sasrec DIR`)
+    Case("sasrec-weights-truncated", "sasrec", truncate("model.safetensors"), FUSED,
+         fragment="model.safetensors: file is truncated"),
+    Case("sasrec-items-wrong-shape", "sasrec", write_json("items.json", {"1": 1}), FUSED,
+         fragment="items.json: expected a JSON array, got object"),
+    Case("sasrec-undamaged-fuses", "sasrec", nothing, FUSED, code=0),
     # semantic-ID tables of the wrong shape: `llmrec items info`
     Case("sid-json-a-list", "sids", write_json("semantic_ids.json", [1, 2, 3]), INFO,
          fragment="semantic_ids.json: expected a JSON object, got array"),
@@ -246,12 +253,14 @@ SAVED: dict[str, Path] = {}
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> dict[str, Path]:
-    """A tiny PersonalLM (semantic IDs over a 5-item MovieLens folder, saved with its data) and its SID table."""
+    """A tiny PersonalLM (semantic IDs over a 5-item MovieLens folder, saved with its data), its SID table and a
+    tiny untrained SASRec over the same items."""
     import numpy as np
 
     from llmrec.data import load_dataset
     from llmrec.items.semantic_ids import SemanticIds
     from llmrec.lm.personal import PersonalLM, PersonalLMConfig
+    from llmrec.users.sequence import SequenceEncoder, SequenceEncoderConfig
 
     root = tmp_path_factory.mktemp("bad-model")
     data = load_dataset(write_grouplens(root / "ml"))
@@ -259,13 +268,18 @@ def saved(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> dic
     sids = SemanticIds.from_quantized(items, np.array([[0, 0], [0, 1], [1, 0], [1, 1], [0, 0]]), (2, 2))
     cfg = PersonalLMConfig(base_model=str(tiny_llama_dir), dtype="fp32", max_history=4, sid_init="random")
     PersonalLM.create(sids, data.items, cfg).save(root / "model", data=data)
-    SAVED.update(model=root / "model", sids=root / "model" / "sids", data=root / "ml", tiny=tiny_llama_dir)
+    torch.manual_seed(0)
+    SequenceEncoder(SequenceEncoderConfig(n_items=len(items), d_model=16, n_heads=2, max_len=8), items).save(
+        root / "sasrec")
+    SAVED.update(model=root / "model", sids=root / "model" / "sids", sasrec=root / "sasrec", data=root / "ml",
+                 tiny=tiny_llama_dir)
     return SAVED
 
 
 @pytest.mark.parametrize("case", MODEL_CASES, ids=[c.id for c in MODEL_CASES])
 def test_model_case(case: Case, saved: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    paths = {"data": saved["data"], "tiny": saved["tiny"], "out": tmp_path / "out"}
+    paths = {"data": saved["data"], "tiny": saved["tiny"], "out": tmp_path / "out", "model": saved["model"],
+             "sasrec": saved["sasrec"]}
     if case.target == "out":
         target = paths["out"]
     else:
@@ -287,6 +301,7 @@ def test_model_case(case: Case, saved: dict[str, Path], tmp_path: Path, capsys: 
 
 # -------------------------------------------------------------------------------- library-level guarantees
 def test_personal_lm_save_guards_and_keeps_the_old_model_until_the_new_is_complete(saved, tmp_path, monkeypatch):
+    from llmrec.lm.averaging import write_averaged_model
     from llmrec.lm.personal import PersonalLM
 
     plm = PersonalLM.load(saved["model"], dtype="fp32")
@@ -294,6 +309,9 @@ def test_personal_lm_save_guards_and_keeps_the_old_model_until_the_new_is_comple
     a_foreign_folder(foreign)
     with pytest.raises(ConfigError, match="not written by llmrec"):
         plm.save(foreign)
+    folder_intact(foreign)
+    with pytest.raises(ConfigError, match="not written by llmrec"):  # scripts/average_checkpoints.py --out
+        write_averaged_model(saved["model"], [saved["model"], saved["model"]], foreign)
     folder_intact(foreign)
     plm.save(foreign, overwrite=True)
     assert PersonalLM.load(foreign, dtype="fp32").item_ids == plm.item_ids
