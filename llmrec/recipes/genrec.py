@@ -4,7 +4,7 @@ leave-one-out split (validation NDCG@10 from constrained beam search picks the c
 Semantic IDs come from ``--sids DIR`` (a table from ``llmrec items build``, reused as is) or are built here from
 item text and/or a SASRec's item table (collaborative IDs). The output directory is a PersonalLM folder
 (``llmrec recommend --model DIR``) plus results.json, config.yaml and run.json. Checkpoints go to
-``<out>.checkpoints`` (saving replaces ``out`` as a whole); a killed run resumes from the last one.
+``<out>.checkpoints`` (saving replaces ``out`` as a whole); a killed run resumes from the last complete one.
 """
 
 from __future__ import annotations
