@@ -63,6 +63,14 @@ def pickle_adapter(root: Path) -> None:
     (root / "adapter_model.safetensors").unlink()
 
 
+def pickle_weights(root: Path) -> None:
+    """A base model folder's model.safetensors -> pytorch_model.bin (a pickle)."""
+    from safetensors.torch import load_file
+
+    torch.save(load_file(str(root / "model.safetensors")), root / "pytorch_model.bin")
+    (root / "model.safetensors").unlink()
+
+
 def add_file(rel: str, content: bytes = b"\x80\x04K*.") -> Callable[[Path], None]:
     def damage(root: Path) -> None:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -133,7 +141,8 @@ def is_sasrec_output(out: Path) -> None:
 @dataclass(frozen=True)
 class Case:
     id: str
-    target: str  # a copy of the saved "model" (PersonalLM), "sids" (table) or "sasrec"; or "out" (a path to write)
+    target: str  # a copy of the saved "model" (PersonalLM), "sids" (table), "sasrec" or "tiny" (base model folder);
+    # or "out" (a path to write to)
     damage: Callable[[Path], None]
     argv: tuple[str, ...]  # {model} {sids} {out} {data} {tiny} are filled in
     code: int = 2
@@ -145,6 +154,8 @@ RECOMMEND = ("recommend", "--model", "{model}", "--user", "30", "-k", "2", "--js
              "--threads", "1")
 ANSWER = ("answer", "--model", "{model}", "--user", "30", "Which genre?", "--dtype", "fp32", "--threads", "1")
 FUSED = (*RECOMMEND, "--sasrec", "{sasrec}")
+BASE_ANSWER = ("answer", "--model", "{tiny}", "--data", "{data}", "--user", "30", "Which genre?", "--dtype", "fp32",
+               "--threads", "1")
 INFO = ("items", "info", "{sids}")
 BUILD = ("items", "build", "--data", "{data}", "--out", "{out}", "--levels", "1", "--codebook-size", "2", "--json",
          "--threads", "1")
@@ -203,6 +214,10 @@ MODEL_CASES: list[Case] = [
     Case("answer-adapter-truncated", "model", truncate("adapter_model.safetensors"), ANSWER,
          fragment="adapter_model.safetensors: file is truncated"),
     Case("undamaged-model-loads", "model", nothing, RECOMMEND, code=0),
+    # a base model folder (answer/profile --model DIR) holding pickled weights only
+    Case("base-model-pickled-refused", "tiny", pickle_weights, BASE_ANSWER,
+         fragment="pytorch_model.bin: pickle-based weights are refused"),
+    Case("base-model-pickled-allowed", "tiny", pickle_weights, (*BASE_ANSWER, "--allow-pickle"), code=0),
     # a SASRec folder for shallow fusion (`recommend --sasrec DIR`)
     Case("sasrec-weights-truncated", "sasrec", truncate("model.safetensors"), FUSED,
          fragment="model.safetensors: file is truncated"),

@@ -114,8 +114,13 @@ def _text(args: argparse.Namespace) -> int:
     from llmrec.lm.personal import PersonalLM
 
     dtype = apply_hardware_args(args)
-    if (Path(args.model) / "llmrec_config.json").is_file():  # a damaged model fails before the data loads
-        validate_model_dir(args.model, allow_pickle=args.allow_pickle)
+    model = Path(args.model)
+    if (model / "llmrec_config.json").is_file():  # a damaged model fails before the data loads
+        validate_model_dir(model, allow_pickle=args.allow_pickle)
+    elif model.is_dir() and not any(model.glob("*.safetensors")):  # a base model folder with pickled weights only
+        from llmrec.filecheck import refuse_pickles
+
+        refuse_pickles(model, allow=args.allow_pickle)
     data, hist = _user_history(args)
     if (Path(args.model) / "llmrec_config.json").is_file():
         plm = PersonalLM.load(args.model, dtype=dtype, allow_pickle=args.allow_pickle)
