@@ -52,8 +52,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        # mkdtemp creates 0700 folders; give the result the permissions a plain mkdir would have.
-        os.chmod(tmp, 0o777 & ~_umask())
+        _normal_permissions(tmp)
         if path.exists() or path.is_symlink():
             if _exchange(tmp, path):  # tmp now holds the old output
                 shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
@@ -72,6 +71,20 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 def _old_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.old")
+
+
+def _normal_permissions(root: Path) -> None:
+    """The modes a plain mkdir()/open() would give under the umask: mkdtemp makes 0700 folders and some writers
+    (mkstemp, safetensors) 0600 files, which would leave an output unreadable to the rest of a group."""
+    mask = _umask()
+    os.chmod(root, 0o777 & ~mask)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            os.chmod(os.path.join(dirpath, name), 0o777 & ~mask)
+        for name in filenames:
+            file = os.path.join(dirpath, name)
+            if not os.path.islink(file):
+                os.chmod(file, (0o666 | (os.stat(file).st_mode & 0o111)) & ~mask)
 
 
 def _remove(path: Path) -> None:

@@ -19,10 +19,11 @@ def main() -> None:
     p.add_argument("--template", required=True, help="saved PersonalLM directory to copy everything but the weights from")
     p.add_argument("--sources", nargs="+", required=True, help="adapter directories to average (two or more)")
     p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace --out even if it is not a model directory")
     args = p.parse_args()
     from llmrec.lm.averaging import write_averaged_model  # heavy imports after parsing: --help stays instant
 
-    print(write_averaged_model(args.template, args.sources, args.out))
+    print(write_averaged_model(args.template, args.sources, args.out, overwrite=args.overwrite))
 
 
 if __name__ == "__main__":

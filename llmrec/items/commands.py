@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from llmrec.cli_args import add_hardware_args
 
@@ -15,7 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="'ml-100k', a dataset config (.yaml/.json) or a MovieLens folder")
     p.add_argument("--dataset", dest="data", help=argparse.SUPPRESS)
     p.add_argument("--quantizer", choices=["rkmeans", "rqvae"], default="rkmeans")
-    p.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    p.add_argument("--out", required=True, help="output folder; a previous table there is replaced atomically, "
+                   "anything else is refused unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace --out even when it is a file or a non-empty "
+                   "folder that is not a semantic-ID table (its contents are deleted)")
     p.add_argument("--levels", type=int, default=3, help="quantized levels (a disambiguation level is added)")
     p.add_argument("--codebook-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
@@ -42,10 +46,13 @@ def _build(args: argparse.Namespace) -> int:
 
     from llmrec.data import load_dataset
     from llmrec.hardware import normalize_dtype, set_threads
+    from llmrec.io import guard_output
     from llmrec.items.build import SemanticIdConfig, build_semantic_ids
     from llmrec.items.encoders import DEFAULT_TEMPLATE, EncoderConfig
     from llmrec.items.quantizers import QuantizerConfig
+    from llmrec.items.semantic_ids import is_sid_table
 
+    guard_output(Path(args.out), overwrite=args.overwrite, ours=is_sid_table)  # before the slow encoding
     data = load_dataset(args.data)
     # The dataset config's item text unless the command line names a template.
     dataset_template = data.config.item_text_template() if data.config is not None else None
@@ -63,7 +70,7 @@ def _build(args: argparse.Namespace) -> int:
         config.encoder = dataclasses.replace(config.encoder, dtype=TORCH_NAMES[normalize_dtype(args.dtype)])
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise here
     sids, report = build_semantic_ids(data, config, cache_dir=args.cache, show_progress=not args.json)
-    sids.save(args.out)
+    sids.save(args.out, overwrite=args.overwrite)
     report["out"] = str(args.out)
     if args.json:
         print(json.dumps(report))
@@ -86,9 +93,10 @@ def _info(args: argparse.Namespace) -> int:
     from llmrec.items.semantic_ids import SemanticIds
 
     sids = SemanticIds.load(args.table)
+    quantizer = sids.config.get("quantizer")
     print(json.dumps({"items": len(sids), "codebook_sizes": list(sids.codebook_sizes),
                       "vocabulary": len(sids.token_strings()), "collision_rate": sids.collision_rate,
-                      "quantizer": sids.config.get("quantizer", {}).get("kind")}))
+                      "quantizer": quantizer.get("kind") if isinstance(quantizer, dict) else None}))
     if args.item:
         print(f"{args.item}: {sids.sid_string(args.item)}")
     return 0

@@ -252,18 +252,21 @@ class SemanticIds:
 
     # -- persistence ----------------------------------------------------------------------------------------------
 
-    def save(self, directory: str | Path) -> Path:
-        """Write ``semantic_ids.safetensors`` + ``semantic_ids.json`` + ``config.json`` (+ the quantizer), atomically."""
+    def save(self, directory: str | Path, *, overwrite: bool = False) -> Path:
+        """Write ``semantic_ids.safetensors`` + ``semantic_ids.json`` + ``config.json`` (+ the quantizer), atomically.
+        A previous table at ``directory`` is replaced; an existing file or a non-empty folder that is not a table
+        is refused unless ``overwrite``."""
         from safetensors.numpy import save_file
 
-        from llmrec.io import atomic_dir, write_json_atomic
+        from llmrec.io import atomic_dir, guard_output, write_json_atomic
 
         directory = Path(directory)
+        guard_output(directory, overwrite=overwrite, ours=is_sid_table)
         with atomic_dir(directory) as tmp:
             tensors = {"codes": np.ascontiguousarray(self.codes)}
             tensors.update({f"codebook.{i}": np.ascontiguousarray(c) for i, c in enumerate(self.codebooks)})
-            save_file(tensors, str(tmp / "semantic_ids.safetensors"))
-            write_json_atomic(tmp / "semantic_ids.json", {
+            save_file(tensors, str(tmp / TABLE_WEIGHTS))
+            write_json_atomic(tmp / TABLE_FILE, {
                 "format_version": FORMAT_VERSION, "levels": self.levels, "codebook_sizes": list(self.codebook_sizes),
                 "token_format": "<{letter}_{code}>", "meta": self.meta, "item_ids": self.item_ids,
             })
@@ -274,30 +277,88 @@ class SemanticIds:
 
     @classmethod
     def load(cls, directory: str | Path, expected_config: Config | Mapping[str, Any] | None = None) -> SemanticIds:
-        """Load a saved table; with ``expected_config``, refuse one built with a different config."""
+        """Load a saved table; with ``expected_config``, refuse one built with a different config. A missing,
+        truncated or wrong-shaped file is a DataError naming the file (and the field)."""
         from safetensors.numpy import load_file
 
+        from llmrec.filecheck import read_json, safetensors_problem
+
         directory = Path(directory)
-        meta_path, config_path = directory / "semantic_ids.json", directory / "config.json"
+        meta_path, config_path = directory / TABLE_FILE, directory / "config.json"
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+            meta = read_json(meta_path, fix=REBUILD)
+            config = read_json(config_path, fix=REBUILD)
+        except ConfigError as exc:
             raise DataError(f"not a semantic-ID table: {exc}", path=directory) from exc
         if meta.get("format_version") != FORMAT_VERSION:
             raise DataError(f"unsupported format_version {meta.get('format_version')!r}", path=meta_path,
                             field="format_version")
+        levels, sizes, item_ids = _table_fields(meta, meta_path)
         if expected_config is not None:
             expected = expected_config.to_dict() if isinstance(expected_config, Config) else dict(expected_config)
             diffs = _diff(json.loads(json.dumps(expected)), config)
             if diffs:
                 shown = "; ".join(f"{k}: saved {s!r}, expected {e!r}" for k, s, e in diffs[:5])
                 raise ConfigError(f"{config_path}: semantic-ID table was built with a different config ({shown})")
-        tensors = load_file(str(directory / "semantic_ids.safetensors"))
-        books = [tensors[f"codebook.{i}"] for i in range(meta["levels"] - 1) if f"codebook.{i}" in tensors]
-        quantizer = load_quantizer(directory) if (directory / "quantizer.json").exists() else None
-        return cls(meta["item_ids"], tensors["codes"], meta["codebook_sizes"], config=config, codebooks=books,
-                   quantizer=quantizer, meta=meta.get("meta", {}))
+        weights = directory / TABLE_WEIGHTS
+        problem = safetensors_problem(weights)
+        if problem is not None:
+            raise DataError(f"{problem}; {REBUILD}", path=weights)
+        tensors = load_file(str(weights))
+        if "codes" not in tensors:
+            raise DataError(f"no 'codes' tensor; {REBUILD}", path=weights, field="codes")
+        books = [tensors[f"codebook.{i}"] for i in range(levels - 1) if f"codebook.{i}" in tensors]
+        quantizer = _load_quantizer(directory) if (directory / "quantizer.json").exists() else None
+        meta_extra = meta.get("meta", {})
+        try:
+            return cls(item_ids, tensors["codes"], sizes, config=config, codebooks=books, quantizer=quantizer,
+                       meta=meta_extra if isinstance(meta_extra, dict) else {})
+        except (DataError, ConfigError) as exc:  # codes that do not fit the table's sizes or ids
+            raise DataError(f"the table does not hold together ({exc}); {REBUILD}", path=weights) from exc
+
+
+TABLE_FILE = "semantic_ids.json"
+TABLE_WEIGHTS = "semantic_ids.safetensors"
+REBUILD = "rebuild the table with `llmrec items build --out DIR`"
+
+
+def _load_quantizer(directory: Path) -> Quantizer:
+    from llmrec.filecheck import safetensors_problem
+
+    weights = directory / "quantizer.safetensors"
+    problem = safetensors_problem(weights)
+    if problem is not None:
+        raise DataError(f"{problem}; {REBUILD}", path=weights)
+    try:
+        return load_quantizer(directory)
+    except (DataError, ConfigError):
+        raise
+    except (KeyError, TypeError, ValueError) as exc:  # a quantizer.json of another shape
+        raise DataError(f"the saved quantizer does not load ({type(exc).__name__}: {exc}); {REBUILD}",
+                        path=directory / "quantizer.json") from exc
+
+
+def is_sid_table(directory: str | Path) -> bool:
+    """Whether ``directory`` holds a table written by :meth:`SemanticIds.save` (``llmrec items build``)."""
+    directory = Path(directory)
+    return (directory / TABLE_FILE).is_file() and (directory / TABLE_WEIGHTS).is_file()
+
+
+def _table_fields(meta: dict[str, Any], path: Path) -> tuple[int, list[int], list[str]]:
+    """``levels``, ``codebook_sizes`` and ``item_ids`` of a table's JSON, each checked for shape."""
+    levels, sizes, item_ids = meta.get("levels"), meta.get("codebook_sizes"), meta.get("item_ids")
+    if not isinstance(levels, int) or isinstance(levels, bool) or not 1 <= levels <= len(LETTERS):
+        raise DataError(f"expected an integer 1..{len(LETTERS)}, got {levels!r}; {REBUILD}", path=path,
+                        field="levels")
+    if (not isinstance(sizes, list) or len(sizes) != levels
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes)):
+        raise DataError(f"expected a list of {levels} positive integers, got {str(sizes)[:80]}; {REBUILD}", path=path,
+                        field="codebook_sizes")
+    if not isinstance(item_ids, list) or not all(isinstance(i, (str, int)) and not isinstance(i, bool)
+                                                 for i in item_ids):
+        raise DataError(f"expected a list of item ids, got {str(item_ids)[:80]}; {REBUILD}", path=path,
+                        field="item_ids")
+    return levels, sizes, [str(i) for i in item_ids]
 
 
 def _diff(expected: Any, saved: Any, path: str = "") -> list[tuple[str, Any, Any]]:

@@ -27,11 +27,15 @@ _VOLATILE_CONFIG_KEYS = {"inference_mode", "revision", "base_model_name_or_path"
 
 
 def _adapter_files(directory: Path) -> tuple[Path, dict]:
+    from llmrec.filecheck import check_safetensors, read_json
+
     weights, config = directory / ADAPTER_WEIGHTS, directory / ADAPTER_CONFIG
     for f in (weights, config):
         if not f.is_file():
             raise ConfigError(f"{directory}: no {f.name}; expected a saved PersonalLM or a Trainer checkpoint")
-    cfg = json.loads(config.read_text())
+    fix = "pass a complete saved PersonalLM or Trainer checkpoint"
+    check_safetensors(weights, fix=fix)
+    cfg = read_json(config, fix=fix)
     # peft writes module-name sets (e.g. target_modules) as lists in arbitrary order
     return weights, {k: sorted(v) if isinstance(v, list) and all(isinstance(x, str) for x in v) else v
                      for k, v in cfg.items() if k not in _VOLATILE_CONFIG_KEYS}
@@ -69,12 +73,18 @@ def average_adapter_weights(sources: Sequence[str | Path]) -> dict[str, torch.Te
     return {name: (t / len(sources)).to(dtypes[name]) for name, t in total.items()}
 
 
-def write_averaged_model(template: str | Path, sources: Sequence[str | Path], out: str | Path) -> Path:
+def write_averaged_model(template: str | Path, sources: Sequence[str | Path], out: str | Path, *,
+                         overwrite: bool = False) -> Path:
     """Write ``out``: a copy of the model directory ``template`` (tokenizer, semantic IDs, catalogue, config)
-    whose adapter weights are the average of ``sources``' (atomically: ``out`` appears complete or not at all)."""
+    whose adapter weights are the average of ``sources``' (atomically: ``out`` appears complete or not at all).
+    An existing ``out`` that is not a model directory is refused unless ``overwrite``."""
     from safetensors.torch import save_file
 
+    from llmrec.io import guard_output
+    from llmrec.lm.model_dir import is_model_dir
+
     template, out = Path(template), Path(out)
+    guard_output(out, overwrite=overwrite, ours=is_model_dir)
     _adapter_files(template)
     if not (template / "llmrec_config.json").is_file():
         raise ConfigError(f"{template}: not a saved PersonalLM directory (no llmrec_config.json)")

@@ -25,9 +25,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "renormalised mean log-prob): beams are ranked by LLM log-prob + --prior-weight x SASRec log-prob")
     p.add_argument("--prior-weight", type=float, default=1.0)
     p.add_argument("--json", action="store_true")
+    add_pickle_arg(p)
     add_hardware_args(p)
     p.set_defaults(func=_recommend)
     register_text(sub)
+
+
+def add_pickle_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="UNSAFE: accept pickle-based weights (*.bin, *.pt) in the model directory, read with "
+                   "torch.load(weights_only=True); by default only safetensors load")
 
 
 def _user_history(args: argparse.Namespace):
@@ -53,11 +60,13 @@ def _user_history(args: argparse.Namespace):
 
 
 def _recommend(args: argparse.Namespace) -> int:
+    from llmrec.lm.model_dir import validate_model_dir
     from llmrec.lm.personal import PersonalLM
 
     dtype = apply_hardware_args(args)
+    validate_model_dir(args.model, allow_pickle=args.allow_pickle)  # a damaged model fails before the data loads
     data, hist = _user_history(args)
-    plm = PersonalLM.load(args.model, dtype=dtype)
+    plm = PersonalLM.load(args.model, dtype=dtype, allow_pickle=args.allow_pickle)
     prior = None
     if args.sasrec:
         from llmrec.users.pretrain import ensemble_log_prior
@@ -93,6 +102,7 @@ def register_text(sub: argparse._SubParsersAction) -> None:
                            "was trained with (e.g. 'yes,no')")
             p.add_argument("--answer-kind", help="what to answer with, as in training (e.g. 'genre', or "
                            "'favourite genre overall, then lately, then yes or no (e.g. Drama, Comedy: yes)')")
+        add_pickle_arg(p)
         add_hardware_args(p)
         p.set_defaults(func=_text, kind=name)
 
@@ -100,12 +110,20 @@ def register_text(sub: argparse._SubParsersAction) -> None:
 def _text(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from llmrec.lm.model_dir import validate_model_dir
     from llmrec.lm.personal import PersonalLM
 
     dtype = apply_hardware_args(args)
+    model = Path(args.model)
+    if (model / "llmrec_config.json").is_file():  # a damaged model fails before the data loads
+        validate_model_dir(model, allow_pickle=args.allow_pickle)
+    elif model.is_dir() and not any(model.glob("*.safetensors")):  # a base model folder with pickled weights only
+        from llmrec.filecheck import refuse_pickles
+
+        refuse_pickles(model, allow=args.allow_pickle)
     data, hist = _user_history(args)
     if (Path(args.model) / "llmrec_config.json").is_file():
-        plm = PersonalLM.load(args.model, dtype=dtype)
+        plm = PersonalLM.load(args.model, dtype=dtype, allow_pickle=args.allow_pickle)
     else:
         plm = PersonalLM.from_base(args.model, data.items, dtype=dtype, vocabulary=data.vocabulary)
     if args.kind == "answer":

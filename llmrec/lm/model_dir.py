@@ -93,6 +93,63 @@ def write_model_manifest(directory: str | Path, *, dtype: str, parts: list[str],
     })
 
 
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+TOKENIZER_FILE = "tokenizer.json"
+RESAVE = "save the model again (PersonalLM.save / `llmrec train ...`) or restore the directory from a good copy"
+
+
+def is_model_dir(directory: str | Path) -> bool:
+    """Whether ``directory`` is a PersonalLM directory (an output llmrec may replace as a whole)."""
+    return (Path(directory) / CONFIG_FILE).is_file()
+
+
+def validate_model_dir(directory: str | Path, *, allow_pickle: bool = False) -> None:
+    """Check every file of a saved PersonalLM directory before anything parses it: missing, empty, truncated or
+    wrong-shaped files and pickle-based weights are one :class:`ConfigError` naming the file and what to do.
+
+    ``allow_pickle``: accept ``*.bin`` / ``*.pt`` / ... weights (peft then reads ``adapter_model.bin`` with
+    ``torch.load(weights_only=True)``); never the default, since a shared model directory is untrusted input."""
+    from llmrec.filecheck import check_safetensors, read_json, refuse_pickles
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ConfigError(f"{directory}: model directory not found; pass a folder written by PersonalLM.save or "
+                          "`llmrec train genrec|soft-prompt`")
+    if not (directory / CONFIG_FILE).is_file():
+        raise ConfigError(f"{directory}: not a PersonalLM directory (no {CONFIG_FILE}); pass a folder written by "
+                          "PersonalLM.save or `llmrec train genrec|soft-prompt`")
+    pickles = refuse_pickles(directory, allow=allow_pickle)
+    read_json(directory / CONFIG_FILE, fix=RESAVE)
+    adapter = read_json(directory / ADAPTER_CONFIG, fix=RESAVE)
+    if not isinstance(adapter.get("peft_type"), str):
+        raise ConfigError(f"{directory / ADAPTER_CONFIG}: no 'peft_type': not a PEFT adapter config; {RESAVE}")
+    weights = directory / ADAPTER_WEIGHTS
+    if weights.exists() or directory / "adapter_model.bin" not in pickles:
+        check_safetensors(weights, fix=RESAVE)
+    read_json(directory / TOKENIZER_CONFIG, fix=RESAVE)
+    if (directory / TOKENIZER_FILE).exists():
+        read_json(directory / TOKENIZER_FILE, fix=RESAVE)
+    catalogue = read_json(directory / CATALOGUE_FILE, fix=RESAVE)
+    bad = next((k for k, v in catalogue.items() if not isinstance(v, str)), None)
+    if bad is not None:
+        raise ConfigError(f"{directory / CATALOGUE_FILE}: item {bad!r}: expected a title string, got "
+                          f"{type(catalogue[bad]).__name__}; {RESAVE}")
+    if (directory / MANIFEST_FILE).exists():
+        read_json(directory / MANIFEST_FILE, fix=RESAVE)
+    user = directory / USER_DIR
+    if user.is_dir():  # the soft-prompt user encoder (llmrec.lm.soft_prompt.save_user_model)
+        read_json(user / "user_encoder.json", fix=RESAVE)
+        read_json(user / "soft_prompt_config.json", fix=RESAVE)
+        check_safetensors(user / "user_modules.safetensors", fix=RESAVE)
+    states = directory / "user_state_encoder"
+    if states.is_dir():  # llmrec.lm.user_states
+        read_json(states / "config.json", fix=RESAVE)
+        check_safetensors(states / "model.safetensors", fix=RESAVE)
+        check_safetensors(directory / "user_state_projector.safetensors", fix=RESAVE)
+
+
 def read_model_manifest(directory: str | Path) -> dict[str, Any] | None:
     """The manifest with the dataset record resolved (``config`` = the DatasetConfig dict); None for directories
     saved before manifests existed."""
@@ -102,13 +159,21 @@ def read_model_manifest(directory: str | Path) -> dict[str, Any] | None:
         return None
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"cannot read the model manifest: {exc}", path=path) from exc
+    if not isinstance(manifest, dict):
+        raise DataError(f"expected a JSON object, got {type(manifest).__name__}; {RESAVE}", path=path)
     if manifest.get("format_version") != FORMAT_VERSION:
         raise DataError(f"unsupported format_version {manifest.get('format_version')!r}", path=path,
                         field="format_version")
     record = manifest.get("dataset")
+    if record is not None and not isinstance(record, dict):
+        raise DataError(f"expected an object or null, got {type(record).__name__}; {RESAVE}", path=path,
+                        field="dataset")
     if record is not None and isinstance(record.get("config"), str):
+        if record["config"] != DATA_CONFIG_FILE:  # a name, never a path: the file sits beside the manifest
+            raise DataError(f"expected {DATA_CONFIG_FILE!r}, got {record['config']!r}; {RESAVE}", path=path,
+                            field="dataset.config")
         config_path = directory / record["config"]
         try:
             record["config"] = json.loads(config_path.read_text(encoding="utf-8"))

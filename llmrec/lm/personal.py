@@ -419,11 +419,15 @@ class PersonalLM:
 
         return None if self.dataset is None else load_dataset_from_record(self.dataset)
 
-    def save(self, path: str | Path, *, data=None) -> Path:
+    def save(self, path: str | Path, *, data=None, overwrite: bool = False) -> Path:
         """Write the model directory (layout: :mod:`llmrec.lm.model_dir`); ``data`` = the training dataset
-        (same as :meth:`remember_dataset` first)."""
-        from llmrec.lm.model_dir import dtype_of, write_model_manifest
+        (same as :meth:`remember_dataset` first). A previous model directory at ``path`` is replaced atomically
+        (kept until the new one is complete); an existing file or a non-empty folder that is not a model
+        directory is refused unless ``overwrite``."""
+        from llmrec.io import guard_output
+        from llmrec.lm.model_dir import dtype_of, is_model_dir, write_model_manifest
 
+        guard_output(Path(path), overwrite=overwrite, ours=is_model_dir)
         if data is not None:
             self.remember_dataset(data)
         if self.dataset is None:
@@ -450,17 +454,18 @@ class PersonalLM:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, *, dtype: str | None = "auto", trust_remote_code: bool = False) -> PersonalLM:
+    def load(cls, path: str | Path, *, dtype: str | None = "auto", trust_remote_code: bool = False,
+             allow_pickle: bool = False) -> PersonalLM:
         """A saved PersonalLM. ``dtype``: ``auto`` (default) chooses again for this machine (a model trained in
-        bf16 on a CPU with AMX loads in fp32 on an AVX2-only one); ``None`` keeps the dtype it was saved with."""
-        from peft import PeftModel
-        from transformers import AutoTokenizer
+        bf16 on a CPU with AMX loads in fp32 on an AVX2-only one); ``None`` keeps the dtype it was saved with.
 
+        Every file is checked first (:func:`~llmrec.lm.model_dir.validate_model_dir`): a damaged directory is one
+        ConfigError naming the file; pickle-based weights are refused unless ``allow_pickle``."""
         from llmrec.items.semantic_ids import SemanticIds
+        from llmrec.lm.model_dir import validate_model_dir
 
         path = Path(path)
-        if not (path / "llmrec_config.json").is_file():
-            raise LlmrecError(f"{path}: not a PersonalLM directory (no llmrec_config.json)")
+        validate_model_dir(path, allow_pickle=allow_pickle)
         config = PersonalLMConfig.load(path / "llmrec_config.json")
         if "vocabulary" not in json.loads((path / "llmrec_config.json").read_text(encoding="utf-8")):
             # Saved before models recorded their nouns: those were trained on the prompt that always said
@@ -471,10 +476,10 @@ class PersonalLM:
         if dtype is not None:
             config.dtype = dtype
         config.dtype = resolve_dtype(config.dtype)  # auto: chosen again for this machine
-        tok = AutoTokenizer.from_pretrained(path)
+        tok = _load_saved_tokenizer(path)
         model, _ = load_causal_lm(config.base_model, dtype=config.dtype, trust_remote_code=trust_remote_code)
         model.resize_token_embeddings(len(tok), mean_resizing=False)
-        model = PeftModel.from_pretrained(model, path)
+        model = _load_saved_adapter(model, path, config.base_model)
         model.eval()
         sids = SemanticIds.load(path / "sids") if (path / "sids").is_dir() else None
         titles = json.loads((path / "catalogue.json").read_text(encoding="utf-8"))
@@ -497,6 +502,35 @@ class PersonalLM:
         manifest = read_model_manifest(path)  # None: saved before model.json (no dataset recorded)
         plm.dataset = manifest.get("dataset") if manifest else None
         return plm
+
+
+def _load_saved_tokenizer(path: Path):
+    """The tokenizer saved in a model directory (its files were checked by validate_model_dir); what the tokenizers
+    library still refuses (e.g. a JSON file of another shape) becomes a ConfigError naming the folder."""
+    from transformers import AutoTokenizer
+
+    from llmrec.lm.model_dir import RESAVE, TOKENIZER_FILE
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception for bad files
+        raise ConfigError(f"{path / TOKENIZER_FILE}: the saved tokenizer does not load ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); {RESAVE}") from exc
+
+
+def _load_saved_adapter(model, path: Path, base_model: str):
+    """``model`` with the directory's PEFT adapter; a config or weights that do not fit the base model are a
+    ConfigError naming the files instead of a size-mismatch traceback."""
+    from peft import PeftModel
+
+    from llmrec.lm.model_dir import ADAPTER_CONFIG, ADAPTER_WEIGHTS, RESAVE
+
+    try:
+        return PeftModel.from_pretrained(model, path)
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise ConfigError(f"{path / ADAPTER_CONFIG}, {path / ADAPTER_WEIGHTS}: the adapter does not load onto the "
+                          f"base model {base_model!r} ({type(exc).__name__}: {first}); {RESAVE}") from exc
 
 
 def init_sid_embeddings(

@@ -199,6 +199,10 @@ def load_user_model(llm, tokenizer, path: str | Path) -> tuple[SoftPromptModel, 
     if not spec_file.is_file():
         raise LlmrecError(f"{path}: no {ENCODER_FILE} (not a saved soft-prompt user model)")
     spec = json.loads(spec_file.read_text(encoding="utf-8"))
+    missing = [k for k in ("kind", "config", "item_ids") if not isinstance(spec, dict) or k not in spec]
+    if missing or not isinstance(spec["item_ids"], list):
+        raise ConfigError(f"{spec_file}: expected an object with kind, config and an item_ids list (missing "
+                          f"{missing or ['item_ids list']}); save the model again")
     item_ids = [str(i) for i in spec["item_ids"]]
     if spec["kind"] == "sequence":
         enc_cfg = SequenceEncoderConfig.from_dict(spec["config"])

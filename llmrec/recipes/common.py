@@ -21,7 +21,9 @@ class RecipeBase(RecipeConfig):
     """Top-level options of every recipe (``--data``, ``--out``, ``--dtype``, ``--threads``, ``--users``)."""
 
     data: str = opt("ml-100k", "dataset: a built-in name, a dataset config file (.yaml/.json) or a MovieLens folder")
-    out: str = opt("runs/recipe", "output directory (written atomically; replaced if it exists)")
+    out: str = opt("runs/recipe", "output directory (written atomically; a previous llmrec output there is replaced, "
+                   "anything else refused unless --overwrite)")
+    overwrite: bool = opt(False, "replace --out even when it is a file or a non-empty folder llmrec did not write")
     dtype: str = opt("auto", "LLM weights dtype; auto = bf16 only where the hardware runs it natively", choices=DTYPES)
     threads: int = opt(0, "torch threads (0 = torch's default; 1 is fastest on a shared 2-core CPU)")
     users: int = opt(0, "keep only the first N users of the dataset (0 = all): quick runs and smoke tests")
@@ -43,9 +45,28 @@ def load_data(config: RecipeBase):
     from llmrec.data import leave_one_out, load_dataset
     from llmrec.hardware import set_threads
 
+    guard_out(config)  # before any slow step: a refused --out costs nothing
     set_threads(config.threads)
     data = subset_users(load_dataset(config.data), config.users)
     return data, leave_one_out(data.histories())
+
+
+def is_llmrec_output(path: Path) -> bool:
+    """Whether ``path`` holds an output llmrec wrote (a recipe's, a model directory, a SASRec folder or a
+    semantic-ID table), which a recipe may replace as a whole."""
+    from llmrec.items.semantic_ids import is_sid_table
+    from llmrec.lm.model_dir import is_model_dir
+    from llmrec.runinfo import RUN_FILE
+
+    sasrec = all((path / name).is_file() for name in ("config.json", "model.safetensors", "items.json"))
+    return (path / RUN_FILE).is_file() or is_model_dir(path) or sasrec or is_sid_table(path)
+
+
+def guard_out(config: RecipeBase) -> None:
+    """Refuse ``config.out`` when it is a file or a non-empty folder llmrec did not write (unless ``overwrite``)."""
+    from llmrec.io import guard_output
+
+    guard_output(Path(config.out), overwrite=config.overwrite, ours=is_llmrec_output)
 
 
 def write_records(out: str | Path, config: RecipeConfig, recipe: str, **extra: Any) -> None:

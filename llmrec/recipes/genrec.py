@@ -4,7 +4,7 @@ leave-one-out split (validation NDCG@10 from constrained beam search picks the c
 Semantic IDs come from ``--sids DIR`` (a table from ``llmrec items build``, reused as is) or are built here from
 item text and/or a SASRec's item table (collaborative IDs). The output directory is a PersonalLM folder
 (``llmrec recommend --model DIR``) plus results.json, config.yaml and run.json. Checkpoints go to
-``<out>.checkpoints`` (saving replaces ``out`` as a whole); a killed run resumes from the last one.
+``<out>.checkpoints`` (saving replaces ``out`` as a whole); a killed run resumes from the last complete one.
 """
 
 from __future__ import annotations
@@ -182,7 +182,9 @@ def run(config: GenrecRecipeConfig) -> Path:
     report = train_genrec(plm, split.train, split.valid, train_cfg)
     if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return Path(config.out)
-    out = plm.save(config.out, data=data)  # `llmrec recommend|answer --model DIR` then needs no --data
+    # --out was checked before training (recipes.common.guard_out); saved with its data, the model needs no
+    # --data in `llmrec recommend|answer --model DIR`
+    out = plm.save(config.out, data=data, overwrite=True)
     results = {"config": config.to_dict(), "semantic_ids": sid_report, "train": report, "dtype": dtype}
     if not config.test.skip:
         test = split.test[: config.test.users] if config.test.users else split.test

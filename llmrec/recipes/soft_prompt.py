@@ -247,7 +247,9 @@ def run(config: SoftPromptRecipeConfig) -> Path:
     plm, report = train_soft_prompt(data, encoder, split.train, train_q, config.soft, train_cfg,
                                     base_model=config.model.base_model, adapter=config.model.adapter, dtype=dtype,
                                     worked=q.worked)
-    out = plm.save(config.out, data=data)  # `llmrec recommend|answer --model DIR` then needs no --data
+    # --out was checked before training (recipes.common.guard_out); saved with its data, the model needs no
+    # --data in `llmrec recommend|answer --model DIR`
+    out = plm.save(config.out, data=data, overwrite=True)
     results: dict[str, Any] = {"config": config.to_dict(), "encoder_pretraining": encoder_report,
                                "train_questions": len(train_q), "train": report, "dtype": dtype}
     if q.test_per_task:

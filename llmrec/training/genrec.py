@@ -2,7 +2,7 @@
 
 Validation = next-item NDCG@10 from constrained beam search on a fixed sample of validation users (model
 selection and early stopping); test is only touched by :func:`evaluate_genrec`. Resumes from the last
-checkpoint in ``output_dir``; runs unchanged under ``accelerate launch`` (DDP, gloo on CPU).
+complete checkpoint in ``output_dir``; runs unchanged under ``accelerate launch`` (DDP, gloo on CPU).
 """
 
 from __future__ import annotations
@@ -13,13 +13,11 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from llmrec.config import Config
 from llmrec.data.splits import SplitExample
@@ -29,6 +27,7 @@ from llmrec.lm.user_states import UserStateLM
 from llmrec.progress import progress
 from llmrec.tasks.genrec import build_genrec_rows
 from llmrec.training.callbacks import trainer_progress
+from llmrec.training.checkpoints import last_complete_checkpoint
 from llmrec.training.collate import CausalCollator
 
 logger = logging.getLogger(__name__)
@@ -137,17 +136,23 @@ class GenRecTrainer(Trainer):
         self.eval_examples = list(eval_examples)
         self.train_config = train_config or GenRecTrainConfig()
 
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        # Adapter + trainable SID rows only; the default would also write the whole resized embedding.
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Adapter + trainable SID rows only (the default would also write the whole resized embedding); the
+        public hook ``Trainer._save_checkpoint`` calls, written by the main process only (DDP)."""
         import os
 
         from transformers.trainer import TRAINING_ARGS_NAME
 
+        if not self.args.should_save:
+            return
         output_dir = output_dir or self.args.output_dir
         os.makedirs(output_dir, exist_ok=True)
         self.model.save_pretrained(output_dir, save_embedding_layers=False)
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
+    # transformers 5 has no public hook for loading a checkpoint's weights: train(resume_from_checkpoint=...) and
+    # load_best_model_at_end call these two private methods, so a UserStateLM (not a PEFT model to the Trainer)
+    # still needs them; tests/test_genrec.py resumes such a model, which catches a rename in an upgrade.
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None) -> None:
         model = model or self.model
         if isinstance(model, UserStateLM):  # not a PEFT model to Trainer: adapter + projector by hand
@@ -238,7 +243,7 @@ def train_genrec(
         eval_examples=eval_examples,
         train_config=config,
     )
-    last = get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
+    last = last_complete_checkpoint(config.output_dir)  # a half-written newer one is skipped
     if last:
         logger.info("resuming from %s", last)
     t0 = time.perf_counter()

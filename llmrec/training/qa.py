@@ -14,13 +14,13 @@ from typing import Any
 import datasets
 import torch
 from transformers import Trainer, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from llmrec.config import Config
 from llmrec.errors import ConfigError
 from llmrec.progress import progress
 from llmrec.prompting import chat_ids
 from llmrec.training.callbacks import trainer_progress
+from llmrec.training.checkpoints import last_complete_checkpoint
 from llmrec.training.genrec import TimeBudgetCallback
 
 logger = logging.getLogger(__name__)
@@ -111,16 +111,21 @@ class TrainableOnlyTrainer(Trainer):
     """Checkpoints hold only trainable tensors (encoder, projector, LoRA) so they are small and tied LLM weights
     never trip safetensors; resuming loads them back into the same architecture."""
 
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """The public hook ``Trainer._save_checkpoint`` calls; written by the main process only (DDP)."""
         from safetensors.torch import save_file
         from transformers.trainer import TRAINING_ARGS_NAME
 
+        if not self.args.should_save:
+            return
         output_dir = output_dir or self.args.output_dir
         os.makedirs(output_dir, exist_ok=True)
         tensors = {n: p.detach().contiguous().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
         save_file(tensors, os.path.join(output_dir, TRAINABLE_FILE))
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
+    # No public hook loads a checkpoint's weights in transformers 5 (train(resume_from_checkpoint=...) calls this
+    # private method); tests/test_qa_training.py resumes through it, which catches a rename in an upgrade.
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None) -> None:
         load_trainable(model or self.model, resume_from_checkpoint)
 
@@ -172,7 +177,7 @@ def train_qa(model, rows: datasets.Dataset, pad_token_id: int, config: QATrainCo
     trainer = TrainableOnlyTrainer(model=model, args=args, train_dataset=rows.remove_columns(["prompt_len"]),
                                    data_collator=QACollator(pad_token_id), callbacks=callbacks,
                                    optimizers=(_optimizer(model, config), None))
-    last = get_last_checkpoint(config.output_dir) if os.path.isdir(config.output_dir) else None
+    last = last_complete_checkpoint(config.output_dir)  # a half-written newer one is skipped
     t0 = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=last)
     losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]

@@ -301,10 +301,14 @@ class SequenceEncoder(nn.Module):
         path = Path(path)
         if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
             raise DataError(f"not a sequence encoder directory (needs {CONFIG_FILE} and {WEIGHTS_FILE})", path=path)
+        from llmrec.filecheck import check_safetensors, read_json
+
+        fix = "train it again (`llmrec train sasrec`) or restore the folder from a good copy"
         config = SequenceEncoderConfig.load(path / CONFIG_FILE)
+        check_safetensors(path / WEIGHTS_FILE, fix=fix)  # a cut-off copy: one line, not a safetensors traceback
         item_ids = None
         if (path / ITEMS_FILE).is_file():
-            item_ids = json.loads((path / ITEMS_FILE).read_text(encoding="utf-8"))
+            item_ids = [str(i) for i in read_json(path / ITEMS_FILE, fix=fix, kind=list)]
         model = cls(config, item_ids)
         state = load_file(str(path / WEIGHTS_FILE), device=str(device))
         missing, unexpected = model.load_state_dict(state, strict=False)
