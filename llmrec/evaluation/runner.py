@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from llmrec.config import Config
+from llmrec.distributed import broadcast, gather, is_main, shard
+from llmrec.distributed import init as init_distributed
 from llmrec.errors import ConfigError, DataError, LlmrecError
 from llmrec.evaluation.builders import (
     DATASET_FREE_BUILDERS,
@@ -133,14 +135,17 @@ def versions() -> dict[str, str]:
 
 
 class PredictionCache:
-    """Append-only JSONL of ``{"id", "output"}``; a torn last line (a crash mid-write) is ignored on load."""
+    """Append-only JSONL of ``{"id", "output"}``; a torn last line (a crash mid-write) is ignored on load.
+    ``write=False`` (every rank but the main one under a launcher): read it, keep additions in memory only."""
 
-    def __init__(self, path: Path, header: dict[str, Any]) -> None:
+    def __init__(self, path: Path, header: dict[str, Any], write: bool = True) -> None:
         self.path = path
+        self.write = write
         self.done: dict[str, Any] = {}
         self.logprobs: dict[str, list[float]] = {}
         self._torn_tail = False
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if write:
+            path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             text = path.read_text(encoding="utf-8")
             self._torn_tail = bool(text) and not text.endswith("\n")  # end the torn line before appending
@@ -154,10 +159,12 @@ class PredictionCache:
                     self.done[rec["id"]] = rec["output"]
                     if "logprobs" in rec:
                         self.logprobs[rec["id"]] = rec["logprobs"]
-        else:
+        elif write:
             self._append([{"header": header}])
 
     def _append(self, records: list[dict[str, Any]]) -> None:
+        if not self.write:
+            return
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
         if self._torn_tail:
             data, self._torn_tail = b"\n" + data, False
@@ -232,8 +239,8 @@ def run_variant(spec: TaskSpec, variant: Variant, model: Any, examples: list[Exa
         key["dtype"] = model.dtype
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
     slug = re.sub(r"[^\w.+=-]", "_", variant.name.replace("/", "_").replace(":", "_").replace("@", "_"))
-    cache = PredictionCache(out / "cache" / spec.task / f"{slug}-{digest}.jsonl", key)
-    todo = [i for i, ex in enumerate(examples) if ex.id not in cache.done]
+    cache = PredictionCache(out / "cache" / spec.task / f"{slug}-{digest}.jsonl", key, write=is_main())
+    todo = broadcast([i for i, ex in enumerate(examples) if ex.id not in cache.done])  # the main rank's cache
     t1 = time.perf_counter()
     if hasattr(model, "set_chat"):
         model.set_chat(spec.generation.chat_template)
@@ -246,17 +253,27 @@ def run_variant(spec: TaskSpec, variant: Variant, model: Any, examples: list[Exa
         options = _options(spec) if variant.method == "score_options" else []
         if variant.method == "recommend" and not hasattr(model, "recommend"):
             raise ConfigError(f"{spec.task} ranks items: model {model.name} has no recommend(histories, k)")
-        batches = [todo[i : i + bs] for i in range(0, len(todo), bs)]
-        for batch in progress(batches, desc=f"{spec.task} {variant.name}", unit="batch", enable=cfg.progress):
-            if variant.method == "generate":
+        # Under a launcher each rank predicts its block of the examples; each round gathers one batch per rank.
+        mine = shard(todo)
+        batches = [mine[i : i + bs] for i in range(0, len(mine), bs)]
+        rounds = max(gather([len(batches)]))
+        for step in progress(range(rounds), desc=f"{spec.task} {variant.name}", unit="batch",
+                             enable=cfg.progress and is_main()):
+            batch, logp = (batches[step] if step < len(batches) else []), None
+            if not batch:
+                outs = []
+            elif variant.method == "generate":
                 outs = model.generate([prompts[i] for i in batch], spec.generation.max_new_tokens)
             elif variant.method == "score_options":
                 logp = np.asarray(model.score_options([prompts[i] for i in batch], options), dtype=np.float64)
-                cache.add([examples[i].id for i in batch], _option_outputs(spec, logp, options), logp)
-                continue
+                outs = _option_outputs(spec, logp, options)
             else:
                 outs = [" ".join(r) for r in model.recommend([examples[i].history for i in batch], spec.output.k)]
-            cache.add([examples[i].id for i in batch], list(outs))
+            done = gather(list(zip([examples[i].id for i in batch], outs,
+                                   logp if logp is not None else [None] * len(batch), strict=True)))
+            if done:
+                ids, outputs, rows = zip(*done, strict=True)
+                cache.add(list(ids), list(outputs), np.array(rows) if variant.method == "score_options" else None)
     timings["predict_s"] = time.perf_counter() - t1
     timings["predicted_now"] = len(todo)
     logprobs = None
@@ -300,6 +317,7 @@ def run(cfg: RunConfig, model: Any | None = None) -> dict[str, Any]:
     from llmrec.evaluation.models import Baseline, load_model
 
     out = Path(cfg.out)
+    init_distributed()  # under a launcher: join the process group (one device per process) before loading models
     registry = load_registry(list(cfg.include_paths))
     specs = registry.expand(list(cfg.tasks))
     t_load = time.perf_counter()
@@ -365,10 +383,12 @@ def run(cfg: RunConfig, model: Any | None = None) -> dict[str, Any]:
             for name, method, outputs, timings in todo:
                 task_res["variants"][name] = _score_variant(spec, examples, golds, name, method, variant,
                                                             outputs, timings, cfg, out)
-        if has_golds:
+        if has_golds and is_main():
             write_json_atomic(out / spec.task / "golds.json", _prediction_file(spec, examples, golds))
         results["tasks"][spec.task] = task_res
     results["groups"] = _group_results(registry, cfg.tasks, results["tasks"])
+    if not is_main():  # under a launcher every rank has the same results; one writes them
+        return results
     write_json_atomic(out / "results.json", results)
     if cfg.report:
         from llmrec.evaluation.report import write_report
@@ -412,8 +432,8 @@ def _score_variant(spec: TaskSpec, examples: list[Example], golds: list[Any], na
                    variant: Variant, outputs: list[Any], timings: dict[str, float], cfg: RunConfig,
                    out: Path) -> dict[str, Any]:
     safe = re.sub(r"[^\w.:@+=-]", "_", name.replace("/", "_"))  # model paths in names stay one file name
-    write_json_atomic(out / spec.task / f"{safe}.predictions.json",
-                      _prediction_file(spec, examples, outputs))
+    if is_main():
+        write_json_atomic(out / spec.task / f"{safe}.predictions.json", _prediction_file(spec, examples, outputs))
     row: dict[str, Any] = {"retriever": variant.retriever, "k": variant.k, "method": method,
                            "timings": {k: round(v, 3) for k, v in timings.items()}}
     if all(g is not None for g in golds):
