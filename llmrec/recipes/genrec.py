@@ -15,6 +15,7 @@ import logging
 import time
 from pathlib import Path
 
+from llmrec.recipes.batch import plan_batch
 from llmrec.recipes.common import RecipeBase, load_data, write_records
 from llmrec.recipes.config import RecipeConfig, opt, section
 
@@ -58,8 +59,10 @@ class GenrecTrainConfig(RecipeConfig):
     lr: float = opt(2e-3, "peak learning rate (cosine schedule)")
     epochs: float = opt(2.0, "training epochs")
     max_steps: int = opt(-1, "stop after this many optimizer steps (-1 = use epochs)")
-    batch_size: int = opt(8, "sequences per device batch")
-    gradient_accumulation_steps: int = opt(1, "batches per optimizer step")
+    batch_size: int = opt(8, "sequences per optimizer step over all processes (the global batch: the same "
+                             "whatever the world size; per-device batch and accumulation are derived)")
+    gradient_accumulation_steps: int = opt(1, "accumulation steps on one process (its device batch = batch_size / "
+                                              "this); more processes accumulate less (llmrec.recipes.batch)")
     max_windows: int = opt(3, "history windows per user, newest first (0 = all)")
     context_items: int = opt(0, "overlap windows by N context-only items")
     title_alignment: bool = opt(False, "add item <-> title alignment rows")
@@ -136,9 +139,10 @@ def train_config(config: GenrecRecipeConfig):
     from llmrec.training.genrec import GenRecTrainConfig
 
     t = config.train
+    batch = plan_batch(t.batch_size, t.gradient_accumulation_steps)  # the global batch, whatever the world size
     return GenRecTrainConfig(
         output_dir=t.checkpoints or f"{Path(config.out)}.checkpoints", epochs=t.epochs, max_steps=t.max_steps,
-        learning_rate=t.lr, batch_size=t.batch_size, grad_accum=t.gradient_accumulation_steps,
+        learning_rate=t.lr, batch_size=batch.per_device, grad_accum=batch.accumulation,
         max_windows=t.max_windows or None, context_items=t.context_items, title_alignment=t.title_alignment,
         eval_users=t.eval_users, eval_steps=t.eval_steps, eval_beams=t.eval_beams, save_steps=t.save_steps,
         logging_steps=t.logging_steps, report_to=t.report_to, time_budget_minutes=t.time_budget, seed=t.seed,
@@ -149,6 +153,7 @@ def run(config: GenrecRecipeConfig) -> Path:
     """Build or load the SIDs, fine-tune, save the PersonalLM to ``config.out``, score test -> that directory."""
     import torch
 
+    from llmrec.distributed import is_main, world_size
     from llmrec.hardware import resolve_dtype
     from llmrec.io import write_json_atomic
     from llmrec.items import build_semantic_ids
@@ -180,15 +185,17 @@ def run(config: GenrecRecipeConfig) -> Path:
     if m.user_states:
         plm.attach_user_states(sasrec)
     report = train_genrec(plm, split.train, split.valid, train_cfg)
-    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
-        return Path(config.out)
-    out = plm.save(config.out, data=data)  # `llmrec recommend|answer --model DIR` then needs no --data
-    results = {"config": config.to_dict(), "semantic_ids": sid_report, "train": report, "dtype": dtype}
-    if not config.test.skip:
+    results = {"config": config.to_dict(), "semantic_ids": sid_report, "train": report, "dtype": dtype,
+               "batch": {"global": config.train.batch_size, "world_size": world_size(),
+                         "per_device": train_cfg.batch_size, "accumulation": train_cfg.grad_accum}}
+    if not config.test.skip:  # every process decodes its block of the test users (llmrec.distributed)
         test = split.test[: config.test.users] if config.test.users else split.test
-        summary, _, per_user = evaluate_genrec(plm, test, beams=config.test.beams, show_progress=True)
+        summary, _, per_user = evaluate_genrec(plm, test, beams=config.test.beams, show_progress=is_main())
         results.update(test=summary, test_users=len(test), decode_seconds_per_user=per_user)
         logger.info("genrec test: %s", json.dumps(summary))
+    if not is_main():  # only rank 0 writes
+        return Path(config.out)
+    out = plm.save(config.out, data=data)  # `llmrec recommend|answer --model DIR` then needs no --data
     results["total_seconds"] = time.perf_counter() - t0
     write_json_atomic(out / "results.json", results)
     write_records(out, config, "genrec", dtype_resolved=dtype)
