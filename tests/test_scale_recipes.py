@@ -3,10 +3,16 @@ accelerate configs parse; the memory estimates add up."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from llmrec.errors import ConfigError
-from llmrec.recipes.batch import plan_batch
+from llmrec.recipes.multigpu import accelerate_config, plan_batch
 
 
 def test_global_batch_is_fixed_whatever_the_world_size():
@@ -33,3 +39,79 @@ def test_plan_reads_the_launchers_world_size(monkeypatch):
     assert plan_batch(32, 1).world_size == 4 and plan_batch(32, 1).per_device == 8
     with pytest.raises(ConfigError, match="not divisible by the 4 processes"):
         plan_batch(6, 1)
+
+
+@pytest.mark.parametrize("name, kind", [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("zero2", "DEEPSPEED"),
+                                        ("zero3", "DEEPSPEED")])
+def test_shipped_accelerate_configs_parse(name, kind):
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    path = accelerate_config(name)
+    cfg = load_config_from_file(str(path))  # accelerate's loader: strict about unknown keys
+    assert cfg.distributed_type.value == kind and cfg.mixed_precision == "bf16" and cfg.num_machines == 1
+    if name == "fsdp":
+        assert cfg.fsdp_config["fsdp_version"] == 2 and cfg.fsdp_config["fsdp_reshard_after_forward"] is True
+    if name.startswith("zero"):
+        assert cfg.deepspeed_config["zero_stage"] == int(name[-1])
+        assert "gradient_accumulation_steps" not in cfg.deepspeed_config  # the recipe's derived value ("auto") wins
+    # what `accelerate launch --config_file` makes of it
+    args, _, _ = _validate_launch_command(launch_command_parser().parse_args(["--config_file", str(path), "x.py"]))
+    assert (args.multi_gpu, args.use_fsdp, args.use_deepspeed) == (kind == "MULTI_GPU", kind == "FSDP",
+                                                                    kind == "DEEPSPEED")
+    assert args.mixed_precision == "bf16"
+
+
+def test_fsdp_config_builds_a_full_shard_plugin(monkeypatch):
+    """The FSDP file through the launcher's environment into accelerate's plugin (no GPU needed to build it)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    path = accelerate_config("fsdp")
+    args, _, _ = _validate_launch_command(launch_command_parser().parse_args(["--config_file", str(path), "x.py"]))
+    for key, value in prepare_multi_gpu_env(args).items():
+        if key.startswith(("FSDP_", "ACCELERATE_")):
+            monkeypatch.setenv(key, value)
+    plugin = FullyShardedDataParallelPlugin()
+    assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True
+    assert plugin.state_dict_type.name == "SHARDED_STATE_DICT"
+
+
+def test_unknown_accelerate_config_is_a_config_error():
+    with pytest.raises(ConfigError, match="ddp, fsdp, zero2, zero3"):
+        accelerate_config("zero1")
+
+
+@pytest.mark.slow
+def test_checkpoint_resumes_under_another_world_size_with_the_ddp_config(tiny_llama_dir, tmp_path):
+    """2 steps alone (global batch 4 = 1 x 4), checkpoint; resumed by 2 CPU processes launched with the shipped
+    DDP config (global batch 4 = 2 x 2, gloo) to step 4; validation inside the Trainer is sharded."""
+    worker = Path(__file__).with_name("ddp_resume_worker.py")
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+    alone = subprocess.run([sys.executable, str(worker), str(tiny_llama_dir), str(tmp_path), "2"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    first = json.loads((tmp_path / "2-rank0.json").read_text())
+    assert first == {**first, "world": 1, "per_device": 4, "steps": 2, "resumed_from": None}
+    # --mixed_precision no: the file's bf16 autocast is for GPUs (slow on CPUs without native bf16)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config("ddp")),
+           "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(_free_port()),
+           str(worker), str(tiny_llama_dir), str(tmp_path), "4"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"4-rank{r}.json").read_text()) for r in (0, 1)]
+    for r in ranks:
+        assert r["world"] == 2 and r["per_device"] == 2 and r["steps"] == 4
+        assert r["resumed_from"].endswith("checkpoint-2")
+    assert ranks[0]["valid"] == ranks[1]["valid"]  # the gathered validation metric is the same on every rank
+    assert (tmp_path / "run" / "checkpoint-4" / "trainer_state.json").is_file()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -15,9 +15,9 @@ import logging
 import time
 from pathlib import Path
 
-from llmrec.recipes.batch import plan_batch
 from llmrec.recipes.common import RecipeBase, load_data, write_records
 from llmrec.recipes.config import RecipeConfig, opt, section
+from llmrec.recipes.multigpu import plan_batch
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class GenrecTrainConfig(RecipeConfig):
     batch_size: int = opt(8, "sequences per optimizer step over all processes (the global batch: the same "
                              "whatever the world size; per-device batch and accumulation are derived)")
     gradient_accumulation_steps: int = opt(1, "accumulation steps on one process (its device batch = batch_size / "
-                                              "this); more processes accumulate less (llmrec.recipes.batch)")
+                                              "this); more processes accumulate less (llmrec.recipes.multigpu)")
     max_windows: int = opt(3, "history windows per user, newest first (0 = all)")
     context_items: int = opt(0, "overlap windows by N context-only items")
     title_alignment: bool = opt(False, "add item <-> title alignment rows")

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llmrec.recipes.batch import plan_batch
 from llmrec.recipes.common import RecipeBase, load_data, write_records
 from llmrec.recipes.config import RecipeConfig, opt, section
+from llmrec.recipes.multigpu import plan_batch
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class SoftTrainConfig(RecipeConfig):
     batch_size: int = opt(8, "questions per optimizer step over all processes (the global batch: the same "
                              "whatever the world size; per-device batch and accumulation are derived)")
     gradient_accumulation_steps: int = opt(1, "accumulation steps on one process (its device batch = batch_size / "
-                                              "this); more processes accumulate less (llmrec.recipes.batch)")
+                                              "this); more processes accumulate less (llmrec.recipes.multigpu)")
     logging_steps: int = opt(10, "log the loss every N steps")
     save_steps: int = opt(0, "checkpoint every N steps (0 = every half epoch, at least 50 apart)")
     report_to: tuple[str, ...] = opt((), "trackers for transformers.Trainer (e.g. tensorboard,wandb; empty = none)")

@@ -1,4 +1,7 @@
-"""The global batch of a recipe stays fixed whatever the number of processes: the per-device batch and the
+"""Multi-process training: shipped ``accelerate`` configs (DDP, FSDP, DeepSpeed ZeRO-2/3; see
+``llmrec/recipes/accelerate/README.md``) and the batch arithmetic.
+
+The global batch of a recipe stays fixed whatever the number of processes: the per-device batch and the
 gradient accumulation steps are derived from the world size (``WORLD_SIZE`` under ``accelerate launch`` /
 ``torchrun``), so a config gives the same optimisation on 1 CPU, 2 GPUs or 8.
 
@@ -12,10 +15,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from importlib import resources
+from pathlib import Path
 
 from llmrec.errors import ConfigError
 
 logger = logging.getLogger(__name__)
+ACCELERATE_CONFIGS = ("ddp", "fsdp", "zero2", "zero3")
+
+
+def accelerate_config(name: str) -> Path:
+    """The shipped ``accelerate launch --config_file`` file ``name`` (one of :data:`ACCELERATE_CONFIGS`)."""
+    if name not in ACCELERATE_CONFIGS:
+        raise ConfigError(f"unknown accelerate config {name!r}; shipped: {', '.join(ACCELERATE_CONFIGS)}")
+    return Path(str(resources.files("llmrec.recipes").joinpath("accelerate", f"{name}.yaml")))
 
 
 @dataclasses.dataclass(frozen=True)
