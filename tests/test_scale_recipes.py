@@ -115,3 +115,47 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_memory_estimate_terms_by_hand():
+    from llmrec.recipes.memory import GIB, estimate_memory
+
+    # 2 layers, h 4, i 8, kv 4, vocab 5; 3 sequences of 2 tokens; bf16
+    est = estimate_memory(1000, 10, "bf16", seq_len=2, batch=3, layers=2, hidden=4, intermediate=8, kv_dim=4, vocab=5)
+    assert est.weights == 1000 * 2 and est.trainable == 10 * 16
+    assert est.activations == 6 * 2 * (6 * 4 + 2 * 4 + 4 * 8) * 2  # tokens x layers x elements x bytes
+    assert est.logits == 6 * 5 * 10 and est.overhead == 0.75 * GIB
+    assert est.total == est.weights + est.trainable + est.activations + est.logits + est.overhead
+    ckpt = estimate_memory(1000, 10, "bf16", seq_len=2, batch=3, layers=2, hidden=4, intermediate=8, kv_dim=4,
+                           activation_checkpointing=True)
+    assert ckpt.activations == 6 * (2 * 4 * 2 + (6 * 4 + 2 * 4 + 4 * 8) * 2)  # layer inputs + one layer's set
+    fsdp = estimate_memory(1000, 10, seq_len=2, batch=3, layers=2, hidden=4, strategy="fsdp", world_size=4)
+    assert fsdp.weights == 2000 / 4 + 2000 / 2 and fsdp.trainable == 160 / 4
+    assert estimate_memory(1000, 10, layers=2, hidden=4, strategy="zero2", world_size=4).trainable == 10 * (4 + 3)
+    q = estimate_memory(1000, 10, layers=2, hidden=4, quantized_bits=4.0, embedding_params=200)
+    assert q.weights == 800 * 0.5 + 200 * 2
+    with pytest.raises(ConfigError):
+        estimate_memory(1000, 10, "int3")
+    with pytest.raises(ConfigError):
+        estimate_memory(1000, 10, strategy="zero1")
+
+
+def test_model_shapes_match_the_published_sizes_and_qlora_saves_weights():
+    from llmrec.recipes.memory import QWEN25_1_5B, QWEN25_7B, SMOLLM2_135M, estimate_for
+
+    for shape, published in ((SMOLLM2_135M, 134.5e6), (QWEN25_1_5B, 1.54e9), (QWEN25_7B, 7.62e9)):
+        assert abs(shape.params() - published) / published < 0.01, shape.name
+    assert SMOLLM2_135M.lora_params(16) == 30 * 16 * (2 * (576 + 576) + 2 * (576 + 192))
+    lora, qlora = estimate_for(QWEN25_7B, "lora"), estimate_for(QWEN25_7B, "qlora")
+    assert qlora.weights < lora.weights / 2.5 and qlora.trainable > lora.trainable  # all-linear adapters
+    ckpt = estimate_for(QWEN25_7B, "lora", activation_checkpointing=True)
+    assert ckpt.activations < lora.activations / 10 and ckpt.logits == lora.logits
+
+
+def test_readme_memory_table_is_generated_from_the_calculator():
+    from llmrec.recipes.memory import memory_table
+
+    readme = accelerate_config("ddp").with_name("README.md").read_text(encoding="utf-8")
+    assert memory_table() in readme
+    for name in ("ddp", "fsdp", "zero2", "zero3"):
+        assert f"python -m llmrec.recipes.multigpu {name})" in readme

@@ -75,6 +75,8 @@ class GenrecTrainConfig(RecipeConfig):
     time_budget: float = opt(0.0, "minutes of training before stopping cleanly (0 = no budget)")
     checkpoints: str | None = opt(None, "checkpoint folder (none = <out>.checkpoints); resumed from if present")
     seed: int = opt(0, "seed of the quantizer, the SASRec, SID init and training")
+    activation_checkpointing: bool = opt(False, "recompute activations in backward: less memory for larger models "
+                                                "(llmrec/recipes/accelerate/README.md)")
 
 
 @dataclasses.dataclass
@@ -146,6 +148,7 @@ def train_config(config: GenrecRecipeConfig):
         max_windows=t.max_windows or None, context_items=t.context_items, title_alignment=t.title_alignment,
         eval_users=t.eval_users, eval_steps=t.eval_steps, eval_beams=t.eval_beams, save_steps=t.save_steps,
         logging_steps=t.logging_steps, report_to=t.report_to, time_budget_minutes=t.time_budget, seed=t.seed,
+        gradient_checkpointing=t.activation_checkpointing,
     )
 
 

@@ -65,3 +65,9 @@ def plan_batch(global_batch: int, accumulation: int = 1, world_size: int | None 
     plan = BatchPlan(global_batch, world_size, per_device, share // per_device)
     logger.info("batch: %s", plan.describe())
     return plan
+
+
+if __name__ == "__main__":  # python -m llmrec.recipes.multigpu ddp -> the file for accelerate launch --config_file
+    import sys
+
+    print(accelerate_config(sys.argv[1] if len(sys.argv) > 1 else "ddp"))
