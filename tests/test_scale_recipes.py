@@ -84,29 +84,41 @@ def test_unknown_accelerate_config_is_a_config_error():
 
 
 @pytest.mark.slow
-def test_checkpoint_resumes_under_another_world_size_with_the_ddp_config(tiny_llama_dir, tmp_path):
-    """2 steps alone (global batch 4 = 1 x 4), checkpoint; resumed by 2 CPU processes launched with the shipped
-    DDP config (global batch 4 = 2 x 2, gloo) to step 4; validation inside the Trainer is sharded."""
-    worker = Path(__file__).with_name("ddp_resume_worker.py")
+def test_recipe_checkpoint_resumes_under_another_world_size_with_the_ddp_config(tiny_llama_dir, tmp_path):
+    """`llmrec train genrec` for 2 steps alone (global batch 4 = 1 x 4), then resumed to step 4 by 2 CPU processes
+    launched with the shipped DDP config (global batch 4 = 2 x 2, gloo): validation inside the Trainer and the test
+    score are sharded, rank 0 writes the model and results."""
+    from llmrec.cli import main
+
+    sids = _random_sid_table(tmp_path / "sids")
+    out = tmp_path / "genrec"
+    assert main(["train", "genrec", "--config", "tiny/genrec", "--model.base_model", str(tiny_llama_dir),
+                 "--sids", str(sids), "--model.sid_init", "random", "--out", str(out), "--test.skip"]) == 0
+    first = json.loads((out / "results.json").read_text())
+    assert first["batch"] == {"global": 4, "world_size": 1, "per_device": 4, "accumulation": 1}
+    assert first["train"]["steps"] == 2 and "test" not in first
     env = dict(os.environ, OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
-    alone = subprocess.run([sys.executable, str(worker), str(tiny_llama_dir), str(tmp_path), "2"], env=env,
-                           capture_output=True, text=True, timeout=300)
-    assert alone.returncode == 0, alone.stderr[-3000:]
-    first = json.loads((tmp_path / "2-rank0.json").read_text())
-    assert first == {**first, "world": 1, "per_device": 4, "steps": 2, "resumed_from": None}
     # --mixed_precision no: the file's bf16 autocast is for GPUs (slow on CPUs without native bf16)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config("ddp")),
            "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(_free_port()),
-           str(worker), str(tiny_llama_dir), str(tmp_path), "4"]
+           "-m", "llmrec.cli", "train", "genrec", "--config", str(out / "config.yaml"), "--train.max_steps", "4",
+           "--test.skip", "false"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"4-rank{r}.json").read_text()) for r in (0, 1)]
-    for r in ranks:
-        assert r["world"] == 2 and r["per_device"] == 2 and r["steps"] == 4
-        assert r["resumed_from"].endswith("checkpoint-2")
-    assert ranks[0]["valid"] == ranks[1]["valid"]  # the gathered validation metric is the same on every rank
-    assert (tmp_path / "run" / "checkpoint-4" / "trainer_state.json").is_file()
+    again = json.loads((out / "results.json").read_text())
+    assert again["batch"] == {"global": 4, "world_size": 2, "per_device": 2, "accumulation": 1}
+    assert again["train"]["resumed_from"].endswith("checkpoint-2") and again["train"]["steps"] == 4
+    assert again["test_users"] == 4 and "ndcg@10" in again["test"]
+    assert (tmp_path / "genrec.checkpoints" / "checkpoint-4" / "trainer_state.json").is_file()
+    assert not list(tmp_path.glob("genrec.tmp*")) and not list(out.glob("*.tmp"))
+
+
+def _random_sid_table(path: Path) -> Path:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_recipes import _random_sid_table as make
+
+    return make(path)
 
 
 def _free_port() -> int:
