@@ -22,6 +22,7 @@ def test_global_batch_is_fixed_whatever_the_world_size():
     assert (plan_batch(32, 4, 2).per_device, plan_batch(32, 4, 2).accumulation) == (8, 2)
     assert (plan_batch(32, 4, 8).per_device, plan_batch(32, 4, 8).accumulation) == (4, 1)
     assert (plan_batch(12, 4, 2).per_device, plan_batch(12, 4, 2).accumulation) == (3, 2)
+    assert plan_batch(12, 4, 2).record() == {"global": 12, "world_size": 2, "per_device": 3, "accumulation": 2}
     for global_batch in (4, 8, 12, 24, 32, 64, 96):
         for accum in (1, 2, 4, 8):
             for world in (1, 2, 3, 4, 8):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from llmrec.recipes.common import RecipeBase, load_data, write_records
 from llmrec.recipes.config import RecipeConfig, opt, section
-from llmrec.recipes.multigpu import plan_batch
+from llmrec.recipes.multigpu import BatchPlan, plan_batch
 
 logger = logging.getLogger(__name__)
 
@@ -189,8 +189,8 @@ def run(config: GenrecRecipeConfig) -> Path:
         plm.attach_user_states(sasrec)
     report = train_genrec(plm, split.train, split.valid, train_cfg)
     results = {"config": config.to_dict(), "semantic_ids": sid_report, "train": report, "dtype": dtype,
-               "batch": {"global": config.train.batch_size, "world_size": world_size(),
-                         "per_device": train_cfg.batch_size, "accumulation": train_cfg.grad_accum}}
+               "batch": BatchPlan(config.train.batch_size, world_size(), train_cfg.batch_size,
+                                  train_cfg.grad_accum).record()}
     if not config.test.skip:  # every process decodes its block of the test users (llmrec.distributed)
         test = split.test[: config.test.users] if config.test.users else split.test
         summary, _, per_user = evaluate_genrec(plm, test, beams=config.test.beams, show_progress=is_main())

@@ -38,6 +38,11 @@ class BatchPlan:
     per_device: int
     accumulation: int
 
+    def record(self) -> dict[str, int]:
+        """What results.json keeps under ``batch``."""
+        return {"global": self.global_batch, "world_size": self.world_size, "per_device": self.per_device,
+                "accumulation": self.accumulation}
+
     def describe(self) -> str:
         return (f"global batch {self.global_batch} = {self.world_size} process(es) x {self.per_device} per device "
                 f"x {self.accumulation} accumulation step(s)")

@@ -257,7 +257,7 @@ def run(config: SoftPromptRecipeConfig) -> Path:
     out = plm.save(config.out, data=data)  # `llmrec recommend|answer --model DIR` then needs no --data
     results: dict[str, Any] = {"config": config.to_dict(), "encoder_pretraining": encoder_report,
                                "train_questions": len(train_q), "train": report, "dtype": dtype,
-                               "batch": dataclasses.asdict(batch)}
+                               "batch": batch.record()}
     if q.test_per_task:
         test_q = questions("test", q.test_per_task)
         scored = evaluate_soft_prompt(plm, encoder, test_q, worked=q.worked, data=data)
