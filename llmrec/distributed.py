@@ -12,6 +12,7 @@ process by construction. Only the main rank writes files (:func:`is_main`).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -41,7 +42,7 @@ def is_main() -> bool:
 
 def _dist():
     """``torch.distributed`` when a process group is initialised, else None (without importing torch alone)."""
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 and "torch" not in __import__("sys").modules:
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 and "torch" not in sys.modules:
         return None
     import torch.distributed as dist
 
