@@ -7,6 +7,8 @@ on the validation targets (for choosing decoding settings) or the test targets (
 are chosen on validation only. With --sasrec, shallow fusion: every beam is ranked by its LLM log-probability + w x
 the SASRec log-probability mass of the items under its prefix, for each w in --prior-weights (keys "BEAMS@wW").
 Several --sasrec directories (seeds) fuse their renormalised mean log-probability (a product of experts).
+Under `torchrun --nproc_per_node N` / `accelerate launch` the users are split across the processes (same metrics);
+rank 0 prints and writes.
 
     .venv/bin/python scripts/eval_genrec.py --model DIR --sasrec adapters/trained/sasrec --prior-weights 0.5 1 2
 """
@@ -44,6 +46,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch  # heavy imports after parsing: --help stays instant
 
+    from llmrec import distributed
     from llmrec.data import leave_one_out, load_dataset
     from llmrec.io import write_json_atomic
     from llmrec.lm.personal import PersonalLM
@@ -52,6 +55,7 @@ def main() -> None:
     from llmrec.users.sequence import SequenceEncoder
 
     dtype = apply_hardware_args(args)
+    distributed.init()  # under a launcher: one device per process before the model loads
     data = load_dataset(args.dataset)
     split = leave_one_out(data.histories())
     examples = split.valid if args.split == "valid" else split.test
@@ -73,8 +77,9 @@ def main() -> None:
             key = str(beams) if weight is None else f"{beams}@w{weight:g}"
             rows[key] = {**summary, "decode_seconds_per_user": round(per_user, 4),
                          "wall_seconds": round(time.perf_counter() - t0, 1)}
-            print(f"beams {key}: " + json.dumps(rows[key]), flush=True)
-    if args.results:
+            if distributed.is_main():
+                print(f"beams {key}: " + json.dumps(rows[key]), flush=True)
+    if args.results and distributed.is_main():
         write_json_atomic(args.results, {"model": args.model, "split": args.split, "users": len(examples),
                                          "max_history": plm.config.max_history, "sasrec": args.sasrec or None,
                                          "dtype": dtype, "torch_threads": torch.get_num_threads(), "by_beams": rows})

@@ -151,7 +151,10 @@ def _run(args: argparse.Namespace) -> int:
     res = run(cfg)
     summary = {t: {v: {m: round(x["value"], 4) for m, x in row.get("metrics", {}).items()}
                    for v, row in r["variants"].items()} for t, r in res["tasks"].items()}
-    print(dumps_json({"out": args.out, "results": summary}))
+    from llmrec.distributed import is_main
+
+    if is_main():  # under torchrun every rank has the same results
+        print(dumps_json({"out": args.out, "results": summary}))
     return 0
 
 

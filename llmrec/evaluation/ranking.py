@@ -197,13 +197,19 @@ def full_catalogue_metrics(
             mask = None
         else:
             raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
-        ranks = full_ranks(scores, target_idx, mask)
-        result = metrics_from_ranks(ranks, ks)
-        result.per_example["rank"] = ranks.astype(np.float64)
-        result.summary["mean_rank"] = float(ranks.mean()) if ranks.size else math.nan
-        result.summary["median_rank"] = float(np.median(ranks)) if ranks.size else math.nan
-        out[protocol] = result
+        out[protocol] = full_rank_metrics(full_ranks(scores, target_idx, mask), ks)
     return out
+
+
+def full_rank_metrics(ranks: np.ndarray, ks: Sequence[int] = (5, 10)) -> RankingResult:
+    """:func:`metrics_from_ranks` of full (untruncated) 1-based ranks, plus ``mean_rank`` / ``median_rank`` and
+    the per-example ``rank``: what :func:`full_catalogue_metrics` reports, also for ranks gathered from shards."""
+    ranks = np.asarray(ranks)
+    result = metrics_from_ranks(ranks, ks)
+    result.per_example["rank"] = ranks.astype(np.float64)
+    result.summary["mean_rank"] = float(ranks.mean()) if ranks.size else math.nan
+    result.summary["median_rank"] = float(np.median(ranks)) if ranks.size else math.nan
+    return result
 
 
 def bootstrap_ci(

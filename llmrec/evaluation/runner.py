@@ -32,6 +32,8 @@ except ImportError:  # not POSIX: no lock, concurrent runs on one --out may repe
     fcntl = None  # type: ignore[assignment]
 
 from llmrec.config import Config
+from llmrec.distributed import broadcast, gather, is_main, shard, world_size
+from llmrec.distributed import init as init_distributed
 from llmrec.errors import ConfigError, DataError, LlmrecError
 from llmrec.evaluation.builders import (
     DATASET_FREE_BUILDERS,
@@ -167,15 +169,20 @@ class PredictionCache:
     around "re-read, compute what is still missing, append", so each batch is computed and written once. A line
     that cannot be read (a torn write from a crash, a bare number, a record without ``output``) is a miss: it is
     skipped with a warning naming the file and line, and that example is predicted again.
+    ``write=False`` (every rank but the main one under a launcher): read it, keep additions in memory only.
     """
 
-    def __init__(self, path: Path, header: dict[str, Any]) -> None:
+    def __init__(self, path: Path, header: dict[str, Any], write: bool = True) -> None:
         self.path = path
+        self.write = write
         self.done: dict[str, Any] = {}
         self.logprobs: dict[str, list[float]] = {}
         self._offset = 0  # bytes of the file already read (whole lines only)
         self._lineno = 0
         self._held = 0
+        if not write:  # a reader beside the main rank, which owns the file (and its lock)
+            self.refresh()
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         with self.locked():
             if self._offset == 0 and (not path.exists() or path.stat().st_size == 0):
@@ -184,7 +191,7 @@ class PredictionCache:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the cache's lock (re-entrant within this object) and see every line written so far."""
-        if self._held:
+        if self._held or not self.write:
             self._held += 1
             try:
                 yield
@@ -243,6 +250,8 @@ class PredictionCache:
             self.logprobs.pop(rec["id"], None)
 
     def _append(self, records: list[dict[str, Any]], fix_torn_tail: bool = False) -> None:
+        if not self.write:
+            return
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
         if fix_torn_tail:
             data = b"\n" + data  # end the torn line: it stays an unreadable line, skipped on every load
@@ -321,8 +330,8 @@ def run_variant(spec: TaskSpec, variant: Variant, model: Any, examples: list[Exa
         key["dtype"] = model.dtype
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
     slug = re.sub(r"[^\w.+=-]", "_", variant.name.replace("/", "_").replace(":", "_").replace("@", "_"))
-    cache = PredictionCache(out / "cache" / spec.task / f"{slug}-{digest}.jsonl", key)
-    todo = [i for i, ex in enumerate(examples) if ex.id not in cache.done]
+    cache = PredictionCache(out / "cache" / spec.task / f"{slug}-{digest}.jsonl", key, write=is_main())
+    todo = broadcast([i for i, ex in enumerate(examples) if ex.id not in cache.done])  # the main rank's cache
     t1 = time.perf_counter()
     if hasattr(model, "set_chat"):
         model.set_chat(spec.generation.chat_template)
@@ -334,7 +343,11 @@ def run_variant(spec: TaskSpec, variant: Variant, model: Any, examples: list[Exa
         options = _options(spec) if variant.method == "score_options" else []
         if variant.method == "recommend" and not hasattr(model, "recommend"):
             raise ConfigError(f"{spec.task} ranks items: model {model.name} has no recommend(histories, k)")
-        batches = [todo[i : i + bs] for i in range(0, len(todo), bs)]
+        if world_size() > 1:
+            predicted += _predict_sharded(cfg, spec, variant, model, examples, prompts, todo, bs, options, cache)
+            batches = []
+        else:
+            batches = [todo[i : i + bs] for i in range(0, len(todo), bs)]
     for batch in progress(batches, desc=f"{spec.task} {variant.name}", unit="batch",
                           enable=cfg.progress and variant.method != "predict"):
         # Another run on the same --out may have done this batch meanwhile: re-read under the lock, compute
@@ -364,6 +377,33 @@ def run_variant(spec: TaskSpec, variant: Variant, model: Any, examples: list[Exa
     if variant.method == "score_options" and all(ex.id in cache.logprobs for ex in examples):
         logprobs = np.array([cache.logprobs[ex.id] for ex in examples])
     return [cache.done[ex.id] for ex in examples], timings, logprobs
+
+
+def _predict_sharded(cfg: RunConfig, spec: TaskSpec, variant: Variant, model: Any, examples: list[Example],
+                     prompts: list[str], todo: list[int], bs: int, options: list[str], cache: PredictionCache) -> int:
+    """Under a launcher: each rank predicts its block of ``todo``; every round gathers one batch per rank, in
+    rank order, and the main rank appends it to the cache (so a killed run still resumes). Returns len(todo)."""
+    mine = shard(todo)
+    batches = [mine[i : i + bs] for i in range(0, len(mine), bs)]
+    rounds = max(gather([len(batches)]))
+    for step in progress(range(rounds), desc=f"{spec.task} {variant.name}", unit="batch",
+                         enable=cfg.progress and is_main()):
+        batch, logp = (batches[step] if step < len(batches) else []), None
+        if not batch:
+            outs: list[Any] = []
+        elif variant.method == "generate":
+            outs = list(model.generate([prompts[i] for i in batch], spec.generation.max_new_tokens))
+        elif variant.method == "score_options":
+            logp = np.asarray(model.score_options([prompts[i] for i in batch], options), dtype=np.float64)
+            outs = _option_outputs(spec, logp, options)
+        else:
+            outs = [" ".join(r) for r in model.recommend([examples[i].history for i in batch], spec.output.k)]
+        done = gather(list(zip([examples[i].id for i in batch], outs,
+                               logp if logp is not None else [None] * len(batch), strict=True)))
+        if done:
+            ids, outputs, rows = zip(*done, strict=True)
+            cache.add(list(ids), list(outputs), np.array(rows) if variant.method == "score_options" else None)
+    return len(todo)
 
 
 def batch_calibrated(spec: TaskSpec, logprobs: np.ndarray) -> list[str]:
@@ -406,6 +446,7 @@ def run(cfg: RunConfig, model: Any | None = None) -> dict[str, Any]:
     from llmrec.evaluation.models import load_model
 
     out = Path(cfg.out)
+    init_distributed()  # under a launcher: join the process group (one device per process) before loading models
     guard_output(out, overwrite=cfg.overwrite, ours=is_eval_output)
     # Decided now, from what the user pointed at: concurrent runs on the same new --out must all write in place.
     replace = cfg.overwrite and out.exists() and not is_eval_output(out) and not (
@@ -498,10 +539,12 @@ def _run(cfg: RunConfig, registry: Any, specs: list[TaskSpec], models: list[Any]
             for name, method, outputs, timings in todo:
                 task_res["variants"][name] = _score_variant(spec, examples, golds, name, method, variant,
                                                             outputs, timings, cfg, out)
-        if has_golds:
+        if has_golds and is_main():
             write_json_atomic(out / spec.task / "golds.json", _prediction_file(spec, examples, golds))
         results["tasks"][spec.task] = task_res
     results["groups"] = _group_results(registry, cfg.tasks, results["tasks"])
+    if not is_main():  # under a launcher every rank has the same results; one writes them
+        return results
     write_json_atomic(out / "results.json", results)
     if cfg.report:
         from llmrec.evaluation.report import write_report
@@ -545,8 +588,8 @@ def _score_variant(spec: TaskSpec, examples: list[Example], golds: list[Any], na
                    variant: Variant, outputs: list[Any], timings: dict[str, float], cfg: RunConfig,
                    out: Path) -> dict[str, Any]:
     safe = re.sub(r"[^\w.:@+=-]", "_", name.replace("/", "_"))  # model paths in names stay one file name
-    write_json_atomic(out / spec.task / f"{safe}.predictions.json",
-                      _prediction_file(spec, examples, outputs))
+    if is_main():
+        write_json_atomic(out / spec.task / f"{safe}.predictions.json", _prediction_file(spec, examples, outputs))
     row: dict[str, Any] = {"retriever": variant.retriever, "k": variant.k, "method": method,
                            "timings": {k: round(v, 3) for k, v in timings.items()}}
     if all(g is not None for g in golds):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from llmrec.recipes.common import RecipeBase, load_data, write_records
 from llmrec.recipes.config import RecipeConfig, opt, section
+from llmrec.recipes.multigpu import BatchPlan, plan_batch
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +59,10 @@ class GenrecTrainConfig(RecipeConfig):
     lr: float = opt(2e-3, "peak learning rate (cosine schedule)")
     epochs: float = opt(2.0, "training epochs")
     max_steps: int = opt(-1, "stop after this many optimizer steps (-1 = use epochs)")
-    batch_size: int = opt(8, "sequences per device batch")
-    gradient_accumulation_steps: int = opt(1, "batches per optimizer step")
+    batch_size: int = opt(8, "sequences per optimizer step over all processes (the global batch: the same "
+                             "whatever the world size; per-device batch and accumulation are derived)")
+    gradient_accumulation_steps: int = opt(1, "accumulation steps on one process (its device batch = batch_size / "
+                                              "this); more processes accumulate less (llmrec.recipes.multigpu)")
     max_windows: int = opt(3, "history windows per user, newest first (0 = all)")
     context_items: int = opt(0, "overlap windows by N context-only items")
     title_alignment: bool = opt(False, "add item <-> title alignment rows")
@@ -72,6 +75,8 @@ class GenrecTrainConfig(RecipeConfig):
     time_budget: float = opt(0.0, "minutes of training before stopping cleanly (0 = no budget)")
     checkpoints: str | None = opt(None, "checkpoint folder (none = <out>.checkpoints); resumed from if present")
     seed: int = opt(0, "seed of the quantizer, the SASRec, SID init and training")
+    activation_checkpointing: bool = opt(False, "recompute activations in backward: less memory for larger models "
+                                                "(llmrec/recipes/accelerate/README.md)")
 
 
 @dataclasses.dataclass
@@ -136,12 +141,14 @@ def train_config(config: GenrecRecipeConfig):
     from llmrec.training.genrec import GenRecTrainConfig
 
     t = config.train
+    batch = plan_batch(t.batch_size, t.gradient_accumulation_steps)  # the global batch, whatever the world size
     return GenRecTrainConfig(
         output_dir=t.checkpoints or f"{Path(config.out)}.checkpoints", epochs=t.epochs, max_steps=t.max_steps,
-        learning_rate=t.lr, batch_size=t.batch_size, grad_accum=t.gradient_accumulation_steps,
+        learning_rate=t.lr, batch_size=batch.per_device, grad_accum=batch.accumulation,
         max_windows=t.max_windows or None, context_items=t.context_items, title_alignment=t.title_alignment,
         eval_users=t.eval_users, eval_steps=t.eval_steps, eval_beams=t.eval_beams, save_steps=t.save_steps,
         logging_steps=t.logging_steps, report_to=t.report_to, time_budget_minutes=t.time_budget, seed=t.seed,
+        gradient_checkpointing=t.activation_checkpointing,
     )
 
 
@@ -149,6 +156,7 @@ def run(config: GenrecRecipeConfig) -> Path:
     """Build or load the SIDs, fine-tune, save the PersonalLM to ``config.out``, score test -> that directory."""
     import torch
 
+    from llmrec.distributed import is_main, world_size
     from llmrec.hardware import resolve_dtype
     from llmrec.io import write_json_atomic
     from llmrec.items import build_semantic_ids
@@ -180,17 +188,19 @@ def run(config: GenrecRecipeConfig) -> Path:
     if m.user_states:
         plm.attach_user_states(sasrec)
     report = train_genrec(plm, split.train, split.valid, train_cfg)
-    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+    results = {"config": config.to_dict(), "semantic_ids": sid_report, "train": report, "dtype": dtype,
+               "batch": BatchPlan(config.train.batch_size, world_size(), train_cfg.batch_size,
+                                  train_cfg.grad_accum).record()}
+    if not config.test.skip:  # every process decodes its block of the test users (llmrec.distributed)
+        test = split.test[: config.test.users] if config.test.users else split.test
+        summary, _, per_user = evaluate_genrec(plm, test, beams=config.test.beams, show_progress=is_main())
+        results.update(test=summary, test_users=len(test), decode_seconds_per_user=per_user)
+        logger.info("genrec test: %s", json.dumps(summary))
+    if not is_main():  # only rank 0 writes
         return Path(config.out)
     # --out was checked before training (recipes.common.guard_out); saved with its data, the model needs no
     # --data in `llmrec recommend|answer --model DIR`
     out = plm.save(config.out, data=data, overwrite=True)
-    results = {"config": config.to_dict(), "semantic_ids": sid_report, "train": report, "dtype": dtype}
-    if not config.test.skip:
-        test = split.test[: config.test.users] if config.test.users else split.test
-        summary, _, per_user = evaluate_genrec(plm, test, beams=config.test.beams, show_progress=True)
-        results.update(test=summary, test_users=len(test), decode_seconds_per_user=per_user)
-        logger.info("genrec test: %s", json.dumps(summary))
     results["total_seconds"] = time.perf_counter() - t0
     write_json_atomic(out / "results.json", results)
     write_records(out, config, "genrec", dtype_resolved=dtype)

@@ -85,6 +85,7 @@ def encoder_configs(config: SasrecRecipeConfig, n_items: int, item_vector_dim: i
 
 def run(config: SasrecRecipeConfig) -> Path:
     """Train, score test once, save the encoder to ``config.out`` -> that directory."""
+    from llmrec.distributed import is_main
     from llmrec.evaluation.ranking import summaries
     from llmrec.io import write_json_atomic
     from llmrec.users.pretrain import evaluate_examples, train_sequence_model
@@ -103,6 +104,8 @@ def run(config: SasrecRecipeConfig) -> Path:
         "test_eval_s": round(time.perf_counter() - t0, 2),
     }
     out = Path(config.out)
+    if not is_main():  # under a launcher every rank trains the same model and shares the test ranking; one writes
+        return out
     result.model.save(out, extra={"train_config": train_cfg.to_dict(), "history": result.history,
                                   "item_vectors": config.model.item_vectors, "data": config.data})
     write_json_atomic(out / "metrics.json", metrics)

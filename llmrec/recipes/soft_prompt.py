@@ -22,6 +22,7 @@ from typing import Any
 
 from llmrec.recipes.common import RecipeBase, load_data, write_records
 from llmrec.recipes.config import RecipeConfig, opt, section
+from llmrec.recipes.multigpu import plan_batch
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +89,10 @@ class SoftTrainConfig(RecipeConfig):
     lr: float = opt(1e-3, "LoRA learning rate (cosine schedule)")
     epochs: float = opt(1.0, "epochs over the training questions")
     max_steps: int = opt(-1, "stop after this many optimizer steps (-1 = use epochs)")
-    batch_size: int = opt(8, "questions per device batch")
-    gradient_accumulation_steps: int = opt(1, "batches per optimizer step")
+    batch_size: int = opt(8, "questions per optimizer step over all processes (the global batch: the same "
+                             "whatever the world size; per-device batch and accumulation are derived)")
+    gradient_accumulation_steps: int = opt(1, "accumulation steps on one process (its device batch = batch_size / "
+                                              "this); more processes accumulate less (llmrec.recipes.multigpu)")
     logging_steps: int = opt(10, "log the loss every N steps")
     save_steps: int = opt(0, "checkpoint every N steps (0 = every half epoch, at least 50 apart)")
     report_to: tuple[str, ...] = opt((), "trackers for transformers.Trainer (e.g. tensorboard,wandb; empty = none)")
@@ -222,6 +225,7 @@ def user_encoder(config: SoftPromptRecipeConfig, data, split):
 
 def run(config: SoftPromptRecipeConfig) -> Path:
     """Pretrain (or load) the encoder, train the soft prompt + LoRA, save to ``config.out``, score test."""
+    from llmrec.distributed import is_main
     from llmrec.hardware import resolve_dtype
     from llmrec.io import write_json_atomic
     from llmrec.tasks.uqa import build_uqa, majority_baseline
@@ -230,9 +234,10 @@ def run(config: SoftPromptRecipeConfig) -> Path:
     t0 = time.perf_counter()
     dtype = resolve_dtype(config.dtype)
     t, q = config.train, config.questions
+    batch = plan_batch(t.batch_size, t.gradient_accumulation_steps)  # the global batch, whatever the world size
     train_cfg = QATrainConfig(
         output_dir=t.checkpoints or f"{Path(config.out)}.checkpoints", epochs=t.epochs, max_steps=t.max_steps,
-        learning_rate=t.lr, batch_size=t.batch_size, grad_accum=t.gradient_accumulation_steps,
+        learning_rate=t.lr, batch_size=batch.per_device, grad_accum=batch.accumulation,
         logging_steps=t.logging_steps, save_steps=t.save_steps, report_to=t.report_to,
         time_budget_minutes=t.time_budget, seed=t.seed,
     )
@@ -247,11 +252,14 @@ def run(config: SoftPromptRecipeConfig) -> Path:
     plm, report = train_soft_prompt(data, encoder, split.train, train_q, config.soft, train_cfg,
                                     base_model=config.model.base_model, adapter=config.model.adapter, dtype=dtype,
                                     worked=q.worked)
+    if not is_main():  # only rank 0 saves, scores test and writes
+        return Path(config.out)
     # --out was checked before training (recipes.common.guard_out); saved with its data, the model needs no
     # --data in `llmrec recommend|answer --model DIR`
     out = plm.save(config.out, data=data, overwrite=True)
     results: dict[str, Any] = {"config": config.to_dict(), "encoder_pretraining": encoder_report,
-                               "train_questions": len(train_q), "train": report, "dtype": dtype}
+                               "train_questions": len(train_q), "train": report, "dtype": dtype,
+                               "batch": batch.record()}
     if q.test_per_task:
         test_q = questions("test", q.test_per_task)
         scored = evaluate_soft_prompt(plm, encoder, test_q, worked=q.worked, data=data)

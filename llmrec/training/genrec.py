@@ -21,6 +21,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 
 from llmrec.config import Config
 from llmrec.data.splits import SplitExample
+from llmrec.distributed import gather, local_range, world_size
 from llmrec.errors import ConfigError
 from llmrec.evaluation.ranking import ranking_metrics
 from llmrec.lm.user_states import UserStateLM
@@ -83,9 +84,14 @@ def evaluate_genrec(
     ``beams=0`` ranks by the exact log-probability of every catalogue item instead (``PersonalLM.score_items``):
     the limit beam search approaches, to tell search errors from model errors (slow; small catalogues).
     ``log_prior`` (one row per example, columns in ``plm.item_ids`` order): shallow fusion, score = LLM +
-    ``prior_weight`` x prior (see :func:`~llmrec.lm.decoding.constrained_beam_search`)."""
+    ``prior_weight`` x prior (see :func:`~llmrec.lm.decoding.constrained_beam_search`). Under ``accelerate launch``
+    / ``torchrun`` each process decodes its block of users and every process gets all lists back (same metrics)."""
     ranked: list[list[str]] = []
     t0 = time.perf_counter()
+    all_examples, part = examples, local_range(len(examples))  # under a launcher: this rank's users only
+    examples = all_examples[part.start:part.stop]
+    if log_prior is not None:
+        log_prior = log_prior[part.start:part.stop]
     if beams == 0:
         for n, e in enumerate(progress(examples, desc="score all items", unit="user", enable=show_progress)):
             scores = plm.score_items(list(e.history.item_ids))
@@ -102,8 +108,9 @@ def evaluate_genrec(
             recs = plm.recommend_batch([list(e.history.item_ids) for e in chunk], k=k, num_beams=beams,
                                        log_prior=prior, prior_weight=prior_weight)
             ranked.extend([r["item_id"] for r in rs] for rs in recs)
-    per_user = (time.perf_counter() - t0) / max(1, len(examples))
-    result = ranking_metrics(ranked, [e.target for e in examples], ks=(5, 10), valid_items=set(plm.item_ids))
+    ranked = gather(ranked)  # every rank's lists, in the original user order
+    per_user = (time.perf_counter() - t0) / max(1, len(all_examples))
+    result = ranking_metrics(ranked, [e.target for e in all_examples], ks=(5, 10), valid_items=set(plm.item_ids))
     return result.summary, ranked, per_user
 
 
@@ -198,7 +205,7 @@ def train_genrec(
     if config.eval_users and len(eval_examples) > config.eval_users:
         rng = random.Random(config.seed)
         eval_examples = sorted(rng.sample(eval_examples, config.eval_users), key=lambda e: e.user_id)
-    steps_per_epoch = math.ceil(len(rows.rows) / (config.batch_size * config.grad_accum))
+    steps_per_epoch = math.ceil(len(rows.rows) / (config.batch_size * config.grad_accum * world_size()))
     strategy = "steps" if config.eval_steps else "epoch"
     disable_tqdm, progress_callbacks = trainer_progress("genrec training")
     args = TrainingArguments(

@@ -16,6 +16,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from llmrec.config import Config
+from llmrec.distributed import world_size
 from llmrec.errors import ConfigError
 from llmrec.progress import progress
 from llmrec.prompting import chat_ids
@@ -158,7 +159,7 @@ def _optimizer(model, config: QATrainConfig) -> torch.optim.Optimizer | None:
 def train_qa(model, rows: datasets.Dataset, pad_token_id: int, config: QATrainConfig) -> dict[str, Any]:
     """Train ``model`` (a SoftPromptModel or a PEFT LLM) on QA rows; resumes from ``output_dir``."""
     torch.manual_seed(config.seed)
-    steps_per_epoch = math.ceil(len(rows) / (config.batch_size * config.grad_accum))
+    steps_per_epoch = math.ceil(len(rows) / (config.batch_size * config.grad_accum * world_size()))
     args = TrainingArguments(
         output_dir=config.output_dir, num_train_epochs=config.epochs, max_steps=config.max_steps,
         learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size,

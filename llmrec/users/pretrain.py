@@ -20,8 +20,9 @@ from torch.nn import functional as F
 from llmrec.config import Config
 from llmrec.data.schema import UserHistory
 from llmrec.data.splits import Split, SplitExample
+from llmrec.distributed import gather, shard, world_size
 from llmrec.errors import ConfigError, DataError
-from llmrec.evaluation.ranking import PROTOCOLS, RankingResult, full_catalogue_metrics
+from llmrec.evaluation.ranking import PROTOCOLS, RankingResult, full_catalogue_metrics, full_rank_metrics
 from llmrec.progress import progress
 from llmrec.users.sequence import SequenceEncoder, SequenceEncoderConfig
 
@@ -148,14 +149,20 @@ def evaluate_examples(
     protocols: Sequence[str] = PROTOCOLS,
     batch_size: int = 256,
 ) -> dict[str, RankingResult]:
-    """Full-catalogue leave-one-out metrics of ``examples`` under each protocol."""
+    """Full-catalogue leave-one-out metrics of ``examples`` under each protocol. Under ``accelerate launch`` /
+    ``torchrun`` each process scores its block of users; the ranks are gathered, so every process returns the
+    metrics of one process."""
     if model.item_ids is None:
         raise ConfigError("evaluate_examples needs an encoder built with item_ids")
-    scores = score_histories(model, [ex.history for ex in examples], batch_size)
-    return full_catalogue_metrics(
-        scores, model.item_ids, [ex.target for ex in examples], [ex.history.item_ids for ex in examples],
+    local = shard(examples)
+    scores = score_histories(model, [ex.history for ex in local], batch_size)
+    results = full_catalogue_metrics(
+        scores, model.item_ids, [ex.target for ex in local], [ex.history.item_ids for ex in local],
         ks, protocols,
     )
+    if world_size() == 1:
+        return results
+    return {p: full_rank_metrics(np.asarray(gather(r.per_example["rank"].tolist())), ks) for p, r in results.items()}
 
 
 def pretrain(model: SequenceEncoder, split: Split, config: PretrainConfig | None = None) -> PretrainResult:
