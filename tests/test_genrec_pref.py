@@ -128,8 +128,8 @@ def test_pairs_from_beams_and_sasrec_are_valid_distinct_and_never_held_out(init_
 
 
 def _train_cfg(tmp_path, **kw) -> GenrecPrefTrainConfig:
-    base = dict(output_dir=str(tmp_path / "ck"), max_steps=6, learning_rate=5e-3, batch_size=8, eval_users=6,
-                eval_steps=3, eval_beams=4, logging_steps=1, beta=0.5, init_is_candidate=False,
+    base = dict(output_dir=str(tmp_path / "ck"), max_steps=6, learning_rate=5e-3, batch_size=8, eval_users=4,
+                eval_steps=3, eval_beams=3, logging_steps=1, beta=0.5, init_is_candidate=False,
                 early_stopping_patience=10)
     return GenrecPrefTrainConfig(**(base | kw))
 
@@ -137,12 +137,12 @@ def _train_cfg(tmp_path, **kw) -> GenrecPrefTrainConfig:
 def test_tiny_dpo_widens_the_margin_saves_loads_and_resumes(init_dir, tmp_path):
     plm = PersonalLM.load(init_dir, dtype="fp32")
     split, held = _split()
-    prompts = preference_prompts(split.train, held, positions=2)
+    prompts = preference_prompts(split.train, held)
     pairs, _ = build_preference_pairs(plm, prompts, PairConfig(beam_negatives=1, beams=3), show_progress=False)
     before = pair_margins(plm, pairs)
-    report = train_genrec_pref(plm, pairs, split.valid, _train_cfg(tmp_path))
+    report = train_genrec_pref(plm, pairs, split.valid, _train_cfg(tmp_path, max_steps=4, eval_steps=2))
     after = pair_margins(plm, pairs)
-    assert report["steps"] == 6 and report["selected"] == "aligned" and report["valid_before"]["ndcg@10"] >= 0
+    assert report["steps"] == 4 and report["selected"] == "aligned" and report["valid_before"]["ndcg@10"] >= 0
     assert report["best_valid_ndcg@10"] is not None and len(report["valid_curve"]) == 2
     assert after.mean() > before.mean() + 0.05, (before.mean(), after.mean())  # DPO moved the margin the right way
     assert (after > before).mean() > 0.5
@@ -156,8 +156,8 @@ def test_tiny_dpo_widens_the_margin_saves_loads_and_resumes(init_dir, tmp_path):
     assert not (out / "ref").exists()
     # a longer budget on the same checkpoints resumes (the reference is the --init model again)
     fresh = PersonalLM.load(init_dir, dtype="fp32")
-    resumed = train_genrec_pref(fresh, pairs, split.valid, _train_cfg(tmp_path, max_steps=9))
-    assert resumed["resumed_from"].endswith("checkpoint-6") and resumed["steps"] == 9
+    resumed = train_genrec_pref(fresh, pairs, split.valid, _train_cfg(tmp_path, max_steps=6, eval_steps=2))
+    assert resumed["resumed_from"].endswith("checkpoint-4") and resumed["steps"] == 6
 
 
 def test_supervised_model_stays_when_no_checkpoint_beats_it(init_dir, tmp_path, monkeypatch):
@@ -211,7 +211,8 @@ def test_train_genrec_pref_end_to_end(tiny_llama_dir, ml100k, tmp_path, capsys):
                     item_ids).save(tmp_path / "sas")
     out = tmp_path / "pref"
     assert main(["train", "genrec-pref", "--config", "tiny/genrec-pref", "--init", str(tmp_path / "init"),
-                 "--sasrec", str(tmp_path / "sas"), "--pairs.sasrec_negatives", "1", "--out", str(out)]) == 0
+                 "--sasrec", str(tmp_path / "sas"), "--pairs.sasrec_negatives", "1", "--out", str(out),
+                 "--data", "none"]) == 0  # none: the dataset the --init model recorded
     capsys.readouterr()
     results = json.loads((out / "results.json").read_text())
     assert results["pairs"]["pairs_by_source"] == {"beam": 8, "sasrec": 8}
@@ -219,6 +220,7 @@ def test_train_genrec_pref_end_to_end(tiny_llama_dir, ml100k, tmp_path, capsys):
     assert "before" in results["train"]["pair_margin"] and results["train"]["valid_users"] == 4
     run = json.loads((out / "run.json").read_text())
     assert run["recipe"] == "genrec-pref" and (out / "config.yaml").is_file()
+    assert results["train"]["tokens_per_second"] > 0 and results["train"]["selected"] in ("aligned", "init")
     assert (tmp_path / "pref.checkpoints" / "checkpoint-2").is_dir()
     # the same model-directory format: recommend needs only --model
     assert main(["recommend", "--model", str(out), "--user", "1", "-k", "3", "--json"]) == 0

@@ -17,7 +17,8 @@ import logging
 import time
 from pathlib import Path
 
-from llmrec.recipes.common import RecipeBase, load_data, write_records
+from llmrec.recipes.common import RecipeBase, subset_users, write_records
+from llmrec.recipes.common import load_data as load_recipe_data
 from llmrec.recipes.config import RecipeConfig, opt, section
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ class GenrecPrefTestConfig(RecipeConfig):
 
 @dataclasses.dataclass
 class GenrecPrefRecipeConfig(RecipeBase):
+    data: str | None = opt(None, "dataset (a built-in name, a dataset config file or a MovieLens folder); none = the "
+                                 "one the --init model was trained on")
     out: str = opt("runs/genrec-pref", "output directory: the aligned PersonalLM folder + results.json (replaced)")
     init: str | None = opt(None, "the supervised PersonalLM folder to align (llmrec train genrec --out DIR)")
     sasrec: str | None = opt(None, "a trained SASRec folder (llmrec train sasrec, same data) for extra negatives")
@@ -89,6 +92,23 @@ def library_configs(config: GenrecPrefRecipeConfig):
         time_budget_minutes=t.time_budget, seed=t.seed,
     )
     return pairs, train
+
+
+def load_data(config: GenrecPrefRecipeConfig, plm):
+    """``config.data``, else the dataset the ``--init`` model recorded (first ``config.users`` users) -> ``(data,
+    leave-one-out split)``."""
+    from llmrec.data import leave_one_out
+    from llmrec.errors import ConfigError
+    from llmrec.hardware import set_threads
+
+    if config.data:
+        return load_recipe_data(config)
+    set_threads(config.threads)
+    data = plm.load_dataset()
+    if data is None:
+        raise ConfigError(f"{config.init} does not record its dataset: pass --data NAME|CONFIG")
+    data = subset_users(data, config.users)
+    return data, leave_one_out(data.histories())
 
 
 def check_catalogue(plm, data) -> None:
@@ -126,8 +146,8 @@ def run(config: GenrecPrefRecipeConfig) -> Path:
         raise ConfigError("pairs.sasrec_negatives > 0 needs --sasrec DIR")
     torch.manual_seed(config.train.seed)
     dtype = resolve_dtype(config.dtype)
-    data, split = load_data(config)
     plm = PersonalLM.load(config.init, dtype=dtype)
+    data, split = load_data(config, plm)
     check_catalogue(plm, data)
     sasrec = None
     if config.sasrec:

@@ -351,6 +351,20 @@ def _trainer_class():
             self.eval_examples = list(eval_examples)
             self.train_config = train_config or GenrecPrefTrainConfig()
 
+        def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+            # Checkpoints hold the adapter + SID rows only (PersonalLM.save's format): peft would otherwise add the
+            # whole resized embedding matrix to every checkpoint. Resuming and best-model loading read them as is.
+            if self.args.world_size > 1 or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+                return super().save_model(output_dir, _internal_call)
+            import os
+
+            from transformers.trainer import TRAINING_ARGS_NAME
+
+            output_dir = output_dir or self.args.output_dir
+            os.makedirs(output_dir, exist_ok=True)
+            self.model.save_pretrained(output_dir, save_embedding_layers=False)
+            torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
             cfg = self.train_config
             was_training = self.model.training
@@ -452,12 +466,15 @@ def train_genrec_pref(
                     best, before["ndcg@10"])
     model.eval()
     log = trainer.state.log_history
-    n_tokens = sum(len(r["prompt_ids"]) * 2 + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in trainer.train_dataset)
+    strip = trainer.data_collator._strip
+    n_tokens = sum(len(r["prompt_ids"]) * 2 + len(strip(r["chosen_ids"])) + len(strip(r["rejected_ids"]))
+                   for r in trainer.train_dataset)
+    steps_run = out.global_step - (int(Path(last).name.rsplit("-", 1)[1]) if last else 0)
     return {
         "pairs": len(dataset), "trainable_parameters": n_trainable, "steps": out.global_step,
-        "train_seconds": seconds, "train_loss": out.training_loss,
-        "tokens_per_epoch": int(n_tokens), "tokens_per_second": n_tokens * (out.global_step / max(steps_per_epoch, 1))
-        / max(seconds, 1e-9),
+        "train_seconds": seconds, "train_loss": out.training_loss, "tokens_per_epoch": int(n_tokens),
+        # tokens through the policy per second (the frozen reference reads them once more)
+        "tokens_per_second": n_tokens / steps_per_epoch * steps_run / max(seconds, 1e-9),
         "valid_users": len(eval_examples), "valid_before": before,
         "best_checkpoint": trainer.state.best_model_checkpoint, "best_valid_ndcg@10": best, "selected": selected,
         "valid_curve": [h for h in log if "eval_ndcg_at_10" in h],
