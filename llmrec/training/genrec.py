@@ -33,7 +33,7 @@ from llmrec.training.collate import CausalCollator
 
 logger = logging.getLogger(__name__)
 # transformers 5.x renamed TrainingArguments.gradient_checkpointing (the old name warns); older 5.x lack the new one
-_CHECKPOINTING_ARG = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+CHECKPOINTING_ARG = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
                       else "gradient_checkpointing")
 
 
@@ -234,7 +234,7 @@ def train_genrec(
         remove_unused_columns=False,
         train_sampling_strategy="group_by_length",  # less padding between long and short windows
         dataloader_num_workers=0,
-        **{_CHECKPOINTING_ARG: config.gradient_checkpointing},
+        **{CHECKPOINTING_ARG: config.gradient_checkpointing},
         disable_tqdm=disable_tqdm,
     )
     trainer = GenRecTrainer(

@@ -400,7 +400,7 @@ def train_genrec_pref(
     from trl import DPOConfig
 
     from llmrec.training.callbacks import trainer_progress
-    from llmrec.training.genrec import _CHECKPOINTING_ARG, TimeBudgetCallback, evaluate_genrec
+    from llmrec.training.genrec import CHECKPOINTING_ARG, TimeBudgetCallback, evaluate_genrec
 
     if plm.user_states is not None:
         raise ConfigError("preference alignment of user-state models is not supported (DPOTrainer drives the PEFT "
@@ -436,7 +436,7 @@ def train_genrec_pref(
         disable_tqdm=disable_tqdm, dataset_num_proc=None,
         # trl turns on bf16 autocast by default; the model trains in the dtype it was loaded in (--dtype), as the
         # supervised recipe does, and accelerate's autocast wrapper would otherwise stay on the model's forward
-        bf16=False, fp16=False, **{_CHECKPOINTING_ARG: False},  # trl turns checkpointing on; small models need no
+        bf16=False, fp16=False, **{CHECKPOINTING_ARG: False},  # trl turns checkpointing on; small models need no
     )
     trainer = _trainer_class()(
         model=model, ref_model=ref, args=args, train_dataset=dataset, eval_dataset=dataset.select(range(1)),
