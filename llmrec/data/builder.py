@@ -147,6 +147,11 @@ class DatasetBuilder:
             if not lo <= rating <= hi:
                 raise DataError(f"rating {rating:g} outside [{lo:g}, {hi:g}]", path=path, record=record, field=rating_field)
 
+    def reset_interactions(self) -> None:
+        """Forget the interactions added so far (a fast path handing a file back to the row path)."""
+        self._columns = ([], [], [], [], [])
+        self.table = None
+
     def item_codes(self) -> dict[str, int]:
         """Item id -> code (catalogue order), the codes ``set_table`` tables use."""
         return self._item_code
