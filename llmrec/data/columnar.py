@@ -62,9 +62,19 @@ class InteractionTable(Sequence[Interaction]):
     ) -> InteractionTable:
         """Columns in file order: ``users`` (ids, any array-like of str), ``item_codes`` into ``item_ids``."""
         users = _string_array(users)
-        n = len(users)
         uniq = pc.unique(users)  # first-appearance order
         user = pc.index_in(users, value_set=uniq).to_numpy(zero_copy_only=False).astype(np.int32)
+        return cls.from_codes(user, uniq, item_codes, item_ids, timestamps, ratings, text)
+
+    @classmethod
+    def from_codes(
+        cls, user_codes: np.ndarray, user_ids: Any, item_codes: np.ndarray, item_ids: Any, timestamps: np.ndarray,
+        ratings: np.ndarray | None = None, text: pa.Array | None = None,
+    ) -> InteractionTable:
+        """Coded columns in file order; user codes must number users by first appearance."""
+        uniq = _string_array(user_ids)
+        user = np.asarray(user_codes, dtype=np.int32)
+        n = len(user)
         item = np.asarray(item_codes, dtype=np.int32)
         ts = np.asarray(timestamps, dtype=np.int64)
         rating = rating_array(np.full(n, np.nan) if ratings is None else ratings)
@@ -74,7 +84,7 @@ class InteractionTable(Sequence[Interaction]):
         np.cumsum(counts, out=offsets[1:])
         return cls(
             uniq, _string_array(item_ids), user[order], item[order], ts[order], rating[order],
-            None if text is None else _take(text, order), order.astype(np.int64), offsets,
+            None if text is None else _take(text, order), order.astype(np.int64, copy=False), offsets,
         )
 
     @classmethod

@@ -100,7 +100,7 @@ def _looks_clean(path: str) -> bool:
     return not text.startswith(_HTML)
 
 
-def read_table(src: Source, columns: list[str]) -> pa.Table | None:
+def read_table(src: Source, columns: list[str], id_columns: tuple[str, ...] = ()) -> pa.Table | None:
     """The file's ``columns`` (those present) as an Arrow table; ``None`` when the row path must read it."""
     try:
         if src.kind == "parquet":
@@ -109,7 +109,10 @@ def read_table(src: Source, columns: list[str]) -> pa.Table | None:
             names = pq.read_schema(src.path).names
             if len(set(names)) != len(names):
                 return None
-            table = pq.read_table(src.path, columns=[c for c in columns if c in names])
+            schema = pq.read_schema(src.path)
+            # Id columns come dictionary-encoded (as Parquet stores them): codes, not a string per row.
+            as_dict = [c for c in id_columns if c in names and _is_string(schema.field(c).type)]
+            table = pq.read_table(src.path, columns=[c for c in columns if c in names], read_dictionary=as_dict)
             return table if table.num_rows else None
         if not _looks_clean(src.path):
             return None
@@ -187,16 +190,55 @@ def _is_string(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
-def id_column(col: Any) -> tuple[pa.Array, np.ndarray]:
-    """``field_str``: text (stripped) or integer ids; missing, blank or any other type is bad."""
-    col = _plain(col)
-    n = len(col)
-    if _is_string(col.type):
-        out = pc.utf8_trim_whitespace(col)
-        return out, _mask(pc.or_kleene(pc.is_null(out), pc.equal(out, "")))
-    if pa.types.is_integer(col.type):
-        return col.cast(pa.string()), _mask(pc.is_null(col))
-    return pa.nulls(n, pa.string()), np.ones(n, dtype=bool)
+@dataclass
+class Ids:
+    """An id column as codes into its distinct values (``field_str`` applied to each distinct value once).
+
+    ``raw``: per row, the index of its value in ``values`` (the file's distinct values, stripped);
+    ``bad``: per distinct value, missing / blank / not a string or integer.
+    """
+
+    raw: np.ndarray
+    values: pa.Array
+    bad: np.ndarray
+
+    def bad_rows(self) -> np.ndarray:
+        return self.bad[self.raw]
+
+
+def id_column(col: Any) -> Ids:
+    """``field_str`` on a whole column: text (stripped) or integer ids; missing, blank or other types are bad."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.unify_dictionaries() if pa.types.is_dictionary(col.type) else col
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if not pa.types.is_dictionary(col.type):
+        col = pc.dictionary_encode(col, null_encoding="encode")
+    raw = np.asarray(pc.fill_null(col.indices, 0).to_numpy(zero_copy_only=False), dtype=np.int32)
+    values = col.dictionary
+    if col.indices.null_count:  # a null index: give it its own (missing) distinct value
+        raw = np.where(_mask(pc.is_null(col.indices)), len(values), raw).astype(np.int32)
+        values = pa.concat_arrays([values, pa.nulls(1, values.type)])
+    if _is_string(values.type):
+        values = pc.utf8_trim_whitespace(values)
+        bad = _mask(pc.or_kleene(pc.is_null(values), pc.equal(values, "")))
+    elif pa.types.is_integer(values.type):
+        values, bad = values.cast(pa.string()), _mask(pc.is_null(values))
+    else:
+        values, bad = pa.nulls(len(values), pa.string()), np.ones(len(values), dtype=bool)
+    return Ids(raw, values.cast(pa.string()), bad)
+
+
+def encode_first_appearance(ids: Ids, keep: np.ndarray | None = None) -> tuple[np.ndarray, pa.Array]:
+    """Codes numbering the (stripped) ids by first appearance among the kept rows, and the id table."""
+    distinct = pc.unique(ids.values)  # stripped values may merge; pc.unique keeps first-appearance order
+    of_value = np.asarray(pc.index_in(ids.values, value_set=distinct).to_numpy(zero_copy_only=False))
+    rows = of_value.astype(np.int32)[ids.raw] if keep is None else of_value.astype(np.int32)[ids.raw[keep]]
+    seen = np.asarray(pc.unique(pa.array(rows)).to_numpy(zero_copy_only=False))  # first-appearance order
+    if len(seen) == len(distinct) and (seen == np.arange(len(seen))).all():
+        return rows, distinct
+    new = np.full(len(distinct), -1, dtype=np.int32)
+    new[seen] = np.arange(len(seen), dtype=np.int32)
+    return new[rows], distinct.take(pa.array(seen, type=pa.int64()))
 
 
 def text_column(col: Any) -> tuple[pa.Array | None, np.ndarray]:
@@ -237,11 +279,23 @@ def timestamp_column(col: Any, fmt: str) -> tuple[np.ndarray, np.ndarray]:
     n = len(col)
     missing = _mask(pc.is_null(col))
     epoch = fmt in ("auto", "seconds", "milliseconds")
-    if epoch and (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
-        raw = np.asarray(pc.fill_null(col, 0).to_numpy(zero_copy_only=False))
-        number = raw.astype(np.float64)
+    if epoch and pa.types.is_integer(col.type):
+        raw = np.asarray((pc.fill_null(col, 0) if col.null_count else col).to_numpy(zero_copy_only=False),
+                         dtype=np.int64)
+        if fmt == "seconds":
+            return raw, missing
+        if fmt == "auto":  # whole seconds unless the value is past the milliseconds threshold
+            ms = np.flatnonzero((raw > _MS_THRESHOLD) | (raw < -_MS_THRESHOLD))
+            if not len(ms):
+                return raw, missing
+            raw = raw.copy()
+            raw[ms] = _floor(raw[ms].astype(np.float64) / 1000.0)
+            return raw, missing
+        return _floor(raw.astype(np.float64) / 1000.0), missing
+    if epoch and pa.types.is_floating(col.type):
+        number = np.asarray(pc.fill_null(col, 0).to_numpy(zero_copy_only=False), dtype=np.float64)
         finite = np.isfinite(number)
-        return _epoch_seconds(raw, number, fmt, pa.types.is_integer(col.type)), missing | ~finite
+        return _epoch_seconds(number, number, fmt, False), missing | ~finite
     if epoch and _is_string(col.type):
         empty = _mask(pc.equal(col, "")) | missing
         number = _numbers(pc.if_else(pc.equal(col, ""), pa.scalar("0", col.type), col)) if not missing.any() else None
@@ -317,9 +371,12 @@ def rating_column(col: Any, required: bool) -> tuple[np.ndarray, np.ndarray]:
         return np.full(n, np.nan), np.full(n, required)
     missing = _mask(pc.is_null(col))
     if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
-        values = np.asarray(pc.fill_null(col.cast(pa.float64()), 0.0).to_numpy(zero_copy_only=False))
+        if not col.null_count:
+            values = np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+            return values, ~np.isfinite(values)
+        values = np.array(pc.fill_null(col.cast(pa.float64()), 0.0).to_numpy(zero_copy_only=False))  # writable
         bad = ~np.isfinite(values) & ~missing
-        values = np.where(missing, np.nan, values)
+        values[missing] = np.nan
         return values, bad | (missing & required)
     if _is_string(col.type):
         empty = _mask(pc.equal(col, "")) | missing
@@ -349,11 +406,12 @@ def out_of_range(ratings: np.ndarray, rating_range: tuple[float, float] | None) 
         return ~np.isnan(ratings) & ~((ratings >= lo) & (ratings <= hi))
 
 
-def item_codes(ids: pa.Array, catalogue: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Codes into ``catalogue`` (a dictionary lookup), and the rows whose item it lacks."""
-    codes = pc.index_in(ids, value_set=catalogue)
+def item_codes(ids: Ids, catalogue: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Codes into ``catalogue`` (a dictionary lookup per distinct value), and the rows whose item it lacks."""
+    codes = pc.index_in(ids.values, value_set=catalogue)
     unknown = _mask(pc.is_null(codes))
-    return np.asarray(pc.fill_null(codes, 0).to_numpy(zero_copy_only=False), dtype=np.int32), unknown
+    codes = np.asarray(pc.fill_null(codes, 0).to_numpy(zero_copy_only=False), dtype=np.int32)
+    return codes[ids.raw], unknown[ids.raw]
 
 
 def first_bad(table: pa.Table, bad: np.ndarray, src: Source, check: Callable[[dict[str, Any], str], Any]) -> None:

@@ -252,7 +252,7 @@ def _fast_interactions(
     user_col, item_col, ts_col = cols["user_id"], cols["item_id"], cols["timestamp"]
     rating_col, text_col = cols.get("rating"), cols.get("text")
     wanted = [c for c in dict.fromkeys((user_col, item_col, ts_col, rating_col, text_col)) if c]
-    table = fr.read_table(src, wanted)
+    table = fr.read_table(src, wanted, id_columns=(user_col, item_col))
     if table is None:
         return False
     names = set(table.column_names)
@@ -263,10 +263,12 @@ def _fast_interactions(
         return False  # a first record without a required key: the row path's missing-column message
     n = table.num_rows
     text, bad_text = fr.text_column(table[text_col]) if text_col in names else (None, np.zeros(n, dtype=bool))
-    items, bad_item = fr.id_column(table[item_col])
+    items = fr.id_column(table[item_col])
+    bad_item = items.bad_rows()
     codes, unknown = fr.item_codes(items, pa.array(list(b.items), type=pa.string()))
     drop = (unknown & ~bad_text & ~bad_item) if cfg.drop_incomplete else np.zeros(n, dtype=bool)
-    users, bad_user = fr.id_column(table[user_col])
+    users = fr.id_column(table[user_col])
+    bad_user = users.bad_rows()
     stamps, bad_ts = fr.timestamp_column(table[ts_col], cfg.timestamp_format)
     if rating_col in names:
         ratings, bad_rating = fr.rating_column(table[rating_col], required=False)
@@ -279,15 +281,16 @@ def _fast_interactions(
             "unknown_item_interactions": 0}))
         b.reset_interactions()
         return False  # the row path found nothing wrong where the columns did: trust the row path
-    keep = ~drop
+    del table, bad, bad_text, bad_item, bad_user, bad_ts, bad_rating, bad_range, unknown  # peak memory
+    keep = ~drop if drop.any() else None
     dropped["unknown_item_interactions"] += int(drop.sum())
-    if not keep.all():
-        k = pa.array(keep)
-        users, text = users.filter(k), None if text is None else text.filter(k)
+    user_codes, user_ids = fr.encode_first_appearance(users, keep)
+    if keep is not None:
+        text = None if text is None else text.filter(pa.array(keep))
         codes, stamps, ratings = codes[keep], stamps[keep], ratings[keep]
     from llmrec.data.columnar import InteractionTable
 
-    b.set_table(InteractionTable.from_columns(users, codes, list(b.items), stamps, ratings, text))
+    b.set_table(InteractionTable.from_codes(user_codes, user_ids, codes, list(b.items), stamps, ratings, text))
     return True
 
 
