@@ -226,11 +226,48 @@ def test_ml100k_histories_and_splits_match_the_reference(ml100k):
         hist, valid_fraction=0.0, test_fraction=0.3)
 
 
-def test_movielens_fast_path_matches_row_path(ml_folder, monkeypatch):
-    for layout in ("grouplens", "recbole", "latest"):
-        folder = ml_folder(layout)
-        fast = load_dataset(str(folder))
-        with monkeypatch.context() as m:
-            m.setattr(movielens, "_fast_ml_interactions", lambda *a, **k: False)
-            row = load_dataset(str(folder))
-        assert fast.histories() == row.histories() and list(fast.interactions) == list(row.interactions)
+def _ml_both(monkeypatch, folder: Path) -> tuple[tuple, list[bool]]:
+    taken: list[bool] = []
+    fast = movielens._fast_ml_interactions
+
+    def spy(*args, **kw):
+        try:
+            out = fast(*args, **kw)
+        except DataError:
+            taken.append(True)
+            raise
+        taken.append(out)
+        return out
+
+    with monkeypatch.context() as m:
+        m.setattr(movielens, "_fast_ml_interactions", spy)
+        got = _outcome(lambda: load_dataset(str(folder)))
+    with monkeypatch.context() as m:
+        m.setattr(movielens, "_fast_ml_interactions", lambda *a, **k: False)
+        want = _outcome(lambda: load_dataset(str(folder)))
+    assert got == want
+    return got, taken
+
+
+@pytest.mark.parametrize("bad", [None, "1\t999\t3\t5", "1\t1\t9\t5", "1\t1\t3\t5.5", "1\t1\t\t5", " \t1\t3\t5"])
+def test_movielens_fast_path_matches_row_path(ml_folder, tmp_path, monkeypatch, bad):
+    from format_files import ML_LATEST_RATINGS, write_ml_latest
+
+    folders = [ml_folder("grouplens"), ml_folder("recbole"), write_ml_latest(tmp_path / "ml-latest-small")]
+    if bad is not None:  # a bad record third from the end, a good one after it
+        for folder, name, sep in ((folders[0], "u.data", "\t"), (folders[1], "ml-recbole.inter", "\t"),
+                                  (folders[2], "ratings.csv", ",")):
+            path = next(folder.glob("*.inter")) if name.endswith(".inter") else folder / name
+            lines = path.read_text().splitlines()
+            path.write_text("\n".join(lines[:-1] + [bad.replace("\t", sep), lines[-1]]) + "\n")
+    for folder in folders:
+        out, taken = _ml_both(monkeypatch, folder)
+        assert taken == [True] and out[0] == ("ok" if bad is None else "error"), out
+    assert len(ML_LATEST_RATINGS) > 2
+
+
+def test_ml100k_loads_through_the_fast_path(monkeypatch):
+    calls: list[bool] = []
+    fast = movielens._fast_ml_interactions
+    monkeypatch.setattr(movielens, "_fast_ml_interactions", lambda *a, **k: calls.append(fast(*a, **k)) or calls[-1])
+    assert len(load_dataset("ml-100k").interactions) == 100_000 and calls == [True]
