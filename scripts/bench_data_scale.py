@@ -1,7 +1,7 @@
 """Benchmark the data layer at scale: load + validate + histories (index) + leave-one-out split of synthetic
 Parquet interactions, next to a plain pyarrow + numpy reference doing the same work, measured in the same run.
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_data_scale.py                 # -> eval/results/scale.json
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_data_scale.py     # 100k..20M -> eval/results/scale.json
     OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_data_scale.py --sizes 100000 --out /tmp/s.json
 
 Synthetic data: ``n`` interactions by ``n/50`` users over ``n/20`` items; history lengths are log-normal
@@ -160,8 +160,9 @@ def measure(kind: str, items: Path, inter: Path, python_views: bool = False) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 5_000_000])
-    parser.add_argument("--repeats", type=int, default=1, help="runs per size and method; the fastest is kept")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 5_000_000, 20_000_000])
+    parser.add_argument("--repeats", type=int, default=2, help="runs per size and method; the fastest is kept")
+    parser.add_argument("--repeat-max", type=int, default=5_000_000, help="sizes above this run once")
     parser.add_argument("--out", default=str(ROOT / "eval" / "results" / "scale.json"))
     parser.add_argument("--python-views-max", type=int, default=1_000_000,
                         help="also time the lazy histories() dict of Python objects up to this size")
@@ -184,7 +185,7 @@ def main() -> None:
             items, inter = generate(Path(tmp) / str(n), n)
             gen_s = time.perf_counter() - t0
             runs = {"llmrec": [], "reference": []}
-            for _ in range(args.repeats):
+            for _ in range(args.repeats if n <= args.repeat_max else 1):
                 for kind in ("reference", "llmrec"):
                     runs[kind].append(measure(kind, items, inter, python_views=(
                         kind == "llmrec" and n <= args.python_views_max)))
@@ -203,7 +204,7 @@ def main() -> None:
         "benchmark": "load + validate + histories (index) + leave-one-out split, synthetic Parquet",
         "command": "OMP_NUM_THREADS=1 python scripts/bench_data_scale.py " + " ".join(sys.argv[1:]),
         "threads": "1 (OMP/MKL/OpenBLAS env, pyarrow cpu and io pools)",
-        "repeats": args.repeats,
+        "repeats": f"{args.repeats} up to {args.repeat_max} interactions (fastest kept), 1 above",
         "targets": {"1M": {"total_s": 5.0, "peak_mb": 300}, "20M": {"total_s": 90.0, "peak_mb": 4096}},
         "rows": rows,
         "machine": machine_facts(),

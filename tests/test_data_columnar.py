@@ -271,3 +271,18 @@ def test_ml100k_loads_through_the_fast_path(monkeypatch):
     fast = movielens._fast_ml_interactions
     monkeypatch.setattr(movielens, "_fast_ml_interactions", lambda *a, **k: calls.append(fast(*a, **k)) or calls[-1])
     assert len(load_dataset("ml-100k").interactions) == 100_000 and calls == [True]
+
+
+def test_dataset_info_from_columns_matches_objects(ml100k):
+    from llmrec.data.stats import dataset_info
+
+    info = dataset_info(ml100k)
+    xs = list(ml100k.interactions)
+    ratings = [x.rating for x in xs if x.rating is not None]
+    assert info["interactions"] == len(xs) == 100_000 and info["users"] == 943
+    assert info["items_without_interactions"] == len(ml100k.items) - len({x.item_id for x in xs})
+    assert info["repeat_interactions"] == len(xs) - len({(x.user_id, x.item_id) for x in xs})
+    assert info["time_span"] == [min(x.timestamp for x in xs), max(x.timestamp for x in xs)]
+    assert info["ratings"]["mean"] == float(np.mean(ratings)) and info["ratings"]["count"] == len(ratings)
+    lengths = [len(h) for h in ml100k.histories().values()]
+    assert info["history_length"]["p50"] == float(np.percentile(lengths, 50))

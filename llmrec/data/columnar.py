@@ -204,15 +204,6 @@ class InteractionTable(Sequence[Interaction]):
             None if self.text is None else _take(self.text, idx), row[order], offsets,
         )
 
-    def keep_items(self, keep_code: np.ndarray) -> InteractionTable:
-        """Drop interactions with items whose code is not kept and re-code the remaining items densely."""
-        keep_code = np.asarray(keep_code, dtype=bool)
-        out = self.take_rows(keep_code[self.item]) if not keep_code[self.item].all() else self
-        new_code = np.cumsum(keep_code, dtype=np.int64) - 1
-        item_ids = self.item_ids.filter(pa.array(keep_code))
-        return InteractionTable(out.user_ids, item_ids, new_code[out.item].astype(np.int32), out.timestamp,
-                                out.rating, out.text, out.row, out.offsets)
-
     # ------------------------------------------------------------ export
 
     def to_arrow(self, what: str = "interactions") -> pa.Table:
@@ -273,12 +264,8 @@ class SplitIndex:
         histories = table.histories_dict() if histories is None else histories
         hs = list(histories.values())
         starts = table.offsets[:-1]
-        train = {h.user_id: h.prefix(int(end - s)) for h, s, end in zip(hs, starts.tolist(), self.train_end.tolist(),
-                                                                        strict=True) if end > s}
-        if self.kind == "leave_one_out":  # short users keep their whole history, as splits.leave_one_out does
-            for u in self.too_short.tolist():
-                train[hs[u].user_id] = hs[u]
-            train = {h.user_id: train[h.user_id] for h in hs if h.user_id in train}
+        train = {h.user_id: h if end - s == len(h) else h.prefix(int(end - s))
+                 for h, s, end in zip(hs, starts.tolist(), self.train_end.tolist(), strict=True) if end > s}
 
         def examples(rows: np.ndarray) -> list:
             out = []
