@@ -286,3 +286,15 @@ def test_dataset_info_from_columns_matches_objects(ml100k):
     assert info["ratings"]["mean"] == float(np.mean(ratings)) and info["ratings"]["count"] == len(ratings)
     lengths = [len(h) for h in ml100k.histories().values()]
     assert info["history_length"]["p50"] == float(np.percentile(lengths, 50))
+
+
+@pytest.mark.parametrize("name", ["reviews.jsonl", "reviews.jsonl.gz"])
+def test_amazon2023_reviews_take_the_fast_path(tmp_path, monkeypatch, name):
+    from format_files import AMAZON_2023_META, AMAZON_2023_REVIEWS, write_json_lines
+
+    reviews = write_json_lines(tmp_path / name, AMAZON_2023_REVIEWS)
+    meta = write_json_lines(tmp_path / "meta.jsonl", AMAZON_2023_META)
+    cfg = DatasetConfig(format="amazon2023", interactions=str(reviews), items=str(meta))
+    out, taken = _both(monkeypatch, lambda: load_dataset(cfg))
+    assert out[0] == "ok" and taken == [True]
+    assert out[1]["AGKHLEW2SOWHNMFQIJGBECAF7INQ"].timestamps == (1588615855, 1588687728)  # milliseconds
