@@ -298,3 +298,12 @@ def test_amazon2023_reviews_take_the_fast_path(tmp_path, monkeypatch, name):
     out, taken = _both(monkeypatch, lambda: load_dataset(cfg))
     assert out[0] == "ok" and taken == [True]
     assert out[1]["AGKHLEW2SOWHNMFQIJGBECAF7INQ"].timestamps == (1588615855, 1588687728)  # milliseconds
+
+
+def test_recipe_user_subset_is_the_first_users(ml100k):
+    from llmrec.recipes.common import subset_users
+
+    sub = subset_users(ml100k, 5)
+    full = ml100k.histories()
+    assert sub.histories() == {u: full[u] for u in list(full)[:5]}
+    assert list(sub.interactions) == [x for x in ml100k.interactions if x.user_id in sub.histories()]
