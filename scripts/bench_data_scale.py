@@ -3,6 +3,7 @@ Parquet interactions, next to a plain pyarrow + numpy reference doing the same w
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_data_scale.py     # 100k..20M -> eval/results/scale.json
     OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_data_scale.py --sizes 100000 --out /tmp/s.json
+    .venv/bin/python scripts/bench_data_scale.py --table        # eval/results/scale.json -> scale.md (no rerun)
 
 Synthetic data: ``n`` interactions by ``n/50`` users over ``n/20`` items; history lengths are log-normal
 (median ~25, long tail, at least 5); item popularity is Zipf (exponent 1.0 over popularity rank); each user's
@@ -158,6 +159,28 @@ def measure(kind: str, items: Path, inter: Path, python_views: bool = False) -> 
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def markdown(result: dict) -> str:
+    """The results table (README / results page)."""
+    lines = [
+        "| interactions | users | items | llmrec load+validate+histories+split | peak MB | pyarrow+numpy reference "
+        "| peak MB | time ratio | memory ratio | histories() Python view |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in result["rows"]:
+        ours, ref = row["llmrec"], row["reference"]
+        view = f"{ours['histories_dict_s']:.2f} s" if "histories_dict_s" in ours else "-"
+        lines.append(
+            f"| {row['interactions']:,} | {ours.get('users', '-'):,} | {ours.get('items', '-'):,} "
+            f"| {ours['total_s']:.2f} s | {ours['peak_mb']:.0f} | {ref['total_s']:.2f} s | {ref['peak_mb']:.0f} "
+            f"| {row.get('ratio_time', '-')} | {row.get('ratio_peak_mb', '-')} | {view} |")
+    m = result["machine"]
+    lines.append("")
+    lines.append(f"`{result['command'].strip()}`; threads: {result['threads']}; {m['cpu_model']}, {m['cpu_cores']} cores "
+                 "(shared with other jobs). Peak MB is each subprocess's maximum RSS, interpreter and imports "
+                 "included.")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 5_000_000, 20_000_000])
@@ -166,6 +189,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "eval" / "results" / "scale.json"))
     parser.add_argument("--python-views-max", type=int, default=1_000_000,
                         help="also time the lazy histories() dict of Python objects up to this size")
+    parser.add_argument("--table", action="store_true", help="only write the markdown table from --out's JSON")
     parser.add_argument("--child", choices=["llmrec", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--items", help=argparse.SUPPRESS)
     parser.add_argument("--inter", help=argparse.SUPPRESS)
@@ -173,6 +197,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         child(args)
+        return
+    from llmrec.io import write_text_atomic
+
+    table_path = Path(args.out).with_suffix(".md")
+    if args.table:
+        write_text_atomic(table_path, markdown(json.loads(Path(args.out).read_text())))
+        print(f"wrote {table_path}")
         return
 
     from llmrec.hardware import machine_facts
@@ -202,7 +233,7 @@ def main() -> None:
                 p.unlink()
     result = {
         "benchmark": "load + validate + histories (index) + leave-one-out split, synthetic Parquet",
-        "command": "OMP_NUM_THREADS=1 python scripts/bench_data_scale.py " + " ".join(sys.argv[1:]),
+        "command": ("OMP_NUM_THREADS=1 python scripts/bench_data_scale.py " + " ".join(sys.argv[1:])).strip(),
         "threads": "1 (OMP/MKL/OpenBLAS env, pyarrow cpu and io pools)",
         "repeats": f"{args.repeats} up to {args.repeat_max} interactions (fastest kept), 1 above",
         "targets": {"1M": {"total_s": 5.0, "peak_mb": 300}, "20M": {"total_s": 90.0, "peak_mb": 4096}},
@@ -213,7 +244,8 @@ def main() -> None:
                   "library reads, built on first use and not part of load + split"),
     }
     write_json_atomic(args.out, result)
-    print(f"wrote {args.out}")
+    write_text_atomic(table_path, markdown(result))
+    print(f"wrote {args.out} and {table_path}")
 
 
 if __name__ == "__main__":
