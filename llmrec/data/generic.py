@@ -282,6 +282,7 @@ def _fast_interactions(
         b.reset_interactions()
         return False  # the row path found nothing wrong where the columns did: trust the row path
     del table, bad, bad_text, bad_item, bad_user, bad_ts, bad_rating, bad_range, unknown  # peak memory
+    pa.default_memory_pool().release_unused()  # hand the read buffers back before sorting
     keep = ~drop if drop.any() else None
     dropped["unknown_item_interactions"] += int(drop.sum())
     user_codes, user_ids = fr.encode_first_appearance(users, keep)

@@ -172,6 +172,7 @@ def _fast_ml_interactions(
         b.reset_interactions()
         return False
     del table, bad
+    pa.default_memory_pool().release_unused()  # hand the read buffers back before sorting (peak memory)
     user_codes, user_ids = fr.encode_first_appearance(users)
     b.set_table(InteractionTable.from_codes(user_codes, user_ids, codes, list(b.items), stamps, ratings))
     return True
