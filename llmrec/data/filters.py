@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
 
-from llmrec.data.columnar import InteractionTable
 from llmrec.data.schema import InteractionData
 from llmrec.errors import DataError
+
+if TYPE_CHECKING:
+    from llmrec.data.columnar import InteractionTable
 
 logger = logging.getLogger(__name__)
 # Stop a k-core that has not converged by then (each round removes something, so this is generous).
@@ -37,6 +38,8 @@ def apply_filters(
                 "k_core": k_core}
     if not any(settings.values()):
         return data, data.filter_report
+    import pyarrow as pa  # here, so importing llmrec.data stays light
+
     before = counts(data)
     table = data.table
     # Catalogue items are kept by id; interactions with items outside the catalogue go with the first item filter.
