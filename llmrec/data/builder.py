@@ -8,7 +8,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from llmrec.data.schema import Interaction, InteractionData, Item, Vocabulary
+import numpy as np
+
+from llmrec.data.schema import InteractionData, Item, Vocabulary
 from llmrec.errors import DataError
 
 
@@ -62,7 +64,11 @@ def field_float(rec: dict[str, Any], name: str, path: Path | str, record: str | 
 
 
 class DatasetBuilder:
-    """Collects items then interactions, checking ids, references and rating range as it goes."""
+    """Collects items then interactions, checking ids, references and rating range as it goes.
+
+    Interactions are kept as columns (no object per interaction); a reader's vectorised fast path hands
+    over a whole ``InteractionTable`` through ``set_table`` instead.
+    """
 
     def __init__(
         self,
@@ -80,7 +86,9 @@ class DatasetBuilder:
         self.source = source
         self.items: dict[str, Item] = {}
         self._item_where: dict[str, str] = {}
-        self.interactions: list[Interaction] = []
+        self._columns: tuple[list[str], list[int], list[int], list[float], list[str | None]] = ([], [], [], [], [])
+        self._item_code: dict[str, int] = {}
+        self.table = None  # an InteractionTable from a fast path
         self.users: dict[str, dict[str, Any]] = {}
 
     def add_item(
@@ -95,6 +103,7 @@ class DatasetBuilder:
             )
         if title is None or not str(title).strip():
             raise DataError(f"item {item_id!r} has no title text", path=path, record=record, field=title_field)
+        self._item_code[item_id] = len(self.items)
         self.items[item_id] = Item(item_id, str(title).strip(), attributes)
         self._item_where[item_id] = f"{record}"
 
@@ -117,20 +126,59 @@ class DatasetBuilder:
         rating_field: str = "rating",
     ) -> None:
         """``item_field`` / ``rating_field``: the file's column names, for the error messages."""
+        self.check_interaction(item_id, rating, path=path, record=record, item_field=item_field,
+                               rating_field=rating_field)
+        users, items, stamps, ratings, texts = self._columns
+        users.append(user_id)
+        items.append(self._item_code[item_id])
+        stamps.append(timestamp)
+        ratings.append(math.nan if rating is None else rating)
+        texts.append(text)
+
+    def check_interaction(
+        self, item_id: str, rating: float | None, *, path: Path | str, record: str | int,
+        item_field: str = "item_id", rating_field: str = "rating",
+    ) -> None:
+        """The catalogue reference and the rating range (what ``add_interaction`` checks beyond parsing)."""
         if item_id not in self.items:
             raise DataError(f"unknown item {item_id!r} (not in the catalogue)", path=path, record=record, field=item_field)
         if rating is not None and self.rating_range is not None:
             lo, hi = self.rating_range
             if not lo <= rating <= hi:
                 raise DataError(f"rating {rating:g} outside [{lo:g}, {hi:g}]", path=path, record=record, field=rating_field)
-        self.interactions.append(Interaction(user_id, item_id, timestamp, rating, text))
+
+    def reset_interactions(self) -> None:
+        """Forget the interactions added so far (a fast path handing a file back to the row path)."""
+        self._columns = ([], [], [], [], [])
+        self.table = None
+
+    def item_codes(self) -> dict[str, int]:
+        """Item id -> code (catalogue order), the codes ``set_table`` tables use."""
+        return self._item_code
+
+    def set_table(self, table) -> None:
+        """Interactions read by a vectorised path (``InteractionTable`` coded against ``item_codes``)."""
+        self.table = table
 
     def build(self) -> InteractionData:
+        import pyarrow as pa
+
+        from llmrec.data.columnar import InteractionTable
+
         if not self.items:
             raise DataError("the catalogue has no items", path=self.source or None)
-        if not self.interactions:
+        table = self.table
+        if table is None:
+            users, items, stamps, ratings, texts = self._columns
+            table = InteractionTable.from_columns(
+                users, np.asarray(items, dtype=np.int32), list(self.items), np.asarray(stamps, dtype=np.int64),
+                np.asarray(ratings, dtype=np.float64),
+                None if all(t is None for t in texts) else pa.array(texts, type=pa.large_string()),
+            )
+            self._columns = ([], [], [], [], [])
+        if not len(table):
             raise DataError("there are no interactions", path=self.source or None)
         return InteractionData(
-            self.name, self.items, self.interactions, self.users, self.rating_range, self.source,
+            self.name, self.items, table, self.users, self.rating_range, self.source,
             category_fields=self.category_fields, vocabulary=self.vocabulary,
         )

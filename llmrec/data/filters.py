@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from llmrec.data.schema import InteractionData
 from llmrec.errors import DataError
+
+if TYPE_CHECKING:
+    from llmrec.data.columnar import InteractionTable
 
 logger = logging.getLogger(__name__)
 # Stop a k-core that has not converged by then (each round removes something, so this is generous).
@@ -17,8 +21,8 @@ _MAX_ROUNDS = 1000
 
 
 def counts(data: InteractionData) -> dict[str, int]:
-    return {"users": len({x.user_id for x in data.interactions}), "items": len(data.items),
-            "interactions": len(data.interactions)}
+    table = data.table
+    return {"users": table.n_users, "items": len(data.items), "interactions": len(table)}
 
 
 def apply_filters(
@@ -34,22 +38,30 @@ def apply_filters(
                 "k_core": k_core}
     if not any(settings.values()):
         return data, data.filter_report
+    import pyarrow as pa  # here, so importing llmrec.data stays light
+
     before = counts(data)
-    interactions, items = list(data.interactions), dict(data.items)
-    interactions, items = _pass(interactions, items, min_user_interactions, min_item_interactions)
+    table = data.table
+    # Catalogue items are kept by id; interactions with items outside the catalogue go with the first item filter.
+    in_catalogue = np.array([i in data.items for i in table.item_id_list()], dtype=bool)
+    keep_items = np.ones(len(in_catalogue), dtype=bool)
+    table, keep_items = _pass(table, keep_items, in_catalogue, min_user_interactions, min_item_interactions)
     rounds = 0
     if k_core:
         while rounds < _MAX_ROUNDS:
             rounds += 1
-            n_before = (len(interactions), len(items))
-            interactions, items = _pass(interactions, items, k_core, k_core)
-            if (len(interactions), len(items)) == n_before:
+            n_before = (len(table), int(keep_items.sum()))
+            table, keep_items = _pass(table, keep_items, in_catalogue, k_core, k_core)
+            if (len(table), int(keep_items.sum())) == n_before:
                 break
-    if not interactions:
+    if not len(table):
         raise DataError(f"the filters {_settings_text(settings)} removed every interaction", path=data.source or None)
-    users = {x.user_id for x in interactions}
+    kept_ids = set(table.item_ids.filter(pa.array(keep_items[: len(table.item_ids)])).to_pylist()) \
+        if not keep_items.all() else None
+    items = data.items if kept_ids is None else {k: v for k, v in data.items.items() if k in kept_ids}
+    users = set(table.user_id_list())
     out = dataclasses.replace(
-        data, items=items, interactions=interactions, users={u: f for u, f in data.users.items() if u in users}
+        data, items=dict(items), interactions=table, users={u: f for u, f in data.users.items() if u in users}
     )
     report = {**(data.filter_report or {}), **settings, "before": before, "after": counts(out)}
     if k_core:
@@ -58,15 +70,19 @@ def apply_filters(
     return out, report
 
 
-def _pass(interactions, items, min_user: int, min_item: int):
+def _pass(table: InteractionTable, keep_items: np.ndarray, in_catalogue: np.ndarray, min_user: int, min_item: int):
+    """One user pass then one item pass; ``keep_items`` (by item code) marks the catalogue items still kept."""
     if min_user:
-        per_user = Counter(x.user_id for x in interactions)
-        interactions = [x for x in interactions if per_user[x.user_id] >= min_user]
+        enough = table.lengths >= min_user
+        if not enough.all():
+            table = table.take_rows(np.repeat(enough, table.lengths))
     if min_item:
-        per_item = Counter(x.item_id for x in interactions)
-        items = {k: v for k, v in items.items() if per_item[k] >= min_item}
-        interactions = [x for x in interactions if x.item_id in items]
-    return interactions, items
+        per_item = np.bincount(table.item, minlength=len(keep_items))
+        keep_items = keep_items & (per_item >= min_item) & in_catalogue
+        rows = keep_items[table.item]
+        if not rows.all():
+            table = table.take_rows(rows)
+    return table, keep_items
 
 
 def _settings_text(report: dict[str, Any]) -> str:

@@ -91,6 +91,7 @@ def load_records(
     """Build from ``cfg.items`` / ``cfg.interactions`` / ``cfg.users``, or from rows a reader already parsed
     (``paths``: the items / interactions / users files they came from, for messages)."""
     items_path, inter_path, users_path = paths or (str(cfg.items), str(cfg.interactions), cfg.users)
+    fast_ok = interaction_rows is None  # files (not rows a reader parsed) may take the vectorised path
     if item_rows is None:
         item_rows = iter_records(items_path, layout.parse_item_line)
     if interaction_rows is None:
@@ -109,7 +110,8 @@ def load_records(
     _read_items(b, item_rows, items_path, cfg, layout, cols, renames, dropped)
     if user_rows is not None:
         _read_users(b, user_rows, str(users_path), cols)
-    _read_interactions(b, interaction_rows, inter_path, cfg, cols, dropped)
+    if not (fast_ok and _fast_interactions(b, inter_path, cfg, cols, dropped)):
+        _read_interactions(b, interaction_rows, inter_path, cfg, cols, dropped)
     data = b.build()
     if cfg.drop_incomplete:
         data.filter_report = {"drop_incomplete": dropped}
@@ -193,8 +195,6 @@ def _read_interactions(
     b: DatasetBuilder, rows: Rows, path: str, cfg: DatasetConfig, cols: Mapping[str, str | None],
     dropped: dict[str, int],
 ) -> None:
-    user_col, item_col, ts_col = cols["user_id"], cols["item_id"], cols["timestamp"]
-    rating_col, text_col = cols.get("rating"), cols.get("text")
     first: dict[str, Any] | None = None
     seen: set[str] = set()
     for rid, rec in rows:
@@ -202,24 +202,96 @@ def _read_interactions(
             first = rec
             _check_columns(path, rec, set(rec), {k: cols[k] for k in _REQUIRED_INTERACTION})
         seen.update(rec)
-        text = rec.get(text_col) if text_col else None
-        if text is not None and not isinstance(text, str):
-            raise DataError(f"expected text, got {type(text).__name__}", path=path, record=rid, field=text_col)
-        item_id = field_str(rec, item_col, path, rid)
-        if cfg.drop_incomplete and item_id not in b.items:
-            dropped["unknown_item_interactions"] += 1
-            continue
-        b.add_interaction(
-            field_str(rec, user_col, path, rid),
-            item_id,
-            field_timestamp(rec, ts_col, path, rid, cfg.timestamp_format),
-            field_float(rec, rating_col, path, rid) if rating_col else None,
-            text,
-            path=path,
-            record=rid,
-            item_field=item_col,
-            rating_field=rating_col or "rating",
-        )
+        _interaction(b, rec, rid, path, cfg, cols, dropped)
     assert first is not None
     # Optional columns the config names explicitly must exist somewhere in the file.
     _check_columns(path, first, seen, {k: cfg.columns[k] for k in ("rating", "text") if k in cfg.columns})
+
+
+def _interaction(
+    b: DatasetBuilder, rec: dict[str, Any], rid: str, path: str, cfg: DatasetConfig, cols: Mapping[str, str | None],
+    dropped: dict[str, int],
+) -> None:
+    """Check and add one interaction record (the fast path runs this on the record its column checks flag)."""
+    user_col, item_col, ts_col = cols["user_id"], cols["item_id"], cols["timestamp"]
+    rating_col, text_col = cols.get("rating"), cols.get("text")
+    text = rec.get(text_col) if text_col else None
+    if text is not None and not isinstance(text, str):
+        raise DataError(f"expected text, got {type(text).__name__}", path=path, record=rid, field=text_col)
+    item_id = field_str(rec, item_col, path, rid)
+    if cfg.drop_incomplete and item_id not in b.items:
+        dropped["unknown_item_interactions"] += 1
+        return
+    b.add_interaction(
+        field_str(rec, user_col, path, rid),
+        item_id,
+        field_timestamp(rec, ts_col, path, rid, cfg.timestamp_format),
+        field_float(rec, rating_col, path, rid) if rating_col else None,
+        text,
+        path=path,
+        record=rid,
+        item_field=item_col,
+        rating_field=rating_col or "rating",
+    )
+
+
+def _fast_interactions(
+    b: DatasetBuilder, path: str, cfg: DatasetConfig, cols: Mapping[str, str | None], dropped: dict[str, int],
+) -> bool:
+    """Read and check the interactions file column by column (``llmrec.data.fastread``); ``False`` when the
+    row path must read it (it then reports the file's problem in its own words)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from llmrec.data import fastread as fr
+
+    kind = fr.source_kind(path)
+    if kind is None:
+        return False
+    src = fr.Source(path, kind)
+    user_col, item_col, ts_col = cols["user_id"], cols["item_id"], cols["timestamp"]
+    rating_col, text_col = cols.get("rating"), cols.get("text")
+    wanted = [c for c in dict.fromkeys((user_col, item_col, ts_col, rating_col, text_col)) if c]
+    table = fr.read_table(src, wanted, id_columns=(user_col, item_col))
+    if table is None:
+        return False
+    names = set(table.column_names)
+    if not {user_col, item_col, ts_col} <= names or any(cfg.columns[k] not in names for k in ("rating", "text")
+                                                        if k in cfg.columns):
+        return False  # the row path words missing columns (with the first record's columns)
+    if kind == "jsonl" and any(not table[c][0].is_valid for c in (user_col, item_col, ts_col)):
+        return False  # a first record without a required key: the row path's missing-column message
+    n = table.num_rows
+    text, bad_text = fr.text_column(table[text_col]) if text_col in names else (None, np.zeros(n, dtype=bool))
+    items = fr.id_column(table[item_col])
+    bad_item = items.bad_rows()
+    codes, unknown = fr.item_codes(items, pa.array(list(b.items), type=pa.string()))
+    drop = (unknown & ~bad_text & ~bad_item) if cfg.drop_incomplete else np.zeros(n, dtype=bool)
+    users = fr.id_column(table[user_col])
+    bad_user = users.bad_rows()
+    stamps, bad_ts = fr.timestamp_column(table[ts_col], cfg.timestamp_format)
+    if rating_col in names:
+        ratings, bad_rating = fr.rating_column(table[rating_col], required=False)
+    else:
+        ratings, bad_rating = np.full(n, np.nan), np.zeros(n, dtype=bool)
+    bad_range = fr.out_of_range(ratings, b.rating_range)
+    bad = bad_text | bad_item | (~drop & (bad_user | bad_ts | bad_rating | unknown | bad_range))
+    if bad.any():
+        fr.first_bad(table, bad, src, lambda rec, rid: _interaction(b, rec, rid, path, cfg, cols, {
+            "unknown_item_interactions": 0}))
+        b.reset_interactions()
+        return False  # the row path found nothing wrong where the columns did: trust the row path
+    del table, bad, bad_text, bad_item, bad_user, bad_ts, bad_rating, bad_range, unknown  # peak memory
+    pa.default_memory_pool().release_unused()  # hand the read buffers back before sorting
+    keep = ~drop if drop.any() else None
+    dropped["unknown_item_interactions"] += int(drop.sum())
+    user_codes, user_ids = fr.encode_first_appearance(users, keep)
+    if keep is not None:
+        text = None if text is None else text.filter(pa.array(keep))
+        codes, stamps, ratings = codes[keep], stamps[keep], ratings[keep]
+    from llmrec.data.columnar import InteractionTable
+
+    b.set_table(InteractionTable.from_codes(user_codes, user_ids, codes, list(b.items), stamps, ratings, text))
+    return True
+
+

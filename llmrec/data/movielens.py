@@ -123,14 +123,59 @@ def _load_csv(folder: Path) -> InteractionData:
         b.add_item(field_str(rec, "movieId", item_path, rid), title,
                    {"year": year, "genres": _split_genres(rec["genres"])}, path=item_path, record=rid)
     data_path = folder / "ratings.csv"
-    for lineno, rec in _csv_rows(data_path, ("userId", "movieId", "rating", "timestamp")):
-        rid = f"line {lineno}"
-        b.add_interaction(
-            field_str(rec, "userId", data_path, rid), field_str(rec, "movieId", data_path, rid),
-            field_int(rec, "timestamp", data_path, rid), field_float(rec, "rating", data_path, rid, required=True),
-            None, path=data_path, record=rid, item_field="movieId",
-        )
+    cols = ("userId", "movieId", "rating", "timestamp")
+    if not _fast_ml_interactions(b, data_path, "csv", cols=cols, item_field="movieId"):
+        for lineno, rec in _csv_rows(data_path, cols):
+            _ml_interaction(b, rec, f"line {lineno}", data_path, cols, item_field="movieId")
     return b.build()
+
+
+_ML_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
+
+
+def _ml_interaction(b: DatasetBuilder, rec: dict, rid: str, path: Path, cols: tuple[str, ...] = _ML_COLUMNS,
+                    item_field: str = "item_id") -> None:
+    """Check and add one rating record (the fast path runs this on the record its column checks flag)."""
+    user, item, rating, ts = cols
+    b.add_interaction(
+        field_str(rec, user, path, rid), field_str(rec, item, path, rid), field_int(rec, ts, path, rid),
+        field_float(rec, rating, path, rid, required=True), None, path=path, record=rid, item_field=item_field,
+    )
+
+
+def _fast_ml_interactions(
+    b: DatasetBuilder, path: Path, kind: str, *, cols: tuple[str, ...] = _ML_COLUMNS,
+    header: tuple[str, ...] | None = None, encoding: str = "utf-8", rename=None, item_field: str = "item_id",
+) -> bool:
+    """A ratings file read and checked column by column (``llmrec.data.fastread``); ``False``: the row path
+    must read it (and word its problem)."""
+    import pyarrow as pa
+
+    from llmrec.data import fastread as fr
+    from llmrec.data.columnar import InteractionTable
+
+    if not path.is_file():
+        return False
+    src = fr.Source(str(path), kind, header=header, encoding=encoding, rename=rename)
+    table = fr.read_table(src, list(cols), id_columns=cols[:2])
+    if table is None or any(c not in table.column_names for c in cols):
+        return False
+    user_col, item_col, rating_col, ts_col = cols
+    users, items = fr.id_column(table[user_col]), fr.id_column(table[item_col])
+    stamps, bad_ts = fr.integer_column(table[ts_col])
+    ratings, bad_rating = fr.rating_column(table[rating_col], required=True)
+    codes, unknown = fr.item_codes(items, pa.array(list(b.items), type=pa.string()))
+    bad = (users.bad_rows() | items.bad_rows() | bad_ts | bad_rating | unknown
+           | fr.out_of_range(ratings, b.rating_range))
+    if bad.any():
+        fr.first_bad(table, bad, src, lambda rec, rid: _ml_interaction(b, rec, rid, path, cols, item_field))
+        b.reset_interactions()
+        return False
+    del table, bad
+    pa.default_memory_pool().release_unused()  # hand the read buffers back before sorting (peak memory)
+    user_codes, user_ids = fr.encode_first_appearance(users)
+    b.set_table(InteractionTable.from_codes(user_codes, user_ids, codes, list(b.items), stamps, ratings))
+    return True
 
 
 def _checked_rows(rows, path: Path, required: tuple[str, ...]):
@@ -151,7 +196,11 @@ def _csv_rows(path: Path, required: tuple[str, ...]):
 
 def _atomic_rows(path: Path, required: tuple[str, ...]):
     """Rows of a RecBole atomic file; its headers look like ``item_id:token`` (names kept, types dropped)."""
-    return _checked_rows(iter_delimited(path, delimiter="\t", rename=lambda h: h.split(":")[0].strip()), path, required)
+    return _checked_rows(iter_delimited(path, delimiter="\t", rename=_atomic_name), path, required)
+
+
+def _atomic_name(header_cell: str) -> str:
+    return header_cell.split(":")[0].strip()
 
 
 def _load_atomic(folder: Path, name: str = "ml-100k") -> InteractionData:
@@ -176,17 +225,9 @@ def _load_atomic(folder: Path, name: str = "ml-100k") -> InteractionData:
             b.add_user(uid, {k: v for k, v in rec.items() if k != "user_id"}, path=user_path, record=rid)
 
     inter_path = folder / f"{name}.inter"
-    for lineno, rec in _atomic_rows(inter_path, ("user_id", "item_id", "rating", "timestamp")):
-        rid = f"line {lineno}"
-        b.add_interaction(
-            field_str(rec, "user_id", inter_path, rid),
-            field_str(rec, "item_id", inter_path, rid),
-            field_int(rec, "timestamp", inter_path, rid),
-            field_float(rec, "rating", inter_path, rid, required=True),
-            None,
-            path=inter_path,
-            record=rid,
-        )
+    if not _fast_ml_interactions(b, inter_path, "tsv", rename=_atomic_name):
+        for lineno, rec in _atomic_rows(inter_path, _ML_COLUMNS):
+            _ml_interaction(b, rec, f"line {lineno}", inter_path)
     return b.build()
 
 
@@ -255,18 +296,10 @@ def _load_grouplens(folder: Path) -> InteractionData:
                        path=user_path, record=rid)
 
     data_path = folder / "u.data"
-    cols = ["user_id", "item_id", "rating", "timestamp"]
-    for lineno, rec in iter_delimited(data_path, delimiter="\t", encoding=enc, header=cols):
-        rid = f"line {lineno}"
-        b.add_interaction(
-            field_str(rec, "user_id", data_path, rid),
-            field_str(rec, "item_id", data_path, rid),
-            field_int(rec, "timestamp", data_path, rid),
-            field_float(rec, "rating", data_path, rid, required=True),
-            None,
-            path=data_path,
-            record=rid,
-        )
+    cols = list(_ML_COLUMNS)
+    if not _fast_ml_interactions(b, data_path, "tsv", header=_ML_COLUMNS, encoding=enc):
+        for lineno, rec in iter_delimited(data_path, delimiter="\t", encoding=enc, header=cols):
+            _ml_interaction(b, rec, f"line {lineno}", data_path)
     return b.build()
 
 

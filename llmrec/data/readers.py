@@ -169,7 +169,11 @@ def iter_parquet(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise DataError(f"not a readable Parquet file: {exc}", path=path) from None
     if table.num_rows == 0:
         raise DataError("file is empty", path=path)
-    yield from enumerate(table.to_pylist())
+    i = 0
+    for batch in table.to_batches(max_chunksize=8192):  # Python dicts a batch at a time, not the whole file
+        for row in batch.to_pylist():
+            yield i, row
+            i += 1
 
 
 HUB_PREFIX = "hf:"

@@ -75,7 +75,9 @@ class InteractionData:
 
     name: str
     items: dict[str, Item]
-    interactions: list[Interaction]
+    # A list of ``Interaction`` (hand-built data) or an ``InteractionTable`` (what the readers build): a
+    # Sequence[Interaction] view in file order over typed columns (see ``table``).
+    interactions: Sequence[Interaction]
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     rating_range: tuple[float, float] | None = None
     source: str = ""
@@ -88,6 +90,18 @@ class InteractionData:
 
     def __post_init__(self) -> None:
         self._histories: dict[str, UserHistory] | None = None
+        self._table: Any = None
+
+    @property
+    def table(self):
+        """The interactions as an ``llmrec.data.columnar.InteractionTable`` (built once from a list)."""
+        from llmrec.data.columnar import InteractionTable
+
+        if isinstance(self.interactions, InteractionTable):
+            return self.interactions
+        if self._table is None:
+            self._table = InteractionTable.from_interactions(self.interactions, list(self.items))
+        return self._table
 
     @property
     def item_ids(self) -> list[str]:
@@ -95,7 +109,7 @@ class InteractionData:
 
     @property
     def user_ids(self) -> list[str]:
-        return list(self.histories())
+        return self.table.user_id_list()
 
     @property
     def has_categories(self) -> bool:
@@ -112,38 +126,36 @@ class InteractionData:
     def histories(self) -> dict[str, UserHistory]:
         """Chronological histories per user, users in order of first appearance. Cached."""
         if self._histories is None:
-            self._histories = build_histories(self.interactions)
+            self._histories = self.table.histories_dict()
         return self._histories
+
+    def split_index(self, kind: str = "leave_one_out", **kwargs: Any):
+        """The split as index arrays into ``table`` (``llmrec.data.columnar.SplitIndex``); no Python objects
+        per interaction. ``kind``: ``leave_one_out`` (``min_length``) or ``by_time`` (fractions)."""
+        from llmrec.data.columnar import by_time_index, leave_one_out_index
+
+        if kind == "leave_one_out":
+            return leave_one_out_index(self.table, **kwargs)
+        if kind == "by_time":
+            return by_time_index(self.table, **kwargs)
+        raise ValueError(f"split kind must be leave_one_out or by_time, got {kind!r}")
 
     def to_hf(self, what: str = "interactions"):
         """Export ``interactions``, ``items`` or ``histories`` to a ``datasets.Dataset``."""
         import datasets
 
-        if what == "interactions":
-            rows = {
-                "user_id": [x.user_id for x in self.interactions],
-                "item_id": [x.item_id for x in self.interactions],
-                "timestamp": [x.timestamp for x in self.interactions],
-                "rating": [x.rating for x in self.interactions],
-                "text": [x.text for x in self.interactions],
-            }
-        elif what == "items":
+        if what in ("interactions", "histories"):
+            from datasets.table import InMemoryTable
+
+            return datasets.Dataset(InMemoryTable(self.table.to_arrow(what)))
+        if what == "items":
             rows = {
                 "item_id": list(self.items),
                 "title": [it.title for it in self.items.values()],
                 "attributes": [_jsonable(it.attributes) for it in self.items.values()],
             }
-        elif what == "histories":
-            hs = list(self.histories().values())
-            rows = {
-                "user_id": [h.user_id for h in hs],
-                "item_ids": [list(h.item_ids) for h in hs],
-                "timestamps": [list(h.timestamps) for h in hs],
-                "ratings": [list(h.ratings) for h in hs],
-            }
-        else:
-            raise ValueError(f"to_hf: what must be interactions, items or histories, got {what!r}")
-        return datasets.Dataset.from_dict(rows)
+            return datasets.Dataset.from_dict(rows)
+        raise ValueError(f"to_hf: what must be interactions, items or histories, got {what!r}")
 
 
 def item_categories(item: Item, fields: Sequence[str]) -> list[str]:

@@ -10,19 +10,20 @@ from llmrec.data.lamp import LampQuestion
 from llmrec.data.schema import InteractionData
 
 
-def _percentiles(values: list[int]) -> dict[str, float]:
+def _percentiles(values: list[int] | np.ndarray) -> dict[str, float]:
     arr = np.asarray(values, dtype=np.float64)
     qs = (0, 25, 50, 75, 90, 99, 100)
     return {f"p{q}": float(np.percentile(arr, q)) for q in qs} | {"mean": float(arr.mean())}
 
 
 def dataset_info(data: InteractionData) -> dict[str, Any]:
-    hist = data.histories()
-    n_users, n_items, n_inter = len(hist), len(data.items), len(data.interactions)
-    ratings = [x.rating for x in data.interactions if x.rating is not None]
-    stamps = [x.timestamp for x in data.interactions]
-    interacted = {x.item_id for x in data.interactions}
-    pairs = {(x.user_id, x.item_id) for x in data.interactions}
+    table = data.table  # columns: no Python object per interaction
+    n_users, n_items, n_inter = table.n_users, len(data.items), len(table)
+    ratings = table.rating[table.file_order()].astype(np.float64)  # file order: the mean sums as it always did
+    ratings = ratings[~np.isnan(ratings)]
+    stamps = table.timestamp
+    interacted = np.unique(table.item)
+    pairs = np.unique(table.user.astype(np.int64) * len(table.item_ids) + table.item) if n_inter else np.zeros(0)
     info: dict[str, Any] = {
         "name": data.name,
         "source": data.source,
@@ -32,16 +33,16 @@ def dataset_info(data: InteractionData) -> dict[str, Any]:
         "density": n_inter / (n_users * n_items),
         "items_without_interactions": n_items - len(interacted),
         "repeat_interactions": n_inter - len(pairs),
-        "history_length": _percentiles([len(h) for h in hist.values()]),
-        "time_span": [int(min(stamps)), int(max(stamps))],
+        "history_length": _percentiles(table.lengths),
+        "time_span": [int(stamps.min()), int(stamps.max())],
     }
     if data.has_categories:
         info["category_fields"] = list(data.category_fields)
         info["categories"] = len({c for item_id in data.items for c in data.item_categories(item_id)})
     if data.filter_report is not None:
         info["filters"] = data.filter_report
-    if ratings:
-        values, counts = np.unique(np.asarray(ratings), return_counts=True)
+    if len(ratings):
+        values, counts = np.unique(ratings, return_counts=True)
         info["ratings"] = {
             "count": len(ratings),
             "mean": float(np.mean(ratings)),

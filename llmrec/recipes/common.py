@@ -31,12 +31,11 @@ class RecipeBase(RecipeConfig):
 
 def subset_users(data, n: int):
     """``data`` restricted to its first ``n`` users (catalogue unchanged, so item tables keep their shape)."""
-    if not n or n >= len(data.histories()):
+    table = data.table  # users are coded in order of first appearance, the histories' order
+    if not n or n >= table.n_users:
         return data
-    keep = set(list(data.histories())[:n])
-    sub = dataclasses.replace(data, interactions=[x for x in data.interactions if x.user_id in keep])
-    logger.info("users: kept the first %d of %d users (%d interactions)", n, len(data.histories()),
-                len(sub.interactions))
+    sub = dataclasses.replace(data, interactions=table.take_rows(table.user < n))
+    logger.info("users: kept the first %d of %d users (%d interactions)", n, table.n_users, len(sub.interactions))
     return sub
 
 

@@ -1,0 +1,252 @@
+"""Benchmark the data layer at scale: load + validate + histories (index) + leave-one-out split of synthetic
+Parquet interactions, next to a plain pyarrow + numpy reference doing the same work, measured in the same run.
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_data_scale.py     # 100k..20M -> eval/results/scale.json
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_data_scale.py --sizes 100000 --out /tmp/s.json
+    .venv/bin/python scripts/bench_data_scale.py --table        # eval/results/scale.json -> scale.md (no rerun)
+
+Synthetic data: ``n`` interactions by ``n/50`` users over ``n/20`` items; history lengths are log-normal
+(median ~25, long tail, at least 5); item popularity is Zipf (exponent 1.0 over popularity rank); each user's
+events are spaced by exponential gaps (with some same-second ties) and the file is written in global time
+order, as a log is, so users interleave. Ratings 1-5. Ids are strings (``U0000042``, ``I0001234``).
+
+Every measurement runs in a fresh subprocess, so its peak RSS (``ru_maxrss``, via
+``llmrec.hardware.peak_memory_mb``) is its own and includes the interpreter and its imports. Threads are
+pinned to one (OMP/MKL/OpenBLAS env, pyarrow's CPU and I/O pools). Timings are wall-clock on a shared
+machine (other jobs were running), so read them as the ratio to the reference measured alongside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+              "ARROW_NUM_THREADS": "1"}
+
+
+def _pin_threads() -> None:
+    import pyarrow as pa
+
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+
+
+def generate(folder: Path, n: int, seed: int = 0) -> tuple[Path, Path]:
+    """Write ``items.parquet`` and ``interactions.parquet`` (see the module docstring)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    n_users, n_items = max(10, n // 50), max(10, n // 20)
+    lengths = np.maximum(5, rng.lognormal(mean=np.log(25), sigma=1.0, size=n_users)).astype(np.int64)
+    lengths = np.maximum(5, np.round(lengths * (n / lengths.sum()))).astype(np.int64)
+    lengths[-1] += n - lengths.sum()  # exact total (the last user absorbs the rounding)
+    if lengths[-1] < 5:
+        lengths[np.argmax(lengths)] -= 5 - lengths[-1]
+        lengths[-1] = 5
+    user = np.repeat(np.arange(n_users, dtype=np.int64), lengths)
+    ranks = rng.permutation(n_items)
+    p = 1.0 / np.arange(1, n_items + 1)
+    item = ranks[rng.choice(n_items, size=n, p=p / p.sum())]
+    start = rng.integers(1_500_000_000, 1_650_000_000, size=n_users)
+    gaps = rng.exponential(86_400.0, size=n).astype(np.int64)
+    gaps[rng.random(n) < 0.05] = 0  # same-second ties: file order must decide
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    cum = np.cumsum(gaps)
+    ts = start[user] + cum - np.repeat(cum[offsets[:-1]], lengths)
+    order = np.argsort(ts, kind="stable")  # a log: global time order, users interleaved
+    user_ids = pa.array(np.char.add("U", np.char.zfill(np.arange(n_users).astype(str), 7)))
+    item_ids = pa.array(np.char.add("I", np.char.zfill(np.arange(n_items).astype(str), 7)))
+    folder.mkdir(parents=True, exist_ok=True)
+    items_path, inter_path = folder / "items.parquet", folder / "interactions.parquet"
+    pq.write_table(pa.table({"item_id": item_ids, "title": pa.array([f"Item {k}" for k in range(n_items)]),
+                             "category": pa.array([f"c{k % 50}" for k in range(n_items)])}), items_path)
+    pq.write_table(pa.table({
+        "user_id": user_ids.take(pa.array(user[order])), "item_id": item_ids.take(pa.array(item[order])),
+        "timestamp": pa.array(ts[order]), "rating": pa.array(rng.integers(1, 6, size=n)[order].astype(np.float64)),
+    }), inter_path)
+    return items_path, inter_path
+
+
+# ---------------------------------------------------------------- children (one measurement each)
+
+
+def run_llmrec(items: str, inter: str, python_views: bool) -> dict:
+    from llmrec.data import load_generic
+    from llmrec.hardware import peak_memory_mb
+
+    _pin_threads()
+    t0 = time.perf_counter()
+    data = load_generic(items, inter, rating_range=(1, 5))
+    t1 = time.perf_counter()
+    table = data.table
+    lengths = table.lengths  # histories are the CSR offsets, built while loading
+    t2 = time.perf_counter()
+    split = data.split_index("leave_one_out")
+    t3 = time.perf_counter()
+    out = {"load_validate_s": t1 - t0, "histories_index_s": t2 - t1, "split_s": t3 - t2, "total_s": t3 - t0,
+           "peak_mb": peak_memory_mb(), "users": table.n_users, "items": len(data.items),
+           "interactions": len(table), "test_examples": len(split.test), "max_history": int(lengths.max())}
+    if python_views:  # the lazy Python-object view the rest of the library reads (not on the hot path)
+        t4 = time.perf_counter()
+        data.histories()
+        out["histories_dict_s"] = time.perf_counter() - t4
+        out["peak_mb_with_histories_dict"] = peak_memory_mb()
+    return out
+
+
+def run_reference(items: str, inter: str) -> dict:
+    """The same work in plain pyarrow + numpy: read, check (unknown items, missing values, rating range),
+    code users by first appearance and items by catalogue, stable sort by user then time, offsets, split."""
+    import numpy as np
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from llmrec.hardware import peak_memory_mb
+
+    _pin_threads()
+    t0 = time.perf_counter()
+    catalogue = pq.read_table(items, columns=["item_id", "title"])
+    table = pq.read_table(inter, columns=["user_id", "item_id", "timestamp", "rating"])
+    item = pc.index_in(table["item_id"], value_set=catalogue["item_id"].combine_chunks())
+    assert item.null_count == 0 and table["user_id"].null_count == 0 and table["timestamp"].null_count == 0
+    rating = table["rating"].to_numpy()
+    assert bool(((rating >= 1) & (rating <= 5) | np.isnan(rating)).all())
+    users = table["user_id"].combine_chunks()
+    uniq = pc.unique(users)
+    user = pc.index_in(users, value_set=uniq).to_numpy().astype(np.int32)
+    item = item.to_numpy().astype(np.int32)
+    ts = table["timestamp"].to_numpy()
+    t1 = time.perf_counter()
+    order = np.lexsort((ts, user))
+    user, item, ts, rating = user[order], item[order], ts[order], rating[order].astype(np.float32)
+    offsets = np.zeros(len(uniq) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(user, minlength=len(uniq)), out=offsets[1:])
+    t2 = time.perf_counter()
+    ends = offsets[1:]
+    held = np.diff(offsets) >= 3
+    test, valid = ends[held] - 1, ends[held] - 2
+    t3 = time.perf_counter()
+    return {"load_validate_s": t1 - t0, "histories_index_s": t2 - t1, "split_s": t3 - t2, "total_s": t3 - t0,
+            "peak_mb": peak_memory_mb(), "users": len(uniq), "interactions": len(ts), "test_examples": len(test),
+            "valid_examples": len(valid)}
+
+
+def child(args: argparse.Namespace) -> None:
+    result = run_reference(args.items, args.inter) if args.child == "reference" else run_llmrec(
+        args.items, args.inter, args.python_views)
+    print(json.dumps(result))
+
+
+def measure(kind: str, items: Path, inter: Path, python_views: bool = False) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, "--items", str(items), "--inter", str(inter)]
+    if python_views:
+        cmd.append("--python-views")
+    env = {**os.environ, **THREAD_ENV, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def markdown(result: dict) -> str:
+    """The results table (README / results page)."""
+    lines = [
+        "| interactions | users | items | llmrec load+validate+histories+split | peak MB | pyarrow+numpy reference "
+        "| peak MB | time ratio | memory ratio | histories() Python view |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in result["rows"]:
+        ours, ref = row["llmrec"], row["reference"]
+        view = f"{ours['histories_dict_s']:.2f} s" if "histories_dict_s" in ours else "-"
+        lines.append(
+            f"| {row['interactions']:,} | {ours.get('users', '-'):,} | {ours.get('items', '-'):,} "
+            f"| {ours['total_s']:.2f} s | {ours['peak_mb']:.0f} | {ref['total_s']:.2f} s | {ref['peak_mb']:.0f} "
+            f"| {row.get('ratio_time', '-')} | {row.get('ratio_peak_mb', '-')} | {view} |")
+    m = result["machine"]
+    lines.append("")
+    lines.append(f"`{result['command'].strip()}`; threads: {result['threads']}; {m['cpu_model']}, {m['cpu_cores']} cores "
+                 "(shared with other jobs). Peak MB is each subprocess's maximum RSS, interpreter and imports "
+                 "included.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 5_000_000, 20_000_000])
+    parser.add_argument("--repeats", type=int, default=2, help="runs per size and method; the fastest is kept")
+    parser.add_argument("--repeat-max", type=int, default=5_000_000, help="sizes above this run once")
+    parser.add_argument("--out", default=str(ROOT / "eval" / "results" / "scale.json"))
+    parser.add_argument("--python-views-max", type=int, default=1_000_000,
+                        help="also time the lazy histories() dict of Python objects up to this size")
+    parser.add_argument("--table", action="store_true", help="only write the markdown table from --out's JSON")
+    parser.add_argument("--child", choices=["llmrec", "reference"], help=argparse.SUPPRESS)
+    parser.add_argument("--items", help=argparse.SUPPRESS)
+    parser.add_argument("--inter", help=argparse.SUPPRESS)
+    parser.add_argument("--python-views", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    from llmrec.io import write_text_atomic
+
+    table_path = Path(args.out).with_suffix(".md")
+    if args.table:
+        write_text_atomic(table_path, markdown(json.loads(Path(args.out).read_text())))
+        print(f"wrote {table_path}")
+        return
+
+    from llmrec.hardware import machine_facts
+    from llmrec.io import write_json_atomic
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="llmrec-scale-") as tmp:
+        for n in args.sizes:
+            t0 = time.perf_counter()
+            items, inter = generate(Path(tmp) / str(n), n)
+            gen_s = time.perf_counter() - t0
+            runs = {"llmrec": [], "reference": []}
+            for _ in range(args.repeats if n <= args.repeat_max else 1):
+                for kind in ("reference", "llmrec"):
+                    runs[kind].append(measure(kind, items, inter, python_views=(
+                        kind == "llmrec" and n <= args.python_views_max)))
+            best = {k: min((r for r in v if "error" not in r), key=lambda r: r["total_s"], default=v[0])
+                    for k, v in runs.items()}
+            row = {"interactions": n, "generate_s": round(gen_s, 2),
+                   "file_mb": round(inter.stat().st_size / 2**20, 1), **best}
+            if "error" not in best["llmrec"] and "error" not in best["reference"]:
+                row["ratio_time"] = round(best["llmrec"]["total_s"] / best["reference"]["total_s"], 2)
+                row["ratio_peak_mb"] = round(best["llmrec"]["peak_mb"] / best["reference"]["peak_mb"], 2)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            for p in (items, inter):
+                p.unlink()
+    result = {
+        "benchmark": "load + validate + histories (index) + leave-one-out split, synthetic Parquet",
+        "command": ("OMP_NUM_THREADS=1 python scripts/bench_data_scale.py " + " ".join(sys.argv[1:])).strip(),
+        "threads": "1 (OMP/MKL/OpenBLAS env, pyarrow cpu and io pools)",
+        "repeats": f"{args.repeats} up to {args.repeat_max} interactions (fastest kept), 1 above",
+        "targets": {"1M": {"total_s": 5.0, "peak_mb": 300}, "20M": {"total_s": 90.0, "peak_mb": 4096}},
+        "rows": rows,
+        "machine": machine_facts(),
+        "notes": ("peak_mb is each subprocess's ru_maxrss (interpreter and imports included: ~80 MB for "
+                  "llmrec.data + pyarrow); histories_dict_s is the lazy Python view (dict of UserHistory) the "
+                  "library reads, built on first use and not part of load + split"),
+    }
+    write_json_atomic(args.out, result)
+    write_text_atomic(table_path, markdown(result))
+    print(f"wrote {args.out} and {table_path}")
+
+
+if __name__ == "__main__":
+    main()
