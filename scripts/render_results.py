@@ -93,6 +93,38 @@ HEADLINES: list[Headline] = [
 ]
 
 
+RANKING = ["recall@5", "recall@10", "ndcg@5", "ndcg@10", "mrr", "invalid_rate"]
+UQA_TASKS = ["nth_title", "nth_genre", "genre_count", "next_title", "next_genre", "longterm_genre", "recent_genre",
+             "interest_shift"]
+# Summary tables at the top of RESULTS.md: (title, columns, rows of (label, "file:path" of a dict holding the
+# columns)). The per-file sections below hold everything else.
+SUMMARIES: list[tuple[str, list[str], list[tuple[str, str]]]] = [
+    ("Recommendation, ml-100k test (leave-one-out, all 1,682 items ranked, rated items removed, 943 users)",
+     RANKING, [
+         ("popularity (exact counts)", "baselines_ml100k:popularity/test/rated_removed"),
+         ("SASRec, tuned on validation (`sasrec/ml-100k`)", "baselines_ml100k:sasrec/test/rated_removed"),
+         ("SASRec + frozen MiniLM item vectors", "baselines_ml100k:sasrec_text/test/rated_removed"),
+         ("cornac SASRec (reference, same protocol)", "baselines_ml100k:reference"),
+         ("genrec + 2-seed SASRec ensemble, shallow fusion, w = 2, 20 beams",
+          "genrec_hybrid_ml100k:fusion_with_sasrec_ensemble/test_full_metrics"),
+         ("genrec (checkpoint average) + SASRec, shallow fusion, w = 1, 20 beams",
+          "genrec_hybrid_ml100k:shallow_fusion_more_valid/test_avg20_b20_w1"),
+         ("genrec (50-item windows) + SASRec, shallow fusion, w = 1, 10 beams", "genrec_hybrid_ml100k:shallow_fusion/test"),
+         ("genrec, collaborative IDs (`smollm2-135m/genrec`), 10 beams", "genrec_llm_cf_ml100k:test"),
+         ("the same, 20 beams", "genrec_llm_cf_beams_ml100k:test/20"),
+         ("checkpoint average (steps 1,326 / 1,400 / 1,989), 20 beams", "genrec_llm_cf_avg_ml100k:test_selected/beams_20"),
+         ("50-item windows, 10 context items, 10 beams", "genrec_llm_w50_ml100k:test"),
+         ("50-item windows + SASRec user-state tokens, 10 beams", "genrec_hybrid_ml100k:user_state_tokens/test"),
+         ("continued to 3 epochs (validation-selected step 1,400)", "genrec_llm_cf_3ep_ml100k:test"),
+         ("genrec, text-only IDs, last 2 windows per user", "genrec_llm_ml100k:test"),
+     ]),
+    ("Personalized QA with worked answers, ml-100k (800 test questions, accuracy per task)", [*UQA_TASKS, "macro"], [
+        (f"{{uqa_worked_ml100k:runs/{i}/setting}}", f"uqa_worked_ml100k:runs/{i}/variants/{v}/accuracy")
+        for i, v in ((0, "none"), (1, "text"), (2, "soft_k8"))
+    ]),
+]
+
+
 # ---- loading and paths --------------------------------------------------------------------------------------
 
 def load_results(results_dir: Path = RESULTS_DIR) -> dict[str, Any]:
@@ -107,7 +139,7 @@ def lookup(results: dict[str, Any], ref: str) -> Any:
     for part in path.split("/") if path else []:
         try:
             node = node[int(part)] if isinstance(node, list) else node[part]
-        except (KeyError, IndexError, ValueError) as exc:
+        except (KeyError, IndexError, ValueError, TypeError) as exc:
             raise KeyError(f"{ref}: no {part!r}") from exc
     return node
 
@@ -221,8 +253,9 @@ def hardware(data: dict[str, Any]) -> str:
         parts.append(f"{threads} torch thread{'s' if threads != 1 else ''}")
     for gpu in m.get("gpus") or []:
         parts.append(f"GPU {gpu.get('name')}")
-    if m.get("dtype"):
-        parts.append(str(m["dtype"]))
+    dtype = m.get("dtype") or re.search(r"\b(bf16|fp16|fp32)\b", str(data.get("model", "")))
+    if dtype:
+        parts.append(dtype if isinstance(dtype, str) else dtype.group(1))
     return ", ".join(parts) if parts else NOT_RECORDED
 
 
@@ -243,6 +276,27 @@ def config_of(data: dict[str, Any], path: str = "") -> str:
 
 
 # ---- the two outputs ------------------------------------------------------------------------------------------
+
+def _summary_row(results: dict[str, Any], ref: str, columns: list[str]) -> list[Any]:
+    node = lookup(results, ref)
+    tasks = node.get("task", {}) if isinstance(node, dict) else {}
+    cells = []
+    for c in columns:
+        value = node.get(c, tasks.get(c, {}).get("accuracy") if isinstance(tasks.get(c), dict) else None)
+        cells.append("-" if value is None else round(value, 4) if isinstance(value, float) else value)
+    return cells
+
+
+def render_summaries(results: dict[str, Any]) -> list[str]:
+    out = ["## Summary tables", "", "Rows picked from the files below (4 decimals); each row names its source.", ""]
+    for title, columns, rows in SUMMARIES:
+        body = []
+        for label, ref in rows:
+            label = re.sub(r"\{([^}]+)\}", lambda m: str(lookup(results, m.group(1))), label)
+            body.append([label, *_summary_row(results, ref, columns), f"`{ref.split(':')[0]}`"])
+        out += [f"**{title}**", ""] + table(["model", *columns, "source"], body)
+    return out
+
 
 def render_headlines(results: dict[str, Any]) -> str:
     rows = []
@@ -293,12 +347,13 @@ def render_results(results: dict[str, Any]) -> str:
     sections = [(t, [s for s in stems if s in results]) for t, stems in TOPICS]
     rest = [s for s in results if not any(s in stems for _, stems in TOPICS)]
     sections.append(("Other results", rest))
-    out += ["## Contents", ""]
+    out += ["## Contents", "", "- [Summary tables](#summary-tables)"]
     for topic, stems in sections:
         if stems:
             anchor = re.sub(r"[^a-z0-9 -]", "", topic.lower()).replace(" ", "-")
             out.append(f"- [{topic}](#{anchor}): " + ", ".join(f"`{s}`" for s in stems))
     out.append("")
+    out += render_summaries(results)
     for topic, stems in sections:
         if not stems:
             continue
