@@ -117,6 +117,9 @@ SUMMARIES: list[tuple[str, list[str], list[tuple[str, str]]]] = [
          ("50-item windows + SASRec user-state tokens, 10 beams", "genrec_hybrid_ml100k:user_state_tokens/test"),
          ("continued to 3 epochs (validation-selected step 1,400)", "genrec_llm_cf_3ep_ml100k:test"),
          ("genrec, text-only IDs, last 2 windows per user", "genrec_llm_ml100k:test"),
+         ("cornac TIGER (external reference, same protocol)", "genrec_llm_ml100k:external_references/cornac_tiger"),
+         ("OpenP5, integer IDs (published; recall@10 = HR@10)",
+          "genrec_llm_ml100k:external_references/openp5_integer_ids"),
      ]),
     ("Personalized QA with worked answers, ml-100k (800 test questions, accuracy per task)", [*UQA_TASKS, "macro"], [
         (f"{{uqa_worked_ml100k:runs/{i}/setting}}", f"uqa_worked_ml100k:runs/{i}/variants/{v}/accuracy")

@@ -170,3 +170,14 @@ def test_readme_accelerate_command(tmp_path, tiny_llama_dir):
     rest = adapt(["llmrec", "train", "genrec", *argv[script + 1:]], tiny_llama_dir)[5:]
     _run([*launch, *rest], tmp_path, shlex.join(argv))
     assert (tmp_path / "runs/genrec-ddp/model.json").exists()
+
+
+@pytest.mark.slow
+def test_model_dir_page_opens_a_saved_model(readme_run):
+    """llmrec/lm/MODEL_DIR.md's plain transformers + peft snippet opens the genrec model the README trained."""
+    page = (REPO / "llmrec/lm/MODEL_DIR.md").read_text(encoding="utf-8")
+    (snippet,) = fenced("python", page)
+    assert 'd = "runs/genrec"' in snippet
+    snippet = snippet.replace('d = "runs/genrec"', 'd = "shop/genrec"')
+    check = '\nassert model(**tok("<a_1><b_1>", return_tensors="pt")).logits.shape[-1] == len(tok)\n'
+    _run([sys.executable, "-c", snippet + check], readme_run, "MODEL_DIR.md snippet")
