@@ -29,6 +29,7 @@ CONFIGS = {
     "smollm2-135m/genrec": ["tiny/genrec", "--model.base_model", "{tiny}"],
     "smollm2-135m/soft-prompt": ["tiny/soft-prompt", "--model.base_model", "{tiny}"],
     "sasrec/ml-100k": ["tiny/sasrec"],
+    "smollm2-135m/genrec-pref": ["tiny/genrec-pref"],  # its base model is the --init model's
 }
 # appended to a recipe's command so it stays seconds-long whatever the README asks for
 BUDGETS = {
@@ -37,6 +38,7 @@ BUDGETS = {
                     "--questions.test_per_task", "2", "--encoder.epochs", "1", "--soft.align_epochs", "1",
                     "--encoder.item_vectors", "none"],
     "sasrec": ["--users", "40"],
+    "genrec-pref": ["--users", "30", "--train.max_steps", "2"],
 }
 
 
