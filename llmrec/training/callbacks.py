@@ -62,6 +62,15 @@ class ProgressLogCallback(TrainerCallback):
             emit(self._line(state), logger)
 
 
+def drop_printer(trainer) -> None:
+    """With our log lines on, drop the Trainer's PrinterCallback (added whenever its tqdm is off), which would
+    print every raw metrics dict to stdout beside them."""
+    from transformers.trainer_callback import PrinterCallback
+
+    if any(isinstance(cb, ProgressLogCallback) for cb in trainer.callback_handler.callbacks):
+        trainer.remove_callback(PrinterCallback)
+
+
 def trainer_progress(desc: str = "training") -> tuple[bool, list[TrainerCallback]]:
     """``(disable_tqdm, callbacks)`` for a Trainer: its tqdm bar on a terminal, log lines elsewhere."""
     quiet_libraries()  # called where every Trainer is built: filters set at import may have been reset since

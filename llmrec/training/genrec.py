@@ -27,7 +27,7 @@ from llmrec.evaluation.ranking import ranking_metrics
 from llmrec.lm.user_states import UserStateLM
 from llmrec.progress import progress
 from llmrec.tasks.genrec import build_genrec_rows
-from llmrec.training.callbacks import trainer_progress
+from llmrec.training.callbacks import drop_printer, trainer_progress
 from llmrec.training.checkpoints import last_complete_checkpoint
 from llmrec.training.collate import CausalCollator
 
@@ -250,6 +250,7 @@ def train_genrec(
         eval_examples=eval_examples,
         train_config=config,
     )
+    drop_printer(trainer)
     last = last_complete_checkpoint(config.output_dir)  # a half-written newer one is skipped
     if last:
         logger.info("resuming from %s", last)

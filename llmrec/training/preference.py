@@ -396,10 +396,10 @@ def train_genrec_pref(
     """DPO on ``pairs`` in place; the best validation checkpoint is loaded at the end, or the supervised weights
     are restored when no checkpoint beat them (``report["selected"]``). Resumes from ``config.output_dir``."""
     from transformers import EarlyStoppingCallback
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import DPOConfig
 
-    from llmrec.training.callbacks import trainer_progress
+    from llmrec.training.callbacks import drop_printer, trainer_progress
+    from llmrec.training.checkpoints import last_complete_checkpoint
     from llmrec.training.genrec import CHECKPOINTING_ARG, TimeBudgetCallback, evaluate_genrec
 
     if plm.user_states is not None:
@@ -447,8 +447,9 @@ def train_genrec_pref(
         + progress_callbacks,
         plm=plm, eval_examples=eval_examples, train_config=config,
     )
+    drop_printer(trainer)
     check_tokenization(plm, pairs[0], trainer.train_dataset[0], trainer.data_collator)
-    last = get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
+    last = last_complete_checkpoint(config.output_dir)  # a half-written newer one is skipped
     if last:
         logger.info("resuming from %s", last)
     t0 = time.perf_counter()

@@ -20,7 +20,7 @@ from llmrec.distributed import world_size
 from llmrec.errors import ConfigError
 from llmrec.progress import progress
 from llmrec.prompting import chat_ids
-from llmrec.training.callbacks import trainer_progress
+from llmrec.training.callbacks import drop_printer, trainer_progress
 from llmrec.training.checkpoints import last_complete_checkpoint
 from llmrec.training.genrec import TimeBudgetCallback
 
@@ -178,6 +178,7 @@ def train_qa(model, rows: datasets.Dataset, pad_token_id: int, config: QATrainCo
     trainer = TrainableOnlyTrainer(model=model, args=args, train_dataset=rows.remove_columns(["prompt_len"]),
                                    data_collator=QACollator(pad_token_id), callbacks=callbacks,
                                    optimizers=(_optimizer(model, config), None))
+    drop_printer(trainer)
     last = last_complete_checkpoint(config.output_dir)  # a half-written newer one is skipped
     t0 = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=last)
