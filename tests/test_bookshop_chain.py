@@ -239,6 +239,56 @@ def test_interaction_tasks_take_labels_and_scale_from_the_dataset(tmp_path):
     assert resolve_spec(reg.tasks["rating"]).output.range == reg.tasks["ml100k_rating"].output.range
 
 
+def test_uqa_category_tasks_take_their_labels_from_the_dataset(tmp_path, capsys):
+    from llmrec.evaluation.builders import build_examples, resolve_spec
+    from llmrec.evaluation.tasks import load_registry
+
+    cfg = str(write_bookshop_cli(tmp_path, capsys))
+    cats = tuple(sorted({json.loads(x)["category"] for x in (tmp_path / "books.jsonl").read_text().splitlines()}))
+    reg = load_registry()
+    for name in ("uqa_nth_genre", "uqa_next_genre", "uqa_longterm_genre", "uqa_recent_genre"):
+        spec = resolve_spec(reg.tasks[name].with_overrides(dataset=cfg))
+        assert spec.output.labels == cats, name
+        examples = build_examples(spec)
+        assert examples and all(ex.gold in cats for ex in examples), name
+        text = _prompt(spec, examples[0])
+        assert f"Options: {', '.join(cats)}." in text and "Answer with only the category." in text
+        assert not MOVIE_WORDS.search(text), text
+    # the tasks with fixed options keep them
+    assert resolve_spec(reg.tasks["uqa_interest_shift"].with_overrides(dataset=cfg)).output.labels == ("yes", "no")
+    # from the command line, as the issue's user runs it
+    _cli(capsys, "eval", "run", "--data", cfg, "--tasks", "uqa", "--model", "baseline:majority", "--limit", "5",
+         "--n-boot", "0", "--no-progress", "--no-report", "--out", tmp_path / "eval")
+    res = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert len(res["tasks"]) == 6 and res["tasks"]["uqa_longterm_genre"]["dataset"]["name"] == "bookshop"
+    # on ml-100k the labels are the GroupLens genres in the GroupLens order, as the task files listed them
+    assert resolve_spec(reg.tasks["uqa_next_genre"]).output.labels == (
+        "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
+        "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western")
+
+
+def write_bookshop_cli(folder: Path, capsys) -> Path:
+    """``llmrec data make-bookshop --out FOLDER`` (small): the config path."""
+    _cli(capsys, "data", "make-bookshop", "--out", folder, "--users", "20", "--items", "40")
+    return folder / "bookshop.yaml"
+
+
+def test_uqa_category_tasks_on_a_dataset_without_categories(tmp_path):
+    from llmrec.evaluation.builders import resolve_spec
+    from llmrec.evaluation.tasks import load_registry
+
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps({"item": f"i{i}", "title": f"Item {i}"}) + "\n"
+                                                  for i in range(6)))
+    rows = [{"user": f"u{u}", "item": f"i{(u + t) % 6}", "ts": 100 * t} for u in range(3) for t in range(6)]
+    (tmp_path / "ratings.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "d.yaml").write_text("name: bare\ninteractions: ratings.jsonl\nitems: items.jsonl\n"
+                                     "columns: {user_id: user, item_id: item, timestamp: ts}\ncategory: []\n")
+    spec = load_registry().tasks["uqa_longterm_genre"].with_overrides(dataset=str(tmp_path / "d.yaml"))
+    with pytest.raises(ConfigError, match="uqa_longterm_genre asks about item categories, but dataset .* has no "
+                                          "category attribute"):
+        resolve_spec(spec)
+
+
 def _prompt(spec, example) -> str:
     from llmrec.evaluation.runner import build_prompts
 

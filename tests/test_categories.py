@@ -291,3 +291,23 @@ def test_genrec_prompt_nouns_and_legacy_models(tiny_llama_dir, tmp_path):
     del saved["vocabulary"]
     cfg_path.write_text(json.dumps(saved))
     assert PersonalLM.load(tmp_path / "m").history_prompt(["b1"]).startswith("A user watched these movies")
+
+
+def test_command_help_speaks_no_movielens_words():
+    """Help texts are read before any dataset is chosen: they speak of items and categories (`answer --answer-kind`
+    said 'genre')."""
+    import argparse
+
+    from llmrec.cli import build_parser
+
+    words = re.compile(r"\b(movies?|films?|watch(ed|es|ing)?|genres?)\b", re.IGNORECASE)
+    found, todo, seen = [], [("llmrec", build_parser())], 0
+    while todo:
+        path, parser = todo.pop()
+        seen += 1
+        found += [f"{path}: {line.strip()}" for line in parser.format_help().splitlines() if words.search(line)]
+        todo += [(f"{path} {name}", sub) for action in parser._actions
+                 if isinstance(action, argparse._SubParsersAction) for name, sub in action.choices.items()]
+    assert seen >= 10 and not found, found  # llmrec, every group and every command
+    answer = build_parser().parse_args(["answer", "--user", "1", "q", "--answer-kind", "category"])
+    assert answer.answer_kind == "category"

@@ -7,8 +7,9 @@ interaction dataset (leave-one-out: ``split: test`` = last item, ``valid`` = sec
 ``dataset_args: {category: <attribute or list>}``, by default the dataset's (``InteractionData.category_fields``),
 and give prompts the dataset's nouns as ``vocab`` (:func:`llmrec.nouns.prompt_vocab`).
 
-A task may leave ``output.labels`` (``next_category``) or ``output.range`` (``rating``) empty: :func:`resolve_spec`
-fills them from the dataset (its categories, its rating scale), so one task file serves every dataset
+A task may leave ``output.labels`` (``next_category``, the ``uqa_*`` category questions) or ``output.range``
+(``rating``) empty: :func:`resolve_spec` fills them from the dataset (its categories, its rating scale), so one
+task file serves every dataset
 (``llmrec eval run --data shop.yaml`` sets ``dataset`` of every task whose builder reads one).
 """
 
@@ -309,6 +310,17 @@ def _lamp(spec: TaskSpec) -> list[Example]:
 
 
 # ---- UQA-style questions (llmrec.tasks.uqa) ----------------------------------------------------------------
+
+
+@register_spec_resolver("uqa")
+def _uqa_labels(spec: TaskSpec) -> TaskSpec:
+    """Empty ``output.labels``: the options :func:`llmrec.tasks.uqa.harness_labels` gives (the dataset's
+    categories for the category questions)."""
+    from llmrec.tasks.uqa import harness_labels
+
+    if spec.output.labels:
+        return spec
+    return spec.with_overrides(output=dataclasses.replace(spec.output, labels=harness_labels(spec)))
 
 
 @register_builder("uqa")

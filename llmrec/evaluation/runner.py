@@ -278,6 +278,7 @@ class PredictionCache:
 
 def build_prompts(spec: TaskSpec, examples: list[Example], retriever: str, k: int, max_tokens: int | None,
                   seed: int = 0) -> list[str]:
+    spec = resolve_spec(spec)  # labels a task leaves to its dataset ("Options: ...") as build_examples sees them
     template = load_template(spec.prompt, spec.source)
     ret = get_retriever(retriever, seed=seed) if k > 0 else None
     if ret is not None and hasattr(ret, "prepare"):

@@ -100,8 +100,9 @@ def register_text(sub: argparse._SubParsersAction) -> None:
             p.add_argument("question", type=nonempty_text)
             p.add_argument("--options", default="", help="comma-separated answer options, as the soft-prompt model "
                            "was trained with (e.g. 'yes,no')")
-            p.add_argument("--answer-kind", help="what to answer with, as in training (e.g. 'genre', or "
-                           "'favourite genre overall, then lately, then yes or no (e.g. Drama, Comedy: yes)')")
+            p.add_argument("--answer-kind", help="what to answer with, as in training: the dataset's category "
+                           "noun (e.g. 'category'), 'number', 'word yes or no', 'title', or a worked form such as "
+                           "'favourite category overall, then lately, then yes or no (e.g. A, B: yes)'")
         add_pickle_arg(p)
         add_hardware_args(p)
         p.set_defaults(func=_text, kind=name)

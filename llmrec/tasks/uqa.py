@@ -605,6 +605,36 @@ def _dataset(name: str) -> InteractionData:
     return load_dataset(name)
 
 
+def harness_labels(spec: Any) -> tuple[str, ...]:
+    """The answer options of a harness task that leaves ``output.labels`` empty: the category questions get the
+    dataset's real categories in :func:`category_order` (on ml-100k the GroupLens genre order),
+    ``genre_count`` 0..recent_window, ``interest_shift`` yes/no; the title questions have no closed set (())."""
+    args = _harness_args(spec)
+    task = args["task"]
+    if task == "genre_count":
+        return tuple(str(n) for n in range(int(args.get("recent_window", 10)) + 1))
+    if task == "interest_shift":
+        return YES_NO
+    if task not in CATEGORY_TASKS:
+        return ()
+    data = _dataset(spec.dataset)
+    fields = resolve_category_fields(data, args.get("category"))
+    order = category_order(data, fields)
+    if len(order) < 2:
+        raise ConfigError(f"{spec.source}: {spec.task} asks about item categories, but dataset {spec.dataset!r} has "
+                          f"{'no category attribute' if not fields else 'fewer than two categories'}; set "
+                          "dataset_args.category (or the dataset config's category)")
+    return order
+
+
+def _harness_args(spec: Any) -> dict[str, Any]:
+    args = dict(spec.dataset_args)
+    unknown = sorted(set(args) - set(HARNESS_ARGS))
+    if unknown or "task" not in args:
+        raise ConfigError(f"{spec.source}: dataset_args takes {HARNESS_ARGS} ('task' required), got {sorted(args)}")
+    return args
+
+
 def harness_examples(spec: Any) -> list[Any]:
     """A task spec (``dataset_args: {task: <uqa task>, recent_window: 10, category: <attribute(s)>}``) -> harness
     ``Example`` rows: the question as ``input``, the computed answer as ``gold``, the context items (oldest
@@ -614,10 +644,7 @@ def harness_examples(spec: Any) -> list[Any]:
     from llmrec.evaluation.builders import Example
     from llmrec.retrieval.base import ProfileDoc
 
-    args = dict(spec.dataset_args)
-    unknown = sorted(set(args) - set(HARNESS_ARGS))
-    if unknown or "task" not in args:
-        raise ConfigError(f"{spec.source}: dataset_args takes {HARNESS_ARGS} ('task' required), got {sorted(args)}")
+    args = _harness_args(spec)
     data = _dataset(spec.dataset)
     fields = resolve_category_fields(data, args.get("category"))
     examples = build_uqa(data, split=spec.split, tasks=[args["task"]], seed=spec.seed,
