@@ -28,37 +28,38 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from llmrec.cli_args import add_hardware_args, apply_hardware_args
-from llmrec.data import load_dataset
-from llmrec.evaluation.models import HFModel
 from llmrec.evaluation.ranking import bootstrap_ci
-from llmrec.io import write_json_atomic
-from llmrec.lm.personal import PROFILE_PREFIX, PersonalLM
-from llmrec.tasks.profile import (
-    ProfileExample,
-    build_profile_tasks,
-    expected_rating,
-    majority_context_genre,
-    mean_context_rating,
-    profile_downstream_prompt,
-    profile_write_prompt,
-    template_profile,
-)
+from llmrec.tasks.profile import expected_rating
 from llmrec.tasks.uqa import normalize_answer
+
+if TYPE_CHECKING:  # torch and the LLM load in main(): --help stays fast
+    from llmrec.evaluation.models import HFModel
+    from llmrec.lm.personal import PersonalLM
+    from llmrec.tasks.profile import ProfileExample
 
 KINDS = ("none", "template", "generated", "generated_grounded")
 N_EXAMPLES = 5
 
 
-@torch.inference_mode()
 def score_options_cached(reader: HFModel, prompt: str, options: Sequence[str]) -> np.ndarray:
     """Summed log-prob of each option as the answer to one prompt, like ``HFModel.score_options``, but the prompt
     runs once and the options reuse its KV cache: 18 multi-token genres would otherwise cost 18 full forwards."""
+    import torch
+
+    with torch.inference_mode():
+        return _score_options_cached(reader, prompt, options)
+
+
+def _score_options_cached(reader: HFModel, prompt: str, options: Sequence[str]) -> np.ndarray:
+    import torch
+
+    from llmrec.lm.decoding import cache_kwarg, output_cache
+
     tok, model = reader.tokenizer, reader.model
     ids = tok(reader.format(prompt), add_special_tokens=not reader.use_chat, return_tensors="pt")["input_ids"]
     ids = ids[:, -reader.max_prompt_tokens:].to(reader.device)
@@ -72,10 +73,12 @@ def score_options_cached(reader: HFModel, prompt: str, options: Sequence[str]) -
     # Options are right-padded: a pad only follows an option's real tokens, so causal attention never lets it
     # change their log-probs, and no attention mask is needed.
     rest = torch.tensor([o + [o[-1]] * (longest - len(o)) for o in option_ids], device=reader.device)
-    cache = out.past_key_values
+    cache = output_cache(out)
     cache.batch_repeat_interleave(len(options))
     positions = torch.arange(ids.shape[1], ids.shape[1] + longest, device=reader.device).expand(len(options), -1)
-    logp = torch.log_softmax(model(input_ids=rest, position_ids=positions, past_key_values=cache).logits.float(), -1)
+    # `cache=` where the forward takes it (transformers 5 warns on past_key_values=), as llmrec.lm.decoding does
+    logits = model(input_ids=rest, position_ids=positions, **{cache_kwarg(model): cache}).logits
+    logp = torch.log_softmax(logits.float(), -1)
     for j, o in enumerate(option_ids):
         scores[j] += float(sum(logp[j, t - 1, o[t]] for t in range(1, len(o))))
     return scores
@@ -94,6 +97,9 @@ def generate_profiles(plm: PersonalLM, reader: HFModel, contexts: dict[str, Any]
                       max_items: int, max_new_tokens: int, grounded: bool) -> tuple[dict[str, str], list[float]]:
     """Profiles per user and seconds per user per batch. ``batch == 1`` calls ``plm.profile`` itself; a larger
     batch sends the same prompt (``profile_write_prompt`` in the chat template) to greedy ``reader.generate``."""
+    from llmrec.lm.personal import PROFILE_PREFIX
+    from llmrec.tasks.profile import profile_write_prompt
+
     def prompt(u: str) -> str:
         return profile_write_prompt(contexts[u], data, max_items=max_items, grounded=grounded)
 
@@ -116,6 +122,8 @@ def generate_profiles(plm: PersonalLM, reader: HFModel, contexts: dict[str, Any]
 
 def read(reader: HFModel, profiles: dict[str, str | None], examples: Sequence[ProfileExample]) -> dict[str, Any]:
     """Option log-probs of every example under one profile kind, and the seconds each reading took."""
+    from llmrec.tasks.profile import profile_downstream_prompt
+
     logps, seconds = [], []
     for ex in examples:
         t0 = time.perf_counter()
@@ -161,6 +169,19 @@ def main() -> None:
     args = p.parse_args()
     apply_hardware_args(args)
     logging.basicConfig(level=logging.WARNING)
+    import torch
+
+    from llmrec.data import load_dataset
+    from llmrec.evaluation.models import HFModel
+    from llmrec.io import write_json_atomic
+    from llmrec.lm.personal import PersonalLM
+    from llmrec.tasks.profile import (
+        build_profile_tasks,
+        majority_context_genre,
+        mean_context_rating,
+        template_profile,
+    )
+
     t_start = time.perf_counter()
     data = load_dataset("ml-100k")
     rows = build_profile_tasks(data, split="test", seed=args.seed)

@@ -22,24 +22,10 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 from bench_profiles import delta, generate_profiles, outcomes_of, sample_users, score_options_cached
 
 from llmrec.cli_args import add_hardware_args, apply_hardware_args
-from llmrec.data import load_dataset
-from llmrec.evaluation.models import HFModel
-from llmrec.io import write_json_atomic
-from llmrec.lm.loading import load_causal_lm
-from llmrec.lm.personal import PersonalLM, with_lora
-from llmrec.tasks.profile import (
-    ProfileExample,
-    build_profile_tasks,
-    majority_context_genre,
-    mean_context_rating,
-    profile_downstream_prompt,
-    template_profile,
-)
-from llmrec.training.qa import QATrainConfig, qa_rows, train_qa
+from llmrec.tasks.profile import ProfileExample
 
 KINDS = ("none", "template", "generated_grounded")
 
@@ -72,6 +58,22 @@ def main() -> None:
     kinds = args.kinds.split(",")
     if "none" not in kinds or any(k not in KINDS for k in kinds):
         p.error(f"--kinds must include none and be among {KINDS}")
+    import torch  # torch and the LLM stack load here, after parsing: --help stays fast
+
+    from llmrec.data import load_dataset
+    from llmrec.evaluation.models import HFModel
+    from llmrec.io import write_json_atomic
+    from llmrec.lm.loading import load_causal_lm
+    from llmrec.lm.personal import PersonalLM, with_lora
+    from llmrec.tasks.profile import (
+        build_profile_tasks,
+        majority_context_genre,
+        mean_context_rating,
+        profile_downstream_prompt,
+        template_profile,
+    )
+    from llmrec.training.qa import QATrainConfig, qa_rows, train_qa
+
     t_start = time.perf_counter()
     data = load_dataset("ml-100k")
     test_rows = build_profile_tasks(data, split="test", seed=args.seed)

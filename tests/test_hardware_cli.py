@@ -156,10 +156,8 @@ def test_module_help_is_light():
     assert out.stdout.split()[-2:] == ["False", "False"], out.stdout + out.stderr
 
 
-# Scripts whose --help still imports torch: train_genrec/train_sasrec/bench_uqa/demo are being rewritten as thin
-# recipe wrappers (wt-recipes), bench_profiles(_reader) define torch helpers at module level that the recipes
-# work moves into the library. Drop a name from here once its script is light.
-HEAVY_HELP_SCRIPTS = {"bench_profiles", "bench_profiles_reader"}  # module-level torch helpers
+# Scripts whose --help still imports torch (none now): drop a name from here once its script is light.
+HEAVY_HELP_SCRIPTS: set[str] = set()
 
 
 @pytest.mark.parametrize("script", sorted(p.stem for p in (ROOT / "scripts").glob("*.py")

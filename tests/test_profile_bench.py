@@ -4,6 +4,7 @@ scripts/bench_profiles.py against HFModel.score_options on a tiny random Llama."
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,5 +53,9 @@ def test_cached_option_scores_match_score_options(tiny_llama):
     prompts = ["What is the main genre?\nAnswer with only the genre.", "Rate it from 1 to 5."]
     for options in (["Action", "Film-Noir", "Sci-Fi", "War"], ["1", "2", "3", "4", "5"]):
         want = reader.score_options(prompts, options)
-        got = np.stack([_bench().score_options_cached(reader, p, options) for p in prompts])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = np.stack([_bench().score_options_cached(reader, p, options) for p in prompts])
         np.testing.assert_allclose(got, want, atol=1e-4)
+        # the options reuse the prompt's KV cache under the forward's own name (`cache=` in transformers 5.x)
+        assert not [str(w.message) for w in caught if "past_key_values" in str(w.message)]
