@@ -28,16 +28,13 @@ def add_hardware_args(parser: argparse.ArgumentParser, *, threads: int = 0,
 
 
 def threads_arg(text: str) -> int | str:
-    """An argparse ``type`` for ``--threads``: an integer >= 0 or ``auto``."""
+    """An argparse ``type`` for ``--threads``: an integer or ``auto`` (the range is checked by ``set_threads``)."""
     if text.strip().lower() == "auto":
         return "auto"
     try:
-        value = int(text.strip())
+        return int(text.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0 or 'auto', got {text[:40]!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0 or 'auto', got {value}")
-    return value
 
 
 threads_arg.__name__ = "threads"  # argparse names the type in its messages

