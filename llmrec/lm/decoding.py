@@ -90,17 +90,6 @@ def cache_kwarg(model) -> str:
     return "past_key_values"
 
 
-def keep_last_logits_kwarg(model) -> dict[str, int]:
-    """``{"logits_to_keep": 1}`` where the wrapped HF model takes it: the prompt pass then projects only the last
-    position onto the vocabulary (not ``[batch, prompt, vocab]``, ~a fifth of a short model's prompt FLOPs)."""
-    from transformers import PreTrainedModel
-
-    for module in model.modules():
-        if isinstance(module, PreTrainedModel):
-            return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(module.forward).parameters else {}
-    return {}
-
-
 def output_cache(out):
     """The KV cache of a forward's output, under either name (reading ``past_key_values`` warns where renamed)."""
     cache = getattr(out, "cache", None)
@@ -160,8 +149,7 @@ def constrained_beam_search(
     ids, mask = ids.to(device), mask.to(device)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     cache_name = cache_kwarg(model)
-    logp, past = _forward(model, ids, mask, pos, None, cache_name, **keep_last_logits_kwarg(model),
-                          **(prompt_inputs or {}))
+    logp, past = _forward(model, ids, mask, pos, None, cache_name, **(prompt_inputs or {}))
 
     # Beam state per user: list of (prefix codes, score); expanded to n * beams rows after the first level.
     prefixes: list[list[tuple[int, ...]]] = [[()] for _ in range(n)]
