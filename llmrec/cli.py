@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    configure_openmp()  # before any torch import: passive OpenMP waits (eval/results/busy_machine.json)
+    configure_openmp()  # before any torch import: passive OpenMP waits on a busy machine (busy_machine.json)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.prompts_dir:  # searched before $LLMREC_PROMPTS and the built-in prompts (llmrec.package_data)

@@ -89,19 +89,27 @@ def resolve_dtype(name: str | None = "auto", *, device: str | None = None, annou
     return chosen
 
 
-def configure_openmp(environ: MutableMapping[str, str] | None = None) -> str:
-    """Default ``OMP_WAIT_POLICY=PASSIVE`` unless the user set it (or ``GOMP_SPINCOUNT``); returns the policy.
+def configure_openmp(environ: MutableMapping[str, str] | None = None, busy: int | None = None) -> str:
+    """On a machine other processes are already using, default ``OMP_WAIT_POLICY=PASSIVE`` unless the user set
+    it (or ``GOMP_SPINCOUNT``); returns the policy in force ("" = OpenMP's default, spinning).
 
-    OpenMP threads otherwise spin at every barrier; beside another CPU-bound job a descheduled thread leaves
-    the others spinning, and a run slows far beyond its share of the CPU (eval/results/busy_machine.json).
-    OpenMP reads this once, when torch loads, so it must run before ``import torch``; later it only warns.
+    Spinning OpenMP threads beside another CPU-bound job leave a descheduled thread's partners spinning at every
+    barrier: the same 2-thread step ran 10.7x slower beside one busy neighbour, 0.95x with PASSIVE; but PASSIVE
+    costs a quiet 2-core machine 1.7x (eval/results/busy_machine.json), so it is chosen only when the machine is
+    busy at start (``busy``: runnable tasks elsewhere, read now when None). OpenMP reads this once, when torch
+    loads, so it must run before ``import torch``; later it only warns.
     """
     env = os.environ if environ is None else environ
     if "OMP_WAIT_POLICY" not in env and "GOMP_SPINCOUNT" not in env:
-        env["OMP_WAIT_POLICY"] = "PASSIVE"
-        if environ is None and "torch" in sys.modules:
-            logger.warning("OMP_WAIT_POLICY=PASSIVE set after torch was imported: it takes effect in new processes only")
-    return env.get("OMP_WAIT_POLICY", "") or f"GOMP_SPINCOUNT={env.get('GOMP_SPINCOUNT')}"
+        busy = running_elsewhere() if busy is None else busy
+        if busy > 0:
+            env["OMP_WAIT_POLICY"] = "PASSIVE"
+            if environ is None and "torch" in sys.modules:
+                logger.warning("OMP_WAIT_POLICY=PASSIVE set after torch was imported: it takes effect in new "
+                               "processes only")
+    if "OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" not in env:
+        return env.get("OMP_WAIT_POLICY", "")
+    return f"GOMP_SPINCOUNT={env['GOMP_SPINCOUNT']}"
 
 
 def usable_cores() -> int:

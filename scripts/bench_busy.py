@@ -26,7 +26,7 @@ def worker(threads: str, steps: int, warmup: int, batch: int, seq: int, dtype: s
     from llmrec.hardware import configure_openmp
 
     if threads == "auto":  # what llmrec's CLI does: wait policy before torch loads, then threads from the load
-        configure_openmp()
+        configure_openmp()  # PASSIVE only when the machine is busy now
     import torch
 
     from llmrec.hardware import machine_facts, resolve_dtype, set_threads
@@ -127,7 +127,7 @@ def main() -> None:
         "what": (f"SmolLM2-135M + LoRA forward+backward+AdamW step, {args.batch}x{args.seq} tokens, dtype "
                  f"{args.dtype}; median of {args.steps} steps after {args.warmup} warm-up; quiet vs beside "
                  f"{args.neighbours} CPU-bound Python busy loop(s); one process per configuration. policy "
-                 "'llmrec' = threads auto + OMP_WAIT_POLICY=PASSIVE set by llmrec.hardware.configure_openmp"),
+                 "'llmrec' = --threads auto + llmrec.hardware.configure_openmp (PASSIVE only when others already run)"),
         "fair_share_note": "beside one busy neighbour on a 2-core machine a fair run gets 1 core: "
                            "busy_over_best_quiet near 1-2 is proportional; far above 2 is oversubscription",
         "table": table,
