@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from llmrec.errors import LlmrecError
+from llmrec.hardware import configure_openmp
 from llmrec.io import dumps_json
 from llmrec.package_data import PROMPTS_ENV
 
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_openmp()  # before any torch import: passive OpenMP waits on a busy machine (busy_machine.json)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.prompts_dir:  # searched before $LLMREC_PROMPTS and the built-in prompts (llmrec.package_data)

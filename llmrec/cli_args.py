@@ -21,10 +21,23 @@ def add_hardware_args(parser: argparse.ArgumentParser, *, threads: int = 0,
     own default) to ``parser``; returns the parser."""
     parser.add_argument("--dtype", choices=DTYPES, default="auto", help=dtype_help)
     parser.add_argument(
-        "--threads", type=int, default=threads, metavar="N",
-        help=f"torch CPU threads (0 = torch's default, one per core; 1 is fastest on a busy shared CPU) "
-        f"(default: {threads})")
+        "--threads", type=threads_arg, default=threads, metavar="N|auto",
+        help=f"torch CPU threads (0 = torch's default, one per core; auto = the cores other processes leave "
+        f"free now; 1 is fastest on a busy shared CPU) (default: {threads})")
     return parser
+
+
+def threads_arg(text: str) -> int | str:
+    """An argparse ``type`` for ``--threads``: an integer or ``auto`` (the range is checked by ``set_threads``)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 or 'auto', got {text[:40]!r}") from None
+
+
+threads_arg.__name__ = "threads"  # argparse names the type in its messages
 
 
 def apply_hardware_args(args: argparse.Namespace) -> str:

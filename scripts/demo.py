@@ -22,7 +22,11 @@ import argparse
 import tempfile
 import time
 
-from llmrec.recipes.soft_prompt import SoftPromptSection, train_soft_prompt
+from llmrec.hardware import configure_openmp
+
+configure_openmp()  # before torch loads: passive OpenMP waits when other jobs already use the CPU
+
+from llmrec.recipes.soft_prompt import SoftPromptSection, train_soft_prompt  # noqa: E402
 
 
 def fmt(metrics: dict) -> str:

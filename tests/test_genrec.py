@@ -448,3 +448,26 @@ def test_recommend_cli_with_and_without_fusion(tiny_llama_dir, ml100k, tmp_path,
     both = json.loads(capsys.readouterr().out)["recommendations"]
     assert len({r["item_id"] for r in both}) == 5 and not seen & {r["item_id"] for r in both} and both != fused
     assert main(["recommend", "--model", str(tmp_path / "plm"), "--user", "nobody"]) == 2
+
+
+def test_decoding_merges_sid_rows_for_speed_and_restores_them_exactly(plm):
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+
+    from llmrec.lm.decoding import merged_trainable_tokens
+
+    model = plm.model
+    model.eval()
+    layers = [m for m in model.modules() if isinstance(m, TrainableTokensLayer)]
+    assert layers  # the SID rows are PEFT trainable tokens
+    with torch.no_grad():
+        model.get_input_embeddings().token_adapter.trainable_tokens_delta["default"].add_(0.5)  # differ from base
+        base = layers[0].base_layer.weight.detach().clone()
+        ids = torch.tensor([[plm.sid_token_ids[0], plm.sid_token_ids[-1], 5]])
+        plain = model(input_ids=ids).logits
+        with merged_trainable_tokens(model):
+            assert all(layer.merged for layer in layers)
+            assert not torch.equal(layers[0].base_layer.weight, base)
+            fast = model(input_ids=ids).logits
+    assert not any(layer.merged for layer in layers)
+    assert torch.equal(layers[0].base_layer.weight, base)  # a copy back, not a subtraction: exact
+    torch.testing.assert_close(fast, plain)

@@ -7,8 +7,10 @@ are selected. Settings never come from a model's ``generation_config`` (no sampl
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,6 +92,40 @@ def cache_kwarg(model) -> str:
     return "past_key_values"
 
 
+@contextmanager
+def merged_trainable_tokens(model) -> Iterator[None]:
+    """Write PEFT's trainable SID-token rows into the (tied) embedding for the duration, then put the originals
+    back. Unmerged, every forward rebuilds the whole ``[vocab, d]`` embedding and LM head with ``index_copy``
+    (a third of a single user's decoding time); merging these rows is a copy, so unmerging is exact (unlike
+    merging LoRA in bf16) and training is unaffected."""
+    try:
+        from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+    except ImportError:  # no PEFT, nothing to merge
+        yield
+        return
+    layers = [m for m in model.modules() if isinstance(m, TrainableTokensLayer) and not m.merged
+              and not m.disable_adapters and m.active_adapters]
+    merged = []
+    try:
+        for layer in layers:
+            layer.merge()
+            merged.append(layer)
+        yield
+    finally:
+        for layer in reversed(merged):
+            layer.unmerge()
+
+
+def _tokens_merged(fn):
+    """Run ``fn(model, ...)`` inside :func:`merged_trainable_tokens`."""
+    @functools.wraps(fn)
+    def run(model, *args, **kwargs):
+        with merged_trainable_tokens(model):
+            return fn(model, *args, **kwargs)
+
+    return run
+
+
 def output_cache(out):
     """The KV cache of a forward's output, under either name (reading ``past_key_values`` warns where renamed)."""
     cache = getattr(out, "cache", None)
@@ -109,6 +145,7 @@ def _forward(model, input_ids, attention_mask, position_ids, past, cache_name: s
 
 
 @torch.no_grad()
+@_tokens_merged
 def constrained_beam_search(
     model,
     prompts: Sequence[Sequence[int]],
@@ -216,6 +253,7 @@ def constrained_beam_search(
 
 
 @torch.no_grad()
+@_tokens_merged
 def score_all_items(
     model,
     prompt: Sequence[int],
