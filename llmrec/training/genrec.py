@@ -133,15 +133,40 @@ class TimeBudgetCallback(TrainerCallback):
         return control
 
 
-class GenRecTrainer(Trainer):
-    """``evaluate`` = ranking quality on validation users (what model selection should look at)."""
+class ValidationRankingMixin:
+    """For a Trainer subclass (supervised genrec, DPO): ``evaluate`` = NDCG@10 etc. of constrained beam search on
+    validation users, which is what model selection should look at. ``train_config`` needs ``eval_beams`` and
+    ``eval_batch_users``; ``eval_progress`` says whether that beam search shows its own progress."""
 
-    def __init__(self, *args: Any, plm=None, eval_examples: Sequence[SplitExample] = (),
-                 train_config: GenRecTrainConfig | None = None, **kwargs: Any) -> None:
+    eval_progress = True
+
+    def __init__(self, *args: Any, plm=None, eval_examples: Sequence[SplitExample] = (), train_config=None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.plm = plm
         self.eval_examples = list(eval_examples)
-        self.train_config = train_config or GenRecTrainConfig()
+        self.train_config = train_config
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        cfg = self.train_config
+        was_training = self.model.training
+        summary, _, per_user = evaluate_genrec(self.plm, self.eval_examples, beams=cfg.eval_beams,
+                                               batch_users=cfg.eval_batch_users, show_progress=self.eval_progress)
+        if was_training:
+            self.model.train()
+        metrics = {f"{metric_key_prefix}_{k.replace('@', '_at_')}": v for k, v in summary.items()}
+        metrics[f"{metric_key_prefix}_seconds_per_user"] = per_user
+        metrics["epoch"] = self.state.epoch or 0.0
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+class GenRecTrainer(ValidationRankingMixin, Trainer):
+    """The supervised genrec Trainer: validation ranking as ``evaluate`` (mixin), compact checkpoints."""
+
+    def __init__(self, *args: Any, train_config: GenRecTrainConfig | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, train_config=train_config or GenRecTrainConfig(), **kwargs)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Adapter + trainable SID rows only (the default would also write the whole resized embedding); the
@@ -172,21 +197,6 @@ class GenRecTrainer(Trainer):
             self.model.load_checkpoint(self.state.best_model_checkpoint)
         else:
             super()._load_best_model()
-
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        cfg = self.train_config
-        was_training = self.model.training
-        summary, _, per_user = evaluate_genrec(
-            self.plm, self.eval_examples, beams=cfg.eval_beams, batch_users=cfg.eval_batch_users
-        )
-        if was_training:
-            self.model.train()
-        metrics = {f"{metric_key_prefix}_{k.replace('@', '_at_')}": v for k, v in summary.items()}
-        metrics[f"{metric_key_prefix}_seconds_per_user"] = per_user
-        metrics["epoch"] = self.state.epoch or 0.0
-        self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-        return metrics
 
 
 def train_genrec(

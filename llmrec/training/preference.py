@@ -338,18 +338,16 @@ class GenrecPrefTrainConfig(Config):
 def _trainer_class():
     from trl import DPOTrainer
 
-    from llmrec.training.genrec import evaluate_genrec
+    from llmrec.training.genrec import ValidationRankingMixin
 
-    class GenrecDPOTrainer(DPOTrainer):
-        """``evaluate`` = NDCG@10 of constrained beam search on validation users (model selection), not the DPO
-        loss on held-out pairs: the pairs' loss says nothing about the ranking the recommender is judged by."""
+    class GenrecDPOTrainer(ValidationRankingMixin, DPOTrainer):
+        """``evaluate`` = NDCG@10 of constrained beam search on validation users (model selection, the mixin), not
+        the DPO loss on held-out pairs: the pairs' loss says nothing about the ranking the recommender is judged by."""
 
-        def __init__(self, *args: Any, plm=None, eval_examples: Sequence[SplitExample] = (),
-                     train_config: GenrecPrefTrainConfig | None = None, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.plm = plm
-            self.eval_examples = list(eval_examples)
-            self.train_config = train_config or GenrecPrefTrainConfig()
+        eval_progress = False
+
+        def __init__(self, *args: Any, train_config: GenrecPrefTrainConfig | None = None, **kwargs: Any) -> None:
+            super().__init__(*args, train_config=train_config or GenrecPrefTrainConfig(), **kwargs)
 
         def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
             # Checkpoints hold the adapter + SID rows only (PersonalLM.save's format): peft would otherwise add the
@@ -364,20 +362,6 @@ def _trainer_class():
             os.makedirs(output_dir, exist_ok=True)
             self.model.save_pretrained(output_dir, save_embedding_layers=False)
             torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
-
-        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-            cfg = self.train_config
-            was_training = self.model.training
-            summary, _, per_user = evaluate_genrec(self.plm, self.eval_examples, beams=cfg.eval_beams,
-                                                   batch_users=cfg.eval_batch_users, show_progress=False)
-            if was_training:
-                self.model.train()
-            metrics = {f"{metric_key_prefix}_{k.replace('@', '_at_')}": v for k, v in summary.items()}
-            metrics[f"{metric_key_prefix}_seconds_per_user"] = per_user
-            metrics["epoch"] = self.state.epoch or 0.0
-            self.log(metrics)
-            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-            return metrics
 
     return GenrecDPOTrainer
 
