@@ -64,6 +64,17 @@ def init() -> int:
     return world_size()
 
 
+def default_device() -> str:
+    """Where a model goes when the caller names no device: this process' own GPU (``cuda:LOCAL_RANK`` under a
+    launcher, ``cuda:0`` alone) when CUDA is available, else ``cpu``."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    return f"cuda:{local % max(torch.cuda.device_count(), 1)}"
+
+
 def shard_bounds(n: int, world: int, rank_: int) -> tuple[int, int]:
     """``[start, end)`` of rank ``rank_``'s contiguous block of ``n`` items over ``world`` processes: the first
     ``n % world`` ranks take one item more (as ``accelerate``'s ``split_between_processes`` without padding)."""

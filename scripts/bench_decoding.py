@@ -4,9 +4,9 @@
     OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_decoding.py --threads 1 --users 48 \
         --out eval/results/decoding_ml100k.json
 
-The model is SmolLM2-135M + the ml-100k semantic IDs (default rkmeans config) + an untrained LoRA adapter
-(``--train-steps N`` trains N genrec steps first): speed and validity do not depend on training, agreement
-between the two searches is measured on this model. Both searches exclude the user's history, 10 beams, top 10.
+The model is SmolLM2-135M + the ml-100k semantic IDs (default rkmeans config) + an untrained LoRA adapter, or a
+trained genrec model (``--model DIR``, e.g. adapters/trained/genrec-cf): speed and validity do not depend on
+training, agreement between the searches is measured on the model used. Both searches exclude the user's history, 10 beams, top 10.
 """
 
 from __future__ import annotations
@@ -74,6 +74,15 @@ def ours(plm, histories, beams: int, k: int):
     return [[plm.item_row[r["item_id"]] for r in rs] for rs in recs]
 
 
+def ours_unmerged(plm, histories, beams: int, k: int):
+    """The same search on the PEFT model itself (LoRA unmerged: the path before the merged decoding copy)."""
+    plm.merge_lora_for_decoding = False
+    try:
+        return ours(plm, histories, beams, k)
+    finally:
+        plm.merge_lora_for_decoding = True
+
+
 def invalid_rate(plm, histories, lists, k: int) -> float:
     """Share of returned slots that are not a real, non-history, not-yet-returned item (short lists count too)."""
     bad = total = 0
@@ -119,6 +128,7 @@ def main() -> None:
     p.add_argument("--dtypes", default="auto,fp32")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default=None, help="a saved genrec model folder (default: an untrained LoRA)")
     args = p.parse_args()
     import torch
 
@@ -143,11 +153,14 @@ def main() -> None:
     for name in args.dtypes.split(","):
         dtype = resolve_dtype(name)
         torch.manual_seed(args.seed)
-        plm = PersonalLM.create(sids, data.items, PersonalLMConfig(max_history=20, seed=args.seed, dtype=dtype),
-                                item_vectors=vectors, vocabulary=data.vocabulary)
+        if args.model:
+            plm = PersonalLM.load(args.model, dtype=dtype)
+        else:
+            plm = PersonalLM.create(sids, data.items, PersonalLMConfig(max_history=20, seed=args.seed, dtype=dtype),
+                                    item_vectors=vectors, vocabulary=data.vocabulary)
         run = {"dtype_requested": name, "dtype": dtype, "levels": plm.index.levels}
         lists = {}
-        for label, fn in (("llmrec", ours), ("hf_generate", hf_generate)):
+        for label, fn in (("llmrec", ours), ("llmrec_unmerged", ours_unmerged), ("hf_generate", hf_generate)):
             for batch in (args.batch, 1):
                 timing, got = timed(fn, histories, batch, args.beams, k, plm)
                 timing["invalid_rate"] = invalid_rate(plm, histories, got, k)
@@ -158,6 +171,10 @@ def main() -> None:
             run[f"hf_over_llmrec_batch{batch}"] = (run[f"hf_generate_batch{batch}"]["median_s_per_user"]
                                                    / run[f"llmrec_batch{batch}"]["median_s_per_user"])
             run[f"agreement_batch{batch}"] = agreement(lists[("llmrec", batch)], lists[("hf_generate", batch)], k)
+            run[f"unmerged_over_merged_batch{batch}"] = (run[f"llmrec_unmerged_batch{batch}"]["median_s_per_user"]
+                                                         / run[f"llmrec_batch{batch}"]["median_s_per_user"])
+            run[f"merged_vs_unmerged_agreement_batch{batch}"] = agreement(
+                lists[("llmrec", batch)], lists[("llmrec_unmerged", batch)], k)
         run["llmrec_batched_vs_single_agreement"] = agreement(lists[("llmrec", args.batch)], lists[("llmrec", 1)], k)
         runs[name] = run
         del plm
@@ -165,10 +182,11 @@ def main() -> None:
         "command": "python scripts/bench_decoding.py " + " ".join(f"--{a.replace('_', '-')} {v}"
                                                                    for a, v in vars(args).items()),
         "what": "trie-constrained beam search (10 beams, top 10, history excluded): llmrec constrained_beam_search "
-                "via PersonalLM.recommend_batch vs HF generate(num_beams, num_return_sequences, "
+                "via PersonalLM.recommend_batch (LoRA-merged decoding copy; llmrec_unmerged: the PEFT model itself) vs HF generate(num_beams, num_return_sequences, "
                 "prefix_allowed_tokens_fn) over the same trie and exclusions, same prompts",
-        "model": "SmolLM2-135M + ml-100k semantic IDs (default SemanticIdConfig, rkmeans) + untrained LoRA "
-                 "(speed and validity do not depend on training; agreement measured on this model)",
+        "model": (f"trained genrec model {args.model}" if args.model else
+                  "SmolLM2-135M + ml-100k semantic IDs (default SemanticIdConfig, rkmeans) + untrained LoRA")
+                 + " (speed and validity do not depend on training; agreement measured on this model)",
         "users": len(histories), "beams": args.beams, "k": k, "threads": torch.get_num_threads(),
         "semantic_id_build_seconds": sid_seconds,
         "runs": runs,
@@ -176,7 +194,7 @@ def main() -> None:
         "versions": package_versions(),
     }
     write_json_atomic(args.out, result)
-    print({n: {key: r[key] for key in r if key.startswith(("hf_over", "agreement"))} for n, r in runs.items()})
+    print({n: {key: r[key] for key in r if key.startswith(("hf_over", "unmerged_over", "agreement"))} for n, r in runs.items()})
 
 
 if __name__ == "__main__":

@@ -72,3 +72,18 @@ def test_two_processes_give_the_metrics_and_predictions_of_one(tiny_llama_dir, t
     for cache in (two / "eval" / "cache" / "lamp_3").glob("*.jsonl"):
         lines = [json.loads(x) for x in cache.read_text().splitlines()]
         assert "header" in lines[0] and sorted(x["id"] for x in lines[1:]) == ["3001", "3002", "3003"]
+
+
+def test_default_device_is_the_local_rank_gpu_or_cpu(monkeypatch):
+    import torch
+
+    from llmrec.distributed import default_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_device() == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert default_device() == "cuda:0"
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert default_device() == "cuda:1"  # under a launcher each process takes its own GPU

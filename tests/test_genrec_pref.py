@@ -152,7 +152,10 @@ def test_tiny_dpo_widens_the_margin_saves_loads_and_resumes(init_dir, tmp_path):
     again = PersonalLM.load(out, dtype="fp32")
     np.testing.assert_allclose(pair_margins(again, pairs), after, atol=1e-4)
     history = list(split.test[0].history.item_ids)
-    assert again.recommend(history, k=5) == plm.recommend(history, k=5)
+    loaded, trained = again.recommend(history, k=5), plm.recommend(history, k=5)
+    assert [r["item_id"] for r in loaded] == [r["item_id"] for r in trained]
+    # scores equal up to float rounding (each decodes its own LoRA-merged copy)
+    np.testing.assert_allclose([r["score"] for r in loaded], [r["score"] for r in trained], rtol=1e-5)
     assert not (out / "ref").exists()
     # a longer budget on the same checkpoints resumes (the reference is the --init model again)
     fresh = PersonalLM.load(init_dir, dtype="fp32")

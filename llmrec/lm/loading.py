@@ -52,7 +52,10 @@ def load_causal_lm(
     quiet_libraries()  # before transformers/peft pull in bitsandbytes
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from llmrec.distributed import default_device
+
     path = resolve_llm(name_or_path)
+    device = device or default_device()  # on GPUs, each launcher process its own (cuda:LOCAL_RANK)
     torch_dtype = parse_dtype(dtype, device)
     kwargs: dict = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
     if load_in_4bit:
@@ -66,6 +69,7 @@ def load_causal_lm(
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch_dtype
         )
+        kwargs["device_map"] = {"": device}  # a 4-bit model is placed while loading; `.to()` refuses it
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
@@ -73,7 +77,7 @@ def load_causal_lm(
         raise LlmrecError(f"cannot load model {name_or_path!r} from {path}: {exc}") from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if device is not None:
+    if not load_in_4bit and str(device) != "cpu":
         model.to(device)
     model.eval()
     return model, tokenizer

@@ -29,6 +29,7 @@ from llmrec.hardware import normalize_dtype, resolve_dtype
 from llmrec.io import atomic_dir, write_json_atomic
 from llmrec.lm.decoding import PrefixIndex, constrained_beam_search, score_all_items
 from llmrec.lm.loading import load_causal_lm
+from llmrec.lm.merged import DecodingCopy
 from llmrec.nouns import prompt_vocab
 from llmrec.package_data import adapters_dir
 from llmrec.prompting import chat_ids, render
@@ -135,6 +136,8 @@ class PersonalLM:
         self.index = None
         self.user_states = None  # UserStateLM around ``model`` when recommending from SASRec states too
         self.dataset: dict[str, Any] | None = None  # how to reload the training data (model_dir.dataset_record)
+        self._decoding_copy = DecodingCopy()
+        self.merge_lora_for_decoding = True  # False: decode the PEFT model itself (saves one copy of the weights)
         if sids is not None:
             self._index_sids(sids)
 
@@ -174,6 +177,16 @@ class PersonalLM:
     def trainable_model(self):
         """The module training and decoding run: the user-state wrapper when attached, else the PEFT model."""
         return self.user_states if self.user_states is not None else self.model
+
+    def decoding_model(self):
+        """The module beam search and exact scoring run, in eval mode: a LoRA-merged copy of the PEFT model on CPU,
+        rebuilt when the adapter changes (:mod:`llmrec.lm.merged`); the model itself with user states or on GPU."""
+        model = self.trainable_model
+        model.eval()
+        if self.user_states is not None or not self.merge_lora_for_decoding:
+            self._decoding_copy.clear()
+            return model
+        return self._decoding_copy.get(model)
 
     def prompt_items(self, history: Sequence[str]) -> list[str]:
         """The history items a prompt shows (the last ``max_history``), oldest first."""
@@ -377,10 +390,8 @@ class PersonalLM:
             if exclude is not None:
                 rows += [self.item_row[i] for i in exclude[u] if i in self.item_row]
             excl.append(rows)
-        model = self.trainable_model
-        model.eval()
         recs = constrained_beam_search(
-            model, prompts, self.index, k=k, num_beams=num_beams, exclude=excl,
+            self.decoding_model(), prompts, self.index, k=k, num_beams=num_beams, exclude=excl,
             pad_token_id=self.tokenizer.pad_token_id or 0,
             prompt_inputs=self.user_state_inputs([self.prompt_items(h) for h in histories]),
             log_prior=log_prior, prior_weight=prior_weight,
@@ -396,9 +407,7 @@ class PersonalLM:
 
     def score_items(self, history: Sequence[str]) -> np.ndarray:
         """Exact log-probability of every catalogue item (rows in ``item_ids`` order); small catalogues."""
-        model = self.trainable_model
-        model.eval()
-        return score_all_items(model, self.encode_prompt(history), self.index,
+        return score_all_items(self.decoding_model(), self.encode_prompt(history), self.index,
                                prompt_inputs=self.user_state_inputs([self.prompt_items(history)]))
 
     def _need_sids(self) -> None:
