@@ -78,6 +78,7 @@ def test_dotted_overrides_are_coerced_to_the_field_types():
     assert cfg.train.report_to == ("tensorboard", "wandb") and cfg.test.skip is True
     assert cfg.sids is None and cfg.ids.sasrec is None and cfg.threads == 2 and cfg.train.checkpoints == "/tmp/ck"
     assert cfg.train.max_steps == 2  # untouched values come from the file
+    assert load_config(GenrecRecipeConfig, "tiny/genrec", {"threads": "auto"}).threads == "auto"  # as --threads auto
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -90,6 +91,8 @@ def test_dotted_overrides_are_coerced_to_the_field_types():
     ({"test.skip": "maybe"}, "test.skip: expected bool"),
     ({"ids.quantizer": "pq"}, "ids.quantizer: 'pq' is not one of ['rkmeans', 'rqvae']"),
     ({"dtype": "int8"}, "dtype: 'int8' is not one of"),
+    ({"threads": "many"}, "threads: expected an integer >= 0 or 'auto', got 'many'"),
+    ({"threads": "-1"}, "threads: expected an integer >= 0 or 'auto', got -1"),
 ])
 def test_bad_overrides_are_config_errors_naming_the_key(overrides, message):
     with pytest.raises(ConfigError, match=None) as err:

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from llmrec.errors import ConfigError
 from llmrec.hardware import DTYPES
 from llmrec.io import write_text_atomic
 from llmrec.recipes.config import RecipeConfig, opt, to_yaml
@@ -25,8 +26,14 @@ class RecipeBase(RecipeConfig):
                    "anything else refused unless --overwrite)")
     overwrite: bool = opt(False, "replace --out even when it is a file or a non-empty folder llmrec did not write")
     dtype: str = opt("auto", "LLM weights dtype; auto = bf16 only where the hardware runs it natively", choices=DTYPES)
-    threads: int = opt(0, "torch threads (0 = torch's default; 1 is fastest on a shared 2-core CPU)")
+    threads: int | str = opt(0, "torch threads: N, 0 = torch's default, auto = the cores other processes leave free "
+                             "now (1 is fastest on a busy shared 2-core CPU)")
     users: int = opt(0, "keep only the first N users of the dataset (0 = all): quick runs and smoke tests")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.threads != "auto" and not (isinstance(self.threads, int) and self.threads >= 0):
+            raise ConfigError(f"threads: expected an integer >= 0 or 'auto', got {self.threads!r}")
 
 
 def subset_users(data, n: int):

@@ -82,9 +82,17 @@ def parse_value(hint: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.strip().lower() in _NONE):
+        if type(None) in typing.get_args(hint) and (
+                value is None or (isinstance(value, str) and value.strip().lower() in _NONE)):
             return None
-        return parse_value(args[0], value, where) if len(args) == 1 else value
+        if len(args) == 1:
+            return parse_value(args[0], value, where)
+        for arg in args:  # e.g. int | str ("--threads 2" or "--threads auto"): the first type that parses
+            try:
+                return parse_value(arg, value, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}")
     if origin is tuple:
         (item, *_) = typing.get_args(hint) or (str,)
         if isinstance(value, str):
@@ -213,7 +221,9 @@ _DEST = "cfg__"
 def _type_name(hint: Any) -> str:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        return _type_name(next(a for a in typing.get_args(hint) if a is not type(None))) + "|none"
+        args = typing.get_args(hint)
+        names = "|".join(_type_name(a) for a in args if a is not type(None))
+        return names + ("|none" if type(None) in args else "")
     if origin is tuple:
         return _type_name(typing.get_args(hint)[0]) + ",..."
     return getattr(hint, "__name__", str(hint)).upper()
