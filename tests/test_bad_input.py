@@ -255,6 +255,15 @@ HARNESS_CASES: list[Case] = [
     Case("report-results-bad-metric", ("eval", "report", "{tmp}/results.json"),
          _results({"tasks": {"t": {"variants": {"v": {"metrics": {"mae": {"value": "low"}}}}}}}), 2,
          "field 'variants.v.metrics.mae'"),
+    # ---- a misspelt task argument is an error, not a task silently built with its defaults
+    Case("eval-run-unknown-task-arg", (*EVAL_RUN, "--task-arg", "questoins=x.json", "--out", "{tmp}/out"), None, 2,
+         "--task-arg ['questoins']: no selected task reads it; they read ['outputs', 'questions', 'task']",
+         lambda tmp: not (tmp / "out").exists() or pytest.fail("output written")),
+    Case("eval-run-task-file-unknown-dataset-arg", RUN_MINE,
+         _write("tasks/mine.yaml", TASK.format(name="mine", prompt="prompts/lamp_3.jinja").replace(
+             "{task: LaMP_3}", "{task: LaMP_3, recent_window: 5}")), 2,
+         "mine: dataset_args ['recent_window'] are not read by builder 'lamp'; it takes ['outputs', 'questions', "
+         "'task']"),
 ]
 
 # Damaged model directories, SID tables, checkpoints and output folders of items build / train are the second

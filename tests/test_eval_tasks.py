@@ -116,3 +116,11 @@ def test_validate_flags_unknown_builder(tmp_path):
     write(tmp_path, "b", TASK.format(name="b").replace("builder: lamp", "builder: nope"))
     errors = validate_paths([tmp_path])
     assert "unknown builder 'nope'" in errors[str(tmp_path / "b.yaml")]
+
+
+def test_every_builder_declares_the_dataset_args_it_reads():
+    from llmrec.evaluation.builders import BUILDER_ARGS, BUILDERS, UQA_ARGS
+    from llmrec.tasks.uqa import HARNESS_ARGS
+
+    assert set(BUILDER_ARGS) == set(BUILDERS)
+    assert BUILDER_ARGS["uqa"] == frozenset(UQA_ARGS) == frozenset(HARNESS_ARGS)  # one list, checked here

@@ -48,15 +48,21 @@ class Example:
 
 
 BUILDERS: dict[str, Callable[[TaskSpec], list[Example]]] = {}
+# builder -> the dataset_args keys it reads (a task file's dataset_args and `--task-arg` are checked against it)
+BUILDER_ARGS: dict[str, frozenset[str]] = {}
 # builder -> fills what a task leaves to the dataset (empty output.labels / output.range); see resolve_spec
 SPEC_RESOLVERS: dict[str, Callable[[TaskSpec], TaskSpec]] = {}
 # Builders that read no interaction dataset (``spec.dataset`` means nothing to them): ``--data`` leaves them be.
 DATASET_FREE_BUILDERS = frozenset({"lamp"})
+INTERACTION_ARGS = ("category",)  # the attribute(s) playing "category"; default the dataset's
+UQA_ARGS = ("task", "recent_window", "category")  # llmrec.tasks.uqa.HARNESS_ARGS (checked equal by a test)
 
 
-def register_builder(name: str):
+def register_builder(name: str, args: tuple[str, ...] = ()):
+    """Register ``fn`` as builder ``name``; ``args``: the ``dataset_args`` keys it reads (others are errors)."""
     def deco(fn: Callable[[TaskSpec], list[Example]]):
         BUILDERS[name] = fn
+        BUILDER_ARGS[name] = frozenset(args)
         return fn
 
     return deco
@@ -93,6 +99,10 @@ def build_pool(spec: TaskSpec) -> list[Example]:
     histories, not the evaluated few)."""
     if spec.builder not in BUILDERS:
         raise ConfigError(f"{spec.source}: unknown builder {spec.builder!r}; known: {sorted(BUILDERS)}")
+    unknown = sorted(set(spec.dataset_args) - BUILDER_ARGS[spec.builder])
+    if unknown:  # a misspelt key would otherwise be ignored and the task silently built with defaults
+        raise ConfigError(f"{spec.source}: {spec.task}: dataset_args {unknown} are not read by builder "
+                          f"{spec.builder!r}; it takes {sorted(BUILDER_ARGS[spec.builder]) or 'none'}")
     return BUILDERS[spec.builder](resolve_spec(spec))
 
 
@@ -198,8 +208,8 @@ def _ml_profile(data, ex, fields: tuple[str, ...]) -> tuple[list[dict[str, Any]]
     return profile, docs
 
 
-@register_builder("ml100k_rating")
-@register_builder("rating")
+@register_builder("ml100k_rating", INTERACTION_ARGS)
+@register_builder("rating", INTERACTION_ARGS)
 def _ml_rating(spec: TaskSpec) -> list[Example]:
     from llmrec.nouns import prompt_vocab
 
@@ -225,8 +235,8 @@ def _ml_rating(spec: TaskSpec) -> list[Example]:
     return out
 
 
-@register_builder("ml100k_next_genre")
-@register_builder("next_category")
+@register_builder("ml100k_next_genre", INTERACTION_ARGS)
+@register_builder("next_category", INTERACTION_ARGS)
 def _ml_next_genre(spec: TaskSpec) -> list[Example]:
     from llmrec.nouns import prompt_vocab
 
@@ -253,8 +263,8 @@ def _ml_next_genre(spec: TaskSpec) -> list[Example]:
     return out
 
 
-@register_builder("ml100k_next_item")
-@register_builder("next_item")
+@register_builder("ml100k_next_item", INTERACTION_ARGS)
+@register_builder("next_item", INTERACTION_ARGS)
 def _ml_next_item(spec: TaskSpec) -> list[Example]:
     from llmrec.nouns import prompt_vocab
 
@@ -280,7 +290,7 @@ def lamp_doc_text(task: str, item: dict[str, Any]) -> str:
     return " ".join(str(item.get(f, "")) for f in LAMP_PROFILE_FIELDS[task]).strip()
 
 
-@register_builder("lamp")
+@register_builder("lamp", ("task", "questions", "outputs"))
 def _lamp(spec: TaskSpec) -> list[Example]:
     from llmrec.data.lamp import load_lamp_outputs, load_lamp_questions, normalize_task
 
@@ -323,7 +333,7 @@ def _uqa_labels(spec: TaskSpec) -> TaskSpec:
     return spec.with_overrides(output=dataclasses.replace(spec.output, labels=harness_labels(spec)))
 
 
-@register_builder("uqa")
+@register_builder("uqa", UQA_ARGS)
 def _uqa(spec: TaskSpec) -> list[Example]:
     from llmrec.tasks.uqa import harness_examples
 

@@ -36,6 +36,7 @@ from llmrec.distributed import broadcast, gather, is_main, shard, world_size
 from llmrec.distributed import init as init_distributed
 from llmrec.errors import ConfigError, DataError, LlmrecError
 from llmrec.evaluation.builders import (
+    BUILDER_ARGS,
     DATASET_FREE_BUILDERS,
     Example,
     build_pool,
@@ -501,12 +502,17 @@ def _run(cfg: RunConfig, registry: Any, specs: list[TaskSpec], models: list[Any]
     if cfg.data and all(s.builder in DATASET_FREE_BUILDERS for s in specs):
         logger.warning("--data %s: none of the tasks reads an interaction dataset (LaMP tasks take --task-arg "
                        "questions=... outputs=...)", cfg.data)
+    read = set().union(*(BUILDER_ARGS.get(s.builder, ()) for s in specs))
+    if set(cfg.task_args) - read:
+        raise ConfigError(f"--task-arg {sorted(set(cfg.task_args) - read)}: no selected task reads it; they read "
+                          f"{sorted(read) or 'none'}")
     for spec in specs:
         overrides: dict[str, Any] = {}
         if data and spec.builder not in DATASET_FREE_BUILDERS:
             overrides["dataset"] = data
-        if cfg.task_args:
-            overrides["dataset_args"] = {**spec.dataset_args, **cfg.task_args}
+        own = {k: v for k, v in cfg.task_args.items() if k in BUILDER_ARGS.get(spec.builder, ())}
+        if own:  # each task takes the --task-arg keys its builder reads (questions= means nothing to uqa)
+            overrides["dataset_args"] = {**spec.dataset_args, **own}
         if cfg.scoring:
             overrides["scoring"] = cfg.scoring
         if cfg.sample:
