@@ -160,14 +160,19 @@ def _records(out: Path, cls):
 
 
 # ------------------------------------------------------------------------------------------------ end to end
-def test_train_sasrec_end_to_end(tmp_path):
+@pytest.mark.parametrize("fast", ["false", "true"])
+def test_train_sasrec_end_to_end(tmp_path, fast):
     from llmrec.cli import main
     from llmrec.users.sequence import SequenceEncoder
 
     out = tmp_path / "sasrec"
-    assert main(["train", "sasrec", "--config", "tiny/sasrec", "--out", str(out), "--train.epochs", "1"]) == 0
+    assert main(["train", "sasrec", "--config", "tiny/sasrec", "--out", str(out), "--train.epochs", "1",
+                 "--train.fast", fast]) == 0
     run, cfg = _records(out, SasrecRecipeConfig)
-    assert cfg.train.epochs == 1 and cfg.users == 40 and run["recipe"] == "sasrec"
+    assert cfg.train.epochs == 1 and cfg.users == 40 and run["recipe"] == "sasrec" and cfg.train.fast == (fast == "true")
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["train_config"]["fast"] == (fast == "true")
+    assert meta["train_config"]["dtype"] == ("auto" if fast == "true" else "fp32")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs_run"] == 1 and "ndcg@10" in metrics["test"]["rated_removed"]
     assert SequenceEncoder.load(out).config.d_model == 16

@@ -1,15 +1,30 @@
-"""SASRec-style encoder: learning, causality, pooling, save/load and determinism on tiny synthetic data."""
+"""SASRec-style encoder: learning, causality, pooling, save/load and determinism on tiny synthetic data; the fast
+training path (cheap dropout, fused catalogue loss, window tensors) computes the reference path's function."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from llmrec.data.schema import UserHistory
 from llmrec.data.splits import leave_one_out
 from llmrec.errors import ConfigError, DataError
-from llmrec.users.pretrain import PretrainConfig, evaluate_examples, pretrain, train_sequence_model
+from llmrec.users.catalogue_loss import catalogue_cross_entropy
+from llmrec.users.fast_dropout import bit_dropout
+from llmrec.users.pretrain import (
+    PretrainConfig,
+    _batch,
+    encode_batches,
+    evaluate_examples,
+    fast_next_item_loss,
+    next_item_loss,
+    pretrain,
+    train_sequence_model,
+    training_windows,
+    window_tensors,
+)
 from llmrec.users.sequence import SequenceEncoder, SequenceEncoderConfig
 
 N_ITEMS = 20
@@ -166,3 +181,119 @@ def test_training_is_deterministic_for_a_seed():
     assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
     for (name, pa), pb in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
         assert torch.equal(pa, pb), name
+
+
+# ---- fast training path ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("p", [0.5, 0.1, 0.25])
+def test_bit_dropout_keeps_1_minus_p_and_rescales(p):
+    torch.manual_seed(0)
+    y = bit_dropout(torch.ones(400_000), p)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - (1 - p)) < 3e-3
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / (1 - p)))
+    x = torch.randn(3, 5)
+    assert bit_dropout(x, p, training=False) is x and bit_dropout(x, 0.0) is x
+    torch.manual_seed(1)
+    a = bit_dropout(torch.ones(1000), p)
+    torch.manual_seed(1)
+    assert torch.equal(a, bit_dropout(torch.ones(1000), p))  # seeded like F.dropout
+    with pytest.raises(ValueError):
+        bit_dropout(x, 1.0)
+
+
+def test_bit_dropout_masks_are_independent_across_elements():
+    torch.manual_seed(0)
+    kept = (bit_dropout(torch.ones(200_000), 0.5) != 0).float()
+    # neighbours (same 64-bit draw and next draw) are uncorrelated: P(both kept) = 1/4
+    for lag in (1, 2, 3, 4, 5):
+        assert abs((kept[:-lag] * kept[lag:]).mean().item() - 0.25) < 5e-3
+
+
+def test_train_states_is_forward_without_dropout_and_keeps_causality():
+    torch.manual_seed(0)
+    model = SequenceEncoder(_tiny(n_layers=2, dropout=0.0, n_rating_levels=5), ITEMS).train()
+    idx = torch.tensor([[3, 7, 1, 9, 12, 4], [5, 2, 8, 0, 0, 0]])
+    lev = torch.tensor([[1, 2, 3, 4, 5, 1], [2, 2, 2, 0, 0, 0]])
+    assert torch.allclose(model.train_states(idx, lev), model(idx, lev), atol=1e-5)
+    model = SequenceEncoder(_tiny(n_layers=2, dropout=0.3), ITEMS).train()
+    altered = idx.clone()
+    altered[0, 4:] = torch.tensor([15, 2])
+    torch.manual_seed(3)
+    full = model.train_states(idx)
+    torch.manual_seed(3)
+    changed = model.train_states(altered)
+    assert torch.equal(full[:, :4], changed[:, :4])  # the same masks: the future never reaches the past
+    assert not torch.allclose(full[0, 4:], changed[0, 4:])
+    eval_model = model.eval()
+    with torch.no_grad():
+        assert torch.allclose(eval_model(idx), SequenceEncoder.forward(eval_model, idx))
+
+
+@pytest.mark.parametrize("chunk", [7, 1024])
+def test_catalogue_cross_entropy_equals_the_unfused_loss_and_gradients(chunk):
+    torch.manual_seed(0)
+    states = torch.randn(50, 16, requires_grad=True)
+    table = (torch.randn(30, 16) * 0.5).requires_grad_()
+    targets = torch.randint(0, 30, (50,))
+    ref = F.cross_entropy(states @ table.T, targets)
+    ref_grads = torch.autograd.grad(ref * 2.0, (states, table))
+    fused = catalogue_cross_entropy(states, table, targets, chunk=chunk)
+    grads = torch.autograd.grad(fused * 2.0, (states, table))
+    assert torch.allclose(fused, ref, atol=1e-6)
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert torch.allclose(g, r, atol=1e-6)
+    bf16 = catalogue_cross_entropy(states, table, targets, torch.bfloat16)
+    assert abs(bf16.item() - ref.item()) < 0.02
+    with pytest.raises(ValueError):
+        catalogue_cross_entropy(states, table[:, :8], targets)
+
+
+def test_window_tensors_give_the_reference_batches_and_loss():
+    split = _cyclic_split(n_users=12)
+    model = SequenceEncoder(_tiny(max_len=5, dropout=0.0), ITEMS)
+    histories = list(split.train.values())
+    rows = training_windows(model, histories, "all")
+    idx_all, lev_all, lengths = window_tensors(model, histories, "all")
+    sel = torch.tensor([4, 0, 9, 2])
+    idx, lev = _batch([rows[i] for i in sel.tolist()])
+    width = int(lengths[sel].max())
+    assert torch.equal(idx_all[sel, :width], idx) and torch.equal(lev_all[sel, :width], lev)
+    model.train()
+    assert torch.allclose(fast_next_item_loss(model, idx, None), next_item_loss(model, idx, None), atol=1e-5)
+
+
+def test_encoded_validation_scores_equal_the_reference():
+    split = _cyclic_split(n_users=15)
+    model = SequenceEncoder(_tiny(), ITEMS)
+    examples = split.valid
+    encoded = encode_batches(model, [ex.history for ex in examples], batch_size=4)
+    a = evaluate_examples(model, examples, batch_size=4)
+    b = evaluate_examples(model, examples, batch_size=4, encoded=encoded)
+    assert a["rated_removed"].summary == b["rated_removed"].summary
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_fast_pretrain_learns_and_is_deterministic(dtype):
+    split = _cyclic_split()
+    cfg = PretrainConfig(lr=2e-2, batch_size=16, max_epochs=12, patience=12, ks=(1, 5), select_metric="recall@1",
+                         fast=True, dtype=dtype, valid_from=3)
+    a = train_sequence_model(split, ITEMS, _tiny(), cfg)
+    losses = [h["loss"] for h in a.history]
+    assert losses[-1] < 0.5 * losses[0]
+    assert "valid_recall@1" not in a.history[1] and "valid_recall@1" in a.history[2]  # valid_from=3
+    assert a.best_epoch >= 3
+    test = evaluate_examples(a.model, split.test, ks=(1,), protocols=("rated_kept",))["rated_kept"]["recall@1"]
+    assert test > 0.8
+    b = train_sequence_model(split, ITEMS, _tiny(), cfg)
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+
+
+def test_fast_options_are_checked():
+    with pytest.raises(ConfigError, match="needs fast"):
+        PretrainConfig(dtype="bf16")
+    with pytest.raises(ConfigError, match="dtype"):
+        PretrainConfig(fast=True, dtype="fp16")
+    with pytest.raises(ConfigError, match="valid_from"):
+        PretrainConfig(max_epochs=5, valid_from=6)

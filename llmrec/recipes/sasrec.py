@@ -46,13 +46,17 @@ class SasrecTrainConfig(RecipeConfig):
     windows: str = opt("all", "train on every max_len+1 window of a history, or on its last one only",
                        choices=("all", "last"))
     seed: int = opt(0, "random seed")
+    fast: bool = opt(False, "the fast training path (cheap dropout, fused catalogue loss, bf16 matmuls where the "
+                            "CPU runs them natively, see --dtype): the same model and objective, another random "
+                            "stream; false = the reference path")
+    valid_from: int = opt(1, "first epoch scored on validation (earlier epochs only train)")
 
 
 @dataclasses.dataclass
 class SasrecRecipeConfig(RecipeBase):
     out: str = opt("runs/sasrec", "output directory: the SequenceEncoder folder + metrics.json (replaced)")
-    dtype: str = opt("auto", "accepted like every recipe's; the SASRec is small and always trains in fp32",
-                     choices=("auto", "fp32"))
+    dtype: str = opt("auto", "matrix-multiply dtype of --train.fast (auto: bf16 where the CPU runs it natively); "
+                     "the reference path always trains in fp32", choices=("auto", "fp32", "bf16"))
     model: SasrecModelConfig = section(SasrecModelConfig, "architecture")
     train: SasrecTrainConfig = section(SasrecTrainConfig, "training")
 
@@ -79,7 +83,8 @@ def encoder_configs(config: SasrecRecipeConfig, n_items: int, item_vector_dim: i
                               max_len=m.max_len, dropout=m.dropout, n_rating_levels=5 if m.ratings else 0,
                               item_vector_dim=item_vector_dim),
         PretrainConfig(lr=t.lr, weight_decay=t.weight_decay, batch_size=t.batch_size, max_epochs=t.epochs,
-                       patience=t.patience, windows=t.windows, seed=t.seed),
+                       patience=t.patience, windows=t.windows, seed=t.seed, fast=t.fast,
+                       dtype=config.dtype if t.fast else "fp32", valid_from=t.valid_from),
     )
 
 

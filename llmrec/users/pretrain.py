@@ -23,7 +23,9 @@ from llmrec.data.splits import Split, SplitExample
 from llmrec.distributed import gather, shard, world_size
 from llmrec.errors import ConfigError, DataError
 from llmrec.evaluation.ranking import PROTOCOLS, RankingResult, full_catalogue_metrics, full_rank_metrics
+from llmrec.hardware import resolve_dtype
 from llmrec.progress import progress
+from llmrec.users.catalogue_loss import catalogue_cross_entropy
 from llmrec.users.sequence import SequenceEncoder, SequenceEncoderConfig
 
 logger = logging.getLogger(__name__)
@@ -32,7 +34,14 @@ logger = logging.getLogger(__name__)
 @dataclass
 class PretrainConfig(Config):
     """Optimisation of next-item pretraining. ``windows="all"`` also trains on the older parts of histories
-    longer than ``max_len`` (consecutive windows from the end); ``"last"`` uses each user's last window only."""
+    longer than ``max_len`` (consecutive windows from the end); ``"last"`` uses each user's last window only.
+
+    ``fast`` trains the same model with the same objective at several times the speed on CPU (windows built once
+    as tensors, :meth:`SequenceEncoder.train_states`' cheap dropout, the fused full-catalogue loss, fused AdamW,
+    validation histories encoded once); its random stream differs, so a seed gives different (not worse) weights.
+    ``dtype`` is its matrix-multiply dtype (``auto``: bf16 where the CPU runs it natively, llmrec.hardware).
+    ``valid_from`` skips validation before that epoch (early epochs are never the best).
+    """
 
     lr: float = 1e-3
     weight_decay: float = 0.1
@@ -45,6 +54,9 @@ class PretrainConfig(Config):
     select_metric: str = "ndcg@10"
     ks: tuple[int, ...] = (5, 10)
     eval_batch_size: int = 256
+    fast: bool = False
+    dtype: str = "fp32"
+    valid_from: int = 1
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip <= 0:
@@ -55,6 +67,12 @@ class PretrainConfig(Config):
             raise ConfigError(f"windows must be 'last' or 'all', got {self.windows!r}")
         if not self.ks or any(k < 1 for k in self.ks):
             raise ConfigError(f"ks must be positive, got {self.ks}")
+        if self.dtype not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"dtype must be auto, fp32 or bf16, got {self.dtype!r}")
+        if self.dtype != "fp32" and not self.fast:
+            raise ConfigError(f"dtype {self.dtype!r} needs fast=True (the reference path trains in fp32)")
+        if not 1 <= self.valid_from <= self.max_epochs:
+            raise ConfigError(f"valid_from must be in 1..max_epochs ({self.max_epochs}), got {self.valid_from}")
 
 
 @dataclass
@@ -106,14 +124,53 @@ def next_item_loss(model: SequenceEncoder, idx: torch.Tensor, lev: torch.Tensor 
     return F.cross_entropy(logits, targets[keep] - 1)
 
 
+def window_tensors(
+    model: SequenceEncoder, histories: Sequence[UserHistory], windows: str = "last"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`training_windows` built once as tensors: right-padded item indices and rating levels
+    ``[N, max_len + 1]`` and each window's length ``[N]``; a batch is rows of these cut to its longest window,
+    exactly what :func:`_batch` builds from the same windows."""
+    rows = training_windows(model, histories, windows)
+    if not rows:
+        return torch.zeros(0, 0, dtype=torch.long), torch.zeros(0, 0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    idx, lev = _batch(rows)
+    return idx, lev, torch.tensor([len(items) for items, _ in rows])
+
+
+def fast_next_item_loss(
+    model: SequenceEncoder, idx: torch.Tensor, lev: torch.Tensor | None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """:func:`next_item_loss` (the same objective) through :meth:`SequenceEncoder.train_states` and the fused
+    :func:`catalogue_cross_entropy`; ``dtype=torch.bfloat16`` runs the encoder under bf16 autocast and the
+    catalogue scores in bf16 (softmax and weights stay fp32)."""
+    inputs, targets = idx[:, :-1], idx[:, 1:]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        states = model.train_states(inputs, lev[:, :-1] if lev is not None else None)
+    keep = targets != 0
+    return catalogue_cross_entropy(states[keep].float(), model.item_table()[1:], targets[keep] - 1, dtype)
+
+
+EncodedBatches = list[tuple[torch.Tensor, torch.Tensor | None]]
+
+
+def encode_batches(model: SequenceEncoder, histories: Sequence[UserHistory], batch_size: int = 256) -> EncodedBatches:
+    """The ``(item indices, rating levels)`` batches :func:`score_histories` feeds the model, built once so that
+    scoring the same histories every epoch does no per-history Python work."""
+    return [model.encode_histories(histories[start : start + batch_size])
+            for start in range(0, len(histories), batch_size)]
+
+
 @torch.no_grad()
-def score_histories(model: SequenceEncoder, histories: Sequence[UserHistory], batch_size: int = 256) -> np.ndarray:
-    """``[len(histories), n_items]`` next-item logits from each history's last ``max_len`` items."""
+def score_histories(
+    model: SequenceEncoder, histories: Sequence[UserHistory], batch_size: int = 256,
+    encoded: EncodedBatches | None = None,
+) -> np.ndarray:
+    """``[len(histories), n_items]`` next-item logits from each history's last ``max_len`` items (``encoded``:
+    their :func:`encode_batches`, if already built)."""
     was_training = model.training
     model.eval()
     out = []
-    for start in range(0, len(histories), batch_size):
-        idx, lev = model.encode_histories(histories[start : start + batch_size])
+    for idx, lev in encoded if encoded is not None else encode_batches(model, histories, batch_size):
         out.append(model.score_all(model.last_states(idx, lev)).float().numpy())
     model.train(was_training)
     return np.concatenate(out, axis=0) if out else np.zeros((0, model.config.n_items), dtype=np.float32)
@@ -148,14 +205,15 @@ def evaluate_examples(
     ks: Sequence[int] = (5, 10),
     protocols: Sequence[str] = PROTOCOLS,
     batch_size: int = 256,
+    encoded: EncodedBatches | None = None,
 ) -> dict[str, RankingResult]:
     """Full-catalogue leave-one-out metrics of ``examples`` under each protocol. Under ``accelerate launch`` /
     ``torchrun`` each process scores its block of users; the ranks are gathered, so every process returns the
-    metrics of one process."""
+    metrics of one process. ``encoded``: the :func:`encode_batches` of this process's histories, if built."""
     if model.item_ids is None:
         raise ConfigError("evaluate_examples needs an encoder built with item_ids")
     local = shard(examples)
-    scores = score_histories(model, [ex.history for ex in local], batch_size)
+    scores = score_histories(model, [ex.history for ex in local], batch_size, encoded)
     results = full_catalogue_metrics(
         scores, model.item_ids, [ex.target for ex in local], [ex.history.item_ids for ex in local],
         ks, protocols,
@@ -172,23 +230,37 @@ def pretrain(model: SequenceEncoder, split: Split, config: PretrainConfig | None
         raise DataError("the split has no validation examples for early stopping", field="valid")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    rows = training_windows(model, list(split.train.values()), config.windows)
-    if not rows:
-        raise DataError("no training sequence has 2 or more items", field="train")
     lev_on = bool(model.config.n_rating_levels)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.fast:
+        all_idx, all_lev, lengths = window_tensors(model, list(split.train.values()), config.windows)
+        n_rows = len(lengths)
+        dtype = torch.bfloat16 if resolve_dtype(config.dtype, device="cpu", announce=False) == "bf16" else torch.float32
+        valid_encoded = encode_batches(model, [ex.history for ex in shard(split.valid)], config.eval_batch_size)
+    else:
+        rows = training_windows(model, list(split.train.values()), config.windows)
+        n_rows = len(rows)
+    if not n_rows:
+        raise DataError("no training sequence has 2 or more items", field="train")
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                            fused=True if config.fast else None)
     best_metric, best_epoch, best_state, best_valid = -1.0, 0, None, {}
     history: list[dict[str, float]] = []
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()  # CPU time too: wall time on a shared machine is noise
     epoch = 0
     epochs = progress(range(1, config.max_epochs + 1), desc="SASRec epochs", unit="epoch")
     for epoch in epochs:
         model.train()
-        order = rng.permutation(len(rows))
+        order = rng.permutation(n_rows)
         total, count = 0.0, 0
         for start in range(0, len(order), config.batch_size):
-            idx, lev = _batch([rows[i] for i in order[start : start + config.batch_size]])
-            loss = next_item_loss(model, idx, lev if lev_on else None)
+            if config.fast:
+                sel = torch.from_numpy(order[start : start + config.batch_size])
+                width = int(lengths[sel].max())
+                idx, lev = all_idx[sel, :width], all_lev[sel, :width]
+                loss = fast_next_item_loss(model, idx, lev if lev_on else None, dtype)
+            else:
+                idx, lev = _batch([rows[i] for i in order[start : start + config.batch_size]])
+                loss = next_item_loss(model, idx, lev if lev_on else None)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -196,11 +268,16 @@ def pretrain(model: SequenceEncoder, split: Split, config: PretrainConfig | None
             n = int((idx[:, 1:] != 0).sum())
             total += loss.item() * n
             count += n
-        valid = evaluate_examples(model, split.valid, config.ks, ("rated_removed",), config.eval_batch_size)
+        if epoch < config.valid_from:
+            history.append({"epoch": epoch, "loss": total / count, "elapsed_s": time.perf_counter() - t0,
+                            "cpu_s": time.process_time() - cpu0})
+            continue
+        valid = evaluate_examples(model, split.valid, config.ks, ("rated_removed",), config.eval_batch_size,
+                                  valid_encoded if config.fast else None)
         summary = valid["rated_removed"].summary
         metric = summary[config.select_metric]
         history.append({"epoch": epoch, "loss": total / count, **{f"valid_{k}": v for k, v in summary.items()},
-                        "elapsed_s": time.perf_counter() - t0})
+                        "elapsed_s": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0})
         logger.debug("epoch %d loss %.4f valid %s %.4f", epoch, total / count, config.select_metric, metric)
         epochs.set_postfix(loss=total / count, **{f"valid {config.select_metric}": metric})
         if metric > best_metric:
