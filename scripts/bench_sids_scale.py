@@ -54,6 +54,7 @@ def current_rss_mb() -> float:
 
 
 def quantizer_config(kind: str, n: int, epochs: int, batch: int):
+    """3 x 256 codes, one thread, defaults otherwise; RQ-VAE with ``epochs`` epochs of ``batch``-row batches."""
     from llmrec.items.quantizers import QuantizerConfig, RQVAEConfig
 
     rqvae = RQVAEConfig(batch_size=batch, max_epochs=epochs, patience=epochs) if kind == "rqvae" else RQVAEConfig()
@@ -87,10 +88,9 @@ def run_llmrec(kind: str, n: int, epochs: int, batch: int) -> dict:
            "codebook_sizes": list(sids.codebook_sizes), "collision_rate": round(report["collision_rate"], 6),
            "max_collision_group": report["max_collision_group"],
            "utilization": [round(u, 4) for u in report["utilization"]],
-           "unique_fraction": sids.unique_fraction,
-           "config": {k: v for k, v in config.to_dict().items() if k != "rqvae"}}
-    if kind == "rqvae":
-        out["config"]["rqvae"] = config.rqvae.to_dict()
+           "unique_fraction": sids.unique_fraction}
+    if kind == "rqvae":  # the other settings are the defaults (QuantizerConfig / RQVAEConfig), listed in "configs"
+        out["rqvae_batch_size"], out["rqvae_max_epochs"] = config.rqvae.batch_size, config.rqvae.max_epochs
         out["rqvae_epochs"] = len(q.history)
         out["rqvae_val_loss"] = [round(h["val_loss"], 4) for h in q.history]
         out["rqvae_steps"] = len(q.history) * int(np.ceil(n * (1 - config.rqvae.val_fraction) / batch))
@@ -181,6 +181,7 @@ def main() -> None:
                    "runs, so 2-thread figures were not measured",
         "vectors": "n points around n/100 Gaussian centres in 384-d, noise 0.35, L2-normalised, float32",
         "rows": rows,
+        "configs": {kind: quantizer_config(kind, 0, 1, args.rqvae_batch).to_dict() for kind in ("rkmeans", "rqvae")},
     }
     for i, n in enumerate(args.sizes):
         epochs = args.rqvae_epochs[min(i, len(args.rqvae_epochs) - 1)]
