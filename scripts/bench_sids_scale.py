@@ -6,12 +6,15 @@ a plain faiss residual quantizer measured in the same run; rows go into ``eval/r
     OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_sids_scale.py --sizes 20000 --out /tmp/s.json   # quick
     .venv/bin/python scripts/bench_sids_scale.py --table      # print the markdown table of --out (no rerun)
 
-Vectors: ``n`` points around ``n / 100`` Gaussian centres in 384-d (MiniLM's width), centre spread 1, noise
-0.35 per dimension, L2-normalised like sentence-embedding output; generated in chunks, float32, seeded.
+Vectors: ``n`` points around ``n / 100`` Gaussian centres in 384-d (MiniLM's width), varying within a cluster
+along a shared 16-d subspace (std 0.35) plus isotropic noise (0.05), L2-normalised like sentence-embedding output;
+generated in chunks, float32, seeded. RQ-VAE trains on a 100k-item sample (``max_train_items``) and encodes all.
 Every measurement runs in a fresh subprocess, so its peak RSS (``ru_maxrss``) is its own: it includes the
 interpreter, torch + faiss and the input array itself (``input_mb``; 1M x 384 float32 = 1,465 MB), so read
 ``peak_mb - input_mb`` as the quantizer's own memory. Timed: fit + encode (collision-aware last level) and the
-table (disambiguation level, uniqueness check). Threads pinned to one (OMP/MKL/OpenBLAS env, faiss, torch).
+table (disambiguation level, uniqueness check); ``cpu_s`` is the process's CPU time over the same span, the
+better figure on a shared machine (one thread: about the wall time on a free core). Threads pinned to one
+(OMP/MKL/OpenBLAS env, faiss, torch).
 The reference is faiss's ``ResidualQuantizer`` (3 x 8 bits, beam 1, trained on the same 65,536-row sample size,
 codes computed in chunks): the same residual k-means without collision handling or a table.
 """
@@ -32,17 +35,23 @@ THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THRE
 DIM = 384
 
 
-def synthetic(n: int, dim: int = DIM, seed: int = 0, chunk: int = 65536):
-    """``[n, dim]`` float32 clustered, L2-normalised vectors, built chunk by chunk (no float64 [n, dim])."""
+def synthetic(n: int, dim: int = DIM, seed: int = 0, chunk: int = 65536, rank: int = 16):
+    """``[n, dim]`` float32 clustered, L2-normalised vectors, built chunk by chunk (no float64 [n, dim]).
+
+    Within a cluster items vary mostly along a shared ``rank``-dimensional subspace (std 0.35 per dimension,
+    as sentence embeddings concentrate their variance in few directions) plus a little isotropic noise (0.05):
+    purely isotropic 384-d noise has no structure for deeper levels to find, unlike real item text."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((max(10, n // 100), dim), dtype=np.float32)
+    basis = rng.standard_normal((rank, dim), dtype=np.float32) / np.sqrt(rank)
     x = np.empty((n, dim), dtype=np.float32)
     for lo in range(0, n, chunk):
         hi = min(lo + chunk, n)
         block = centers[rng.integers(0, len(centers), hi - lo)]
-        block += 0.35 * rng.standard_normal((hi - lo, dim), dtype=np.float32)
+        block += 0.35 * (rng.standard_normal((hi - lo, rank), dtype=np.float32) @ basis)
+        block += 0.05 * rng.standard_normal((hi - lo, dim), dtype=np.float32)
         block /= np.linalg.norm(block, axis=1, keepdims=True)
         x[lo:hi] = block
     return x
@@ -53,11 +62,13 @@ def current_rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def quantizer_config(kind: str, n: int, epochs: int, batch: int):
-    """3 x 256 codes, one thread, defaults otherwise; RQ-VAE with ``epochs`` epochs of ``batch``-row batches."""
+def quantizer_config(kind: str, n: int, epochs: int, batch: int, train_items: int = 100_000):
+    """3 x 256 codes, one thread, defaults otherwise; RQ-VAE with ``epochs`` epochs of ``batch``-row batches over
+    a sample of at most ``train_items`` items."""
     from llmrec.items.quantizers import QuantizerConfig, RQVAEConfig
 
-    rqvae = RQVAEConfig(batch_size=batch, max_epochs=epochs, patience=epochs) if kind == "rqvae" else RQVAEConfig()
+    rqvae = RQVAEConfig(batch_size=batch, max_epochs=epochs, patience=epochs,
+                        max_train_items=train_items) if kind == "rqvae" else RQVAEConfig()
     return QuantizerConfig(kind=kind, levels=3, codebook_size=256, num_threads=1, rqvae=rqvae)
 
 
@@ -75,15 +86,16 @@ def run_llmrec(kind: str, n: int, epochs: int, batch: int) -> dict:
     x = synthetic(n)
     config = quantizer_config(kind, n, epochs, batch)
     rss0 = current_rss_mb()
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     q = make_quantizer(config)
     codes = q.fit(x)
     t1 = time.perf_counter()
     sids = SemanticIds.from_quantized([f"i{i}" for i in range(n)], codes, q.codebook_sizes, quantizer=q)
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     report = diagnostics(sids)
     out = {"items": n, "dim": int(x.shape[1]), "quantizer": kind, "fit_encode_s": round(t1 - t0, 2),
-           "table_s": round(t2 - t1, 2), "total_s": round(t2 - t0, 2), "peak_mb": peak_memory_mb(),
+           "table_s": round(t2 - t1, 2), "total_s": round(t2 - t0, 2), "cpu_s": round(c2 - c0, 2),
+           "peak_mb": peak_memory_mb(),
            "input_mb": round(x.nbytes / 2**20, 1), "rss_before_mb": round(rss0, 1),
            "codebook_sizes": list(sids.codebook_sizes), "collision_rate": round(report["collision_rate"], 6),
            "max_collision_group": report["max_collision_group"],
@@ -91,9 +103,11 @@ def run_llmrec(kind: str, n: int, epochs: int, batch: int) -> dict:
            "unique_fraction": sids.unique_fraction}
     if kind == "rqvae":  # the other settings are the defaults (QuantizerConfig / RQVAEConfig), listed in "configs"
         out["rqvae_batch_size"], out["rqvae_max_epochs"] = config.rqvae.batch_size, config.rqvae.max_epochs
+        out["rqvae_train_items"] = min(n, config.rqvae.max_train_items or n)
         out["rqvae_epochs"] = len(q.history)
         out["rqvae_val_loss"] = [round(h["val_loss"], 4) for h in q.history]
-        out["rqvae_steps"] = len(q.history) * int(np.ceil(n * (1 - config.rqvae.val_fraction) / batch))
+        out["rqvae_steps"] = len(q.history) * int(np.ceil(out["rqvae_train_items"] * (1 - config.rqvae.val_fraction)
+                                                          / batch))
     return out
 
 
@@ -107,7 +121,7 @@ def run_reference(n: int) -> dict:
     faiss.omp_set_num_threads(1)
     x = synthetic(n)
     rss0 = current_rss_mb()
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     rq = faiss.ResidualQuantizer(x.shape[1], 3, 8)
     rq.max_beam_size = 1
     rq.train_type = faiss.ResidualQuantizer.Train_default
@@ -115,10 +129,11 @@ def run_reference(n: int) -> dict:
     rq.train(np.ascontiguousarray(sample))
     codes = np.concatenate([rq.compute_codes(x[lo:lo + 65536])
                             for lo in range(0, n, 65536)])
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     distinct = len(np.unique(codes.view(np.dtype((np.void, codes.shape[1])))))
     return {"items": n, "dim": int(x.shape[1]), "quantizer": "faiss ResidualQuantizer 3x8 (reference)",
-            "fit_encode_s": round(t1 - t0, 2), "total_s": round(t1 - t0, 2), "peak_mb": peak_memory_mb(),
+            "fit_encode_s": round(t1 - t0, 2), "total_s": round(t1 - t0, 2), "cpu_s": round(c1 - c0, 2),
+            "peak_mb": peak_memory_mb(),
             "input_mb": round(x.nbytes / 2**20, 1), "rss_before_mb": round(rss0, 1),
             "collision_rate": round(1 - distinct / n, 6)}
 
@@ -133,15 +148,15 @@ def measure(args: list[str]) -> dict:
 
 
 def markdown(section: dict) -> str:
-    lines = ["| quantizer | items x dim | fit + encode s | table s | total s | peak MB | input MB | code sizes "
-             "| collision rate | RQ-VAE epochs |", "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+    lines = ["| quantizer | items x dim | fit + encode s | table s | total s | CPU s | peak MB | input MB | code sizes "
+             "| collision rate | RQ-VAE epochs |", "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for r in section["rows"]:
         if "error" in r:
             lines.append(f"| {r.get('quantizer', '?')} | {r.get('items', '?')} | error: {r['error']} |")
             continue
         sizes = "x".join(str(s) for s in r.get("codebook_sizes", [])) or "-"
         lines.append(f"| {r['quantizer']} | {r['items']:,} x {r['dim']} | {r['fit_encode_s']} | {r.get('table_s', '-')} "
-                     f"| {r['total_s']} | {r['peak_mb']:.0f} | {r['input_mb']:.0f} | {sizes} | {r['collision_rate']} "
+                     f"| {r['total_s']} | {r.get('cpu_s', '-')} | {r['peak_mb']:.0f} | {r['input_mb']:.0f} | {sizes} | {r['collision_rate']} "
                      f"| {r.get('rqvae_epochs', '-')} |")
     lines.append(f"\n`{section['command']}`; threads: {section['threads']}.")
     return "\n".join(lines) + "\n"
@@ -150,7 +165,7 @@ def markdown(section: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--rqvae-epochs", type=int, nargs="+", default=[3, 1],
+    parser.add_argument("--rqvae-epochs", type=int, nargs="+", default=[2],
                         help="RQ-VAE epochs per size (the last value repeats for further sizes)")
     parser.add_argument("--rqvae-batch", type=int, default=1024)
     parser.add_argument("--out", default=str(ROOT / "eval" / "results" / "scale.json"))
@@ -185,8 +200,8 @@ def main() -> None:
     }
     for i, n in enumerate(args.sizes):
         epochs = args.rqvae_epochs[min(i, len(args.rqvae_epochs) - 1)]
-        for child in (["reference", str(n)], ["rkmeans", str(n), "0", "0"],
-                      ["rqvae", str(n), str(epochs), str(args.rqvae_batch)]):
+        for child in (["rkmeans", str(n), "0", "0"], ["rqvae", str(n), str(epochs), str(args.rqvae_batch)],
+                      ["reference", str(n)]):
             t0 = time.perf_counter()
             row = measure(child)
             row.setdefault("quantizer", child[0])

@@ -54,7 +54,7 @@ def greedy_one_group(dist: np.ndarray) -> np.ndarray:
 def test_batched_greedy_equals_the_per_group_original(seed):
     rng = np.random.default_rng(seed)
     k = 6
-    sizes = rng.integers(1, k + 4, size=15)  # some groups larger than the codebook: their overflow gets -1
+    sizes = rng.integers(1, k + 4, size=15)  # some groups larger than the codebook: overflow is -1 here
     group = np.repeat(np.arange(len(sizes)), sizes)
     dist = rng.integers(0, 5, size=(len(group), k)).astype(np.float32)  # coarse values: many exact ties
     forbidden = rng.random((len(sizes), k)) < 0.2
@@ -67,6 +67,23 @@ def test_batched_greedy_equals_the_per_group_original(seed):
         assert got[bounds[g] : bounds[g + 1]].tolist() == greedy_one_group(block).tolist(), f"group {g}"
     taken = got[got >= 0]
     assert len({(int(group[i]), int(got[i])) for i in np.flatnonzero(got >= 0)}) == len(taken)  # distinct per group
+
+
+def test_overflow_spreads_evenly_and_duplicates_stay_cheap():
+    rng = np.random.default_rng(0)
+    n, k = 1200, 8
+    prefix = np.zeros((n, 1), dtype=np.int64)
+    prefix[600:, 0] = 1  # two groups of 600 items for 8 codes
+    residual = rng.normal(size=(n, 4)).astype(np.float32)
+    residual[600:] = residual[600]  # the second group: 600 identical items
+    book = rng.normal(size=(k, 4)).astype(np.float32)
+    last = qmod.nearest(residual, book)
+    got = assign_distinct_last(prefix, residual, book, last, (2,), taken={1: {0, 1, 2}})
+    assert np.bincount(got[:600], minlength=k).max() == 75  # ceil(600 / 8): one code per 75 items at most
+    assert np.bincount(got[600:], minlength=k).max() == 76  # ceil((600 + 3 taken) / 8)
+    assert np.bincount(last[600:], minlength=k).max() == 600  # nearest codes alone: all on one code
+    # the first 8 - 3 items of the identical group still get the distinct-greedy codes, avoiding the taken ones
+    assert sorted(got[600:605].tolist()) == [3, 4, 5, 6, 7]
 
 
 def test_distinct_last_in_small_blocks_equals_one_block():
@@ -195,6 +212,8 @@ def test_bad_settings_and_inputs(monkeypatch):
         QuantizerConfig(max_points_per_centroid=0)
     with pytest.raises(ConfigError, match="quantizer.device"):
         QuantizerConfig(device="tpu")
+    with pytest.raises(ConfigError, match="max_train_items"):
+        RQVAEConfig(max_train_items=-1)
     with pytest.raises(ConfigError, match="unknown key"):
         QuantizerConfig.from_dict({"chunk_rows": 5})
     x = clustered(60)
@@ -215,3 +234,18 @@ def test_bad_settings_and_inputs(monkeypatch):
     q = make_quantizer(QuantizerConfig(kind="rqvae", device="cuda"))
     with pytest.raises(ConfigError, match="no CUDA device"):
         _ = q.device
+
+
+def test_rqvae_trains_on_a_sample_and_encodes_every_item(monkeypatch):
+    from llmrec.items.rqvae import RQVAEQuantizer
+
+    seen: list[torch.Tensor] = []
+    real = RQVAEQuantizer._rows
+    monkeypatch.setattr(RQVAEQuantizer, "_rows", lambda self, data, index: seen.append(index) or real(
+        self, data, index))
+    x = clustered(2000, d=24)
+    config = QuantizerConfig(kind="rqvae", levels=2, codebook_size=8, rqvae=RQVAEConfig(
+        latent_dim=8, hidden_dims=(32,), max_epochs=2, batch_size=64, init_batch_size=64, max_train_items=300))
+    codes = make_quantizer(config).fit(x)
+    assert codes.shape == (2000, 2)
+    assert len(torch.unique(torch.cat(seen))) == 300  # 270 training + 30 validation items, and no others

@@ -52,6 +52,9 @@ class RQVAEConfig(Config):
     val_fraction: float = 0.1
     init_batch_size: int = 4096  # items whose latents seed the codebooks by residual k-means
     dead_code_restart: bool = True
+    # Train (and validate) on a seeded random sample of at most this many items, then encode them all;
+    # 0 = every item. A million-item catalogue needs epochs of a sample, not of the catalogue.
+    max_train_items: int = 0
 
     def __post_init__(self) -> None:
         if self.latent_dim < 1 or any(h < 1 for h in self.hidden_dims):
@@ -60,6 +63,8 @@ class RQVAEConfig(Config):
             raise ConfigError(f"rqvae.val_fraction must be in [0, 0.5), got {self.val_fraction}")
         if self.beta < 0 or self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
             raise ConfigError("rqvae: beta >= 0, lr > 0, batch_size, max_epochs and patience >= 1")
+        if self.init_batch_size < 1 or self.max_train_items < 0:
+            raise ConfigError("rqvae: init_batch_size >= 1 and max_train_items >= 0 (0 = all items)")
 
 
 @dataclass
@@ -220,8 +225,8 @@ def assign_distinct_last(
     Greedy by distance within each prefix group (``_greedy_distinct``). ``residual`` is the ``[n, d]`` array
     the last level quantizes, or a function giving its rows for an index array (so no ``[n, d]`` array need
     exist). ``taken`` maps a prefix key to last codes already used by other items (when adding items to an
-    existing table). Groups larger than the codebook keep nearest codes for the overflow: the disambiguation
-    level separates those. Groups to redo are processed in blocks of about ``chunk_size`` rows (whole groups),
+    existing table). In a group with more items than free codes, the overflow spreads evenly over the codes
+    (``_balanced_overflow``) and the disambiguation level separates those. Groups to redo are processed in blocks of about ``chunk_size`` rows (whole groups),
     so memory is ``O(chunk_size * codebook)`` however many items there are.
     """
     last = last.copy()
@@ -255,8 +260,34 @@ def assign_distinct_last(
                 if int(p) in taken:
                     forbidden[g, sorted(taken[int(p)])] = True
         chosen = _greedy_distinct(dist, group, forbidden)
-        last[rows[chosen >= 0]] = chosen[chosen >= 0]
+        left = np.flatnonzero(chosen < 0)
+        if len(left):
+            chosen[left] = _balanced_overflow(dist, group, chosen, forbidden, left)
+        last[rows] = chosen
     return last
+
+
+def _balanced_overflow(
+    dist: np.ndarray, group: np.ndarray, chosen: np.ndarray, forbidden: np.ndarray | None, left: np.ndarray
+) -> np.ndarray:
+    """Codes for the items a group could not give distinct codes (more items than free codes): each, in row
+    order, takes its nearest code among the group's least-used ones (a forbidden code counts as used once). So a
+    group of ``m`` items with ``t`` taken codes shares no code more than ``ceil((m + t) / K)`` times, and the
+    disambiguation level stays that small (nearest codes let duplicates pile onto one code instead).
+    One cheap step per overflow item: no rounds, so thousands of identical items cost milliseconds."""
+    k = dist.shape[1]
+    out = np.empty(len(left), dtype=np.int64)
+    load: dict[int, np.ndarray] = {}
+    for j, i in enumerate(left.tolist()):
+        g = int(group[i])
+        if g not in load:
+            members = chosen[(group == g) & (chosen >= 0)]
+            load[g] = np.bincount(members, minlength=k) + (forbidden[g] if forbidden is not None else 0)
+        counts = load[g]
+        c = int(np.where(counts == counts.min(), dist[i], np.inf).argmin())
+        counts[c] += 1
+        out[j] = c
+    return out
 
 
 def _group_blocks(sizes: np.ndarray, rows: int) -> list[tuple[int, int]]:

@@ -7,7 +7,8 @@ early on a validation split of items and keeps the best weights. Seeded and sing
 
 Memory has a fixed ceiling whatever the catalogue size: training gathers one mini-batch of ``batch_size`` rows
 at a time from the input array (no shuffled copy of it), the codebooks start from k-means on a sample of
-``init_batch_size`` items, and validation, encoding and decoding run in chunks of ``chunk_size`` rows. Only
+``init_batch_size`` items, and validation, encoding and decoding run in chunks of ``chunk_size`` rows
+(``max_train_items`` trains on a sample and encodes every item). Only
 index vectors (``[n]`` int64) grow with the catalogue. On CUDA (``device``) only those batches and chunks move to
 the GPU.
 """
@@ -107,7 +108,9 @@ class RQVAEQuantizer(Quantizer):
         gen = torch.Generator().manual_seed(cfg.seed)
         data = torch.from_numpy(x)  # shares the input's memory; batches are gathered from it by index
         perm = torch.randperm(len(x), generator=gen)
-        n_val = int(round(len(x) * rc.val_fraction)) if len(x) >= 20 else 0
+        if 0 < rc.max_train_items < len(x):  # a random sample (the permutation's head) stands for the catalogue
+            perm = perm[: rc.max_train_items]
+        n_val = int(round(len(perm) * rc.val_fraction)) if len(perm) >= 20 else 0
         val_idx, train_idx = perm[:n_val], perm[n_val:]
         size = capped_size(cfg.codebook_size, len(train_idx), cfg.min_points_per_code)
         self.module = model = self._new_module(x.shape[1], size).to(self.device)
