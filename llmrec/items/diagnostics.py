@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from llmrec.items.quantizers import Quantizer
+from llmrec.items.quantizers import Quantizer, row_chunks
 from llmrec.items.semantic_ids import SemanticIds, collision_rate
 
 
@@ -84,9 +84,12 @@ def diagnostics(
     if vectors is not None and quantizer is not None:
         x = np.asarray(vectors, dtype=np.float32)
         out["collision_rate_nearest"] = collision_rate(quantizer.encode(x, collision_aware=False))
-        err = ((x - quantizer.reconstruct(quantized)) ** 2).sum(1)
+        # Per-row sums in chunks (no [n, d] temporaries at a million items); the means are as before.
+        chunks = row_chunks(len(x), quantizer.config.chunk_size)
+        err = np.concatenate([((x[lo:hi] - quantizer.reconstruct(quantized[lo:hi])) ** 2).sum(1) for lo, hi in chunks])
+        norm = np.concatenate([(x[lo:hi].astype(np.float64) ** 2).sum(1) for lo, hi in chunks])
         out["reconstruction_mse"] = float(err.mean())
-        out["reconstruction_rel"] = float(err.mean() / max((x.astype(np.float64) ** 2).sum(1).mean(), 1e-12))
+        out["reconstruction_rel"] = float(err.mean() / max(norm.mean(), 1e-12))
     if categories is not None:
         out["category_coherence"] = category_coherence(quantized[:, 0], categories) if quantized.shape[1] else None
     return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -77,7 +78,8 @@ class SemanticIds:
             raise DataError(f"{len(self.item_ids)} item ids but {len(self.codes)} code rows", field="codes")
         self._index = {item_id: row for row, item_id in enumerate(self.item_ids)}
         if len(self._index) != len(self.item_ids):
-            dup = next(i for i in self.item_ids if self.item_ids.count(i) > 1)
+            counts = Counter(self.item_ids)  # not list.count per id: quadratic at a million items
+            dup = next(i for i in self.item_ids if counts[i] > 1)
             raise DataError("duplicate item id in the table", record=dup, field="item_id")
         if len(np.unique(prefix_keys(self.codes, self.codebook_sizes))) != len(self.codes):
             raise DataError("two items share a full semantic ID; the table must be unique", field="codes")
