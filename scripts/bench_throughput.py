@@ -27,6 +27,12 @@ NOTES = [
     "bare_hf_loop replays the exact batches genrec_llmrec's Trainer produced (batches_digest equal); "
     "qa_bare_loop likewise for qa_llmrec. Peak RSS per row = the process's VmHWM reset at the row's start "
     "(data, SIDs and both models stay loaded), so it is the whole process's footprint during that row.",
+    "Genrec's tied LM head carries PEFT trainable token rows (the SID rows, trainable_token_indices): the merged "
+    "head weight requires grad, so autograd forms the full [vocabulary x hidden] head weight gradient every step, "
+    "a third head GEMM per position (head_backward_weight in flops_by_part) that the QA step does not pay and a "
+    "SID-only loss or head would avoid.",
+    "Run as: OMP_NUM_THREADS=1 PYTHONPATH=. nice -n 10 python scripts/bench_throughput.py ... (PYTHONPATH so the "
+    "checkout's llmrec is imported).",
 ]
 
 
