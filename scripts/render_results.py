@@ -41,6 +41,7 @@ TOPICS: list[tuple[str, list[str]]] = [
     ]),
     ("Profiles", ["profiles_ml100k", "profiles_reader_ml100k"]),
     ("Verification", ["verify"]),
+    ("Training throughput", ["throughput"]),
 ]
 # Top-level keys shown first, as provenance, rather than in the body.
 PROVENANCE = ("benchmark", "recipe_config", "command", "commands", "command_as_run", "command_note", "protocol")
@@ -92,6 +93,14 @@ HEADLINES: list[Headline] = [
     Headline("profiles, fine-tuned reader", "next-genre accuracy {t:.3f} with template profiles vs {z:.3f} without",
              {"t": "profiles_reader_ml100k:kinds/template/next_genre/accuracy",
               "z": "profiles_reader_ml100k:kinds/none/next_genre/accuracy"}, "profiles_reader_ml100k"),
+    Headline("training throughput, genrec step (bf16, 1 thread)",
+             "{g:.0f} tokens/s = {p:.1f}% of the measured bf16 matmul peak (bare HF loop {b:.0f}); QA step {q:.0f}; "
+             "peak RSS {m:.0f} MB",
+             {"g": "throughput:rows/bf16/genrec_llmrec/real_tokens_per_second",
+              "p": "throughput:rows/bf16/genrec_llmrec/pct_of_peak",
+              "b": "throughput:rows/bf16/bare_hf_loop/real_tokens_per_second",
+              "q": "throughput:rows/bf16/qa_llmrec/real_tokens_per_second",
+              "m": "throughput:memory/genrec_peak_rss_mb"}, "throughput"),
 ]
 
 

@@ -204,8 +204,11 @@ def train_genrec(
     train_histories: dict,
     valid_examples: Sequence[SplitExample],
     config: GenRecTrainConfig,
+    *,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> dict[str, Any]:
-    """Train in place (best validation checkpoint is loaded at the end); returns a training report."""
+    """Train in place (best validation checkpoint is loaded at the end); returns a training report.
+    ``callbacks``: extra Trainer callbacks (e.g. :class:`~llmrec.training.throughput.StepRecorder`)."""
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -255,7 +258,7 @@ def train_genrec(
         data_collator=CausalCollator(plm.tokenizer.pad_token_id),
         callbacks=[EarlyStoppingCallback(config.early_stopping_patience)]
         + ([TimeBudgetCallback(config.time_budget_minutes)] if config.time_budget_minutes > 0 else [])
-        + progress_callbacks,
+        + progress_callbacks + list(callbacks),
         plm=plm,
         eval_examples=eval_examples,
         train_config=config,

@@ -13,7 +13,7 @@ from typing import Any
 
 import datasets
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from llmrec.config import Config
 from llmrec.distributed import world_size
@@ -156,8 +156,10 @@ def _optimizer(model, config: QATrainConfig) -> torch.optim.Optimizer | None:
     return torch.optim.AdamW(groups, weight_decay=0.0)
 
 
-def train_qa(model, rows: datasets.Dataset, pad_token_id: int, config: QATrainConfig) -> dict[str, Any]:
-    """Train ``model`` (a SoftPromptModel or a PEFT LLM) on QA rows; resumes from ``output_dir``."""
+def train_qa(model, rows: datasets.Dataset, pad_token_id: int, config: QATrainConfig, *,
+             callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
+    """Train ``model`` (a SoftPromptModel or a PEFT LLM) on QA rows; resumes from ``output_dir``.
+    ``callbacks``: extra Trainer callbacks (e.g. :class:`~llmrec.training.throughput.StepRecorder`)."""
     torch.manual_seed(config.seed)
     steps_per_epoch = math.ceil(len(rows) / (config.batch_size * config.grad_accum * world_size()))
     args = TrainingArguments(
@@ -173,8 +175,9 @@ def train_qa(model, rows: datasets.Dataset, pad_token_id: int, config: QATrainCo
     )
     disable_tqdm, progress_callbacks = trainer_progress("QA training")
     args.disable_tqdm = disable_tqdm  # the Trainer's bar on a terminal, our log lines elsewhere
+    extra = list(callbacks)
     callbacks = [TimeBudgetCallback(config.time_budget_minutes)] if config.time_budget_minutes > 0 else []
-    callbacks += progress_callbacks
+    callbacks += progress_callbacks + extra
     trainer = TrainableOnlyTrainer(model=model, args=args, train_dataset=rows.remove_columns(["prompt_len"]),
                                    data_collator=QACollator(pad_token_id), callbacks=callbacks,
                                    optimizers=(_optimizer(model, config), None))
