@@ -58,20 +58,19 @@ def test_columnar_split_equals_leave_one_out(dataset, request):
     ("ml100k", {"max_windows": None, "context": 2, "window": 8}),
     ("bookshop", {"max_windows": 2, "title_alignment": True}),
 ])
-def test_columnar_rows_equal_dict_rows(dataset, settings, request, tiny_llama_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("LLMREC_CACHE", str(tmp_path))
+def test_columnar_rows_equal_dict_rows(dataset, settings, request, tiny_llama_dir, tmp_path):
     data = request.getfixturevalue(dataset)
-    if dataset == "ml100k":  # a third of the users keeps the test quick; every history length still occurs
+    if dataset == "ml100k":  # the first 100 users (histories of 20 to 700 items) keep the dict builder quick
         from llmrec.recipes.common import subset_users
 
-        data = subset_users(data, 300)
+        data = subset_users(data, 100)
     plm = _plm(data, tiny_llama_dir)
     split = columnar_split(data)
     old = build_genrec_rows(plm, leave_one_out(data.histories()).train, **settings)
-    first = build_genrec_rows(plm, split.train, **settings)
+    first = build_genrec_rows(plm, split.train, cache=tmp_path, **settings)
     _same(first, old)
     assert not first.cached and first.rows.cache_files  # memory-mapped Arrow files, not an in-memory table
-    again = build_genrec_rows(plm, columnar_split(data).train, **settings)
+    again = build_genrec_rows(plm, columnar_split(data).train, cache=tmp_path, **settings)
     assert again.cached and [f["filename"] for f in again.rows.cache_files] == [
         f["filename"] for f in first.rows.cache_files]
     _same(again, old)
@@ -79,34 +78,32 @@ def test_columnar_rows_equal_dict_rows(dataset, settings, request, tiny_llama_di
     _same(two, old)
 
 
-def test_cache_key_follows_inputs(ml100k, tiny_llama_dir, tmp_path, monkeypatch):
+def test_cache_key_follows_inputs(ml100k, tiny_llama_dir, tmp_path):
     from llmrec.recipes.common import subset_users
 
-    monkeypatch.setenv("LLMREC_CACHE", str(tmp_path))
     data = subset_users(ml100k, 40)
     plm = _plm(data, tiny_llama_dir)
-    base = build_genrec_rows(plm, columnar_split(data).train, max_windows=1)
+    base = build_genrec_rows(plm, columnar_split(data).train, max_windows=1, cache=tmp_path)
     # another window setting, another SID table, another subset of users: each builds afresh and matches
     for other_plm, other_data, kw in ((plm, data, {"max_windows": 2}),
                                       (_plm(data, tiny_llama_dir, seed=1), data, {"max_windows": 1}),
                                       (plm, subset_users(ml100k, 30), {"max_windows": 1})):
-        rows = build_genrec_rows(other_plm, columnar_split(other_data).train, **kw)
+        rows = build_genrec_rows(other_plm, columnar_split(other_data).train, cache=tmp_path, **kw)
         assert not rows.cached
         _same(rows, build_genrec_rows(other_plm, leave_one_out(other_data.histories()).train, **kw))
-    assert build_genrec_rows(plm, columnar_split(data).train, max_windows=1).cached
+    assert build_genrec_rows(plm, columnar_split(data).train, max_windows=1, cache=tmp_path).cached
     assert base.rows["input_ids"] == build_genrec_rows(plm, columnar_split(data).train, max_windows=1,
                                                        cache=False).rows["input_ids"]
 
 
-def test_unknown_item_names_the_user(ml100k, tiny_llama_dir, tmp_path, monkeypatch):
+def test_unknown_item_names_the_user(ml100k, tiny_llama_dir, tmp_path):
     from llmrec.errors import DataError
     from llmrec.recipes.common import subset_users
 
-    monkeypatch.setenv("LLMREC_CACHE", str(tmp_path))
     data = subset_users(ml100k, 20)
     plm = _plm(data, tiny_llama_dir)
     split = columnar_split(data)
     first_user, history = next(iter(split.train.items()))
     plm.item_row.pop(history.item_ids[0])  # as if the SID table lacked that item
     with pytest.raises(DataError, match=f"not in the SID table.*{first_user}|{first_user}.*not in the SID table"):
-        build_genrec_rows(plm, split.train)
+        build_genrec_rows(plm, split.train, cache=tmp_path)

@@ -112,11 +112,11 @@ def cached_map(
         n_rows = len(built)
         del built  # release the memory maps before the folder moves
         write_json_atomic(tmp / MARKER, {"kind": kind, "key": key, "files": files, "rows": n_rows})
-        if folder.exists():  # an incomplete folder from a killed build (a complete one was loaded above)
+        if folder.exists() and _load(folder) is None:  # left by a killed build (a complete one stays)
             shutil.rmtree(folder, ignore_errors=True)
         try:
             os.replace(tmp, folder)
-        except OSError:  # another process finished the same build first: use its files
+        except OSError:  # another process (a DDP rank) finished the same build first: use its files
             pass
     finally:
         if tmp.exists():

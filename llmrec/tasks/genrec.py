@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import datasets
 
@@ -54,14 +55,15 @@ def build_genrec_rows(
     context: int = 0,
     title_alignment: bool = False,
     num_proc: int = 1,
-    cache: bool = True,
+    cache: bool | str | Path = True,
 ) -> GenRecRows:
     """Tokenise windows of each training history with ``plm``'s prompt; labels = the SID tokens of every item
     but a window's ``context`` leading items (see :func:`history_windows`).
 
     ``histories`` as a :class:`~llmrec.data.split_view.TrainHistories` (a recipe's columnar split) builds the
-    same rows with ``datasets.map`` over ``num_proc`` workers into Arrow files cached by the inputs (``cache``;
-    see :mod:`llmrec.tasks.genrec_rows`); a plain dict is tokenised here, in memory."""
+    same rows with ``datasets.map`` over ``num_proc`` workers into Arrow files cached by the inputs (``cache``: True
+    = under the llmrec cache, a folder = there, False = in memory; see :mod:`llmrec.tasks.genrec_rows`); a plain
+    dict is tokenised here, in memory."""
     if isinstance(histories, TrainHistories):
         from llmrec.tasks.genrec_rows import build_genrec_rows_columnar
 

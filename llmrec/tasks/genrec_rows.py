@@ -237,8 +237,9 @@ def build_rows(maker: GenrecRowMaker, train: TrainHistories, *, num_proc: int = 
 
 def build_genrec_rows_columnar(plm, train: TrainHistories, *, window: int | None = None,
                                max_windows: int | None = None, context: int = 0, title_alignment: bool = False,
-                               num_proc: int = 1, cache: bool = True, cache_root: str | Path | None = None):
-    """:func:`llmrec.tasks.genrec.build_genrec_rows` over columnar training histories (see the module doc)."""
+                               num_proc: int = 1, cache: bool | str | Path = True):
+    """:func:`llmrec.tasks.genrec.build_genrec_rows` over columnar training histories (see the module doc);
+    ``cache``: True = under the llmrec cache, a folder = there, False = in memory."""
     if plm.index is None:
         raise LlmrecError("this model has no semantic-ID vocabulary; train one with `llmrec train genrec`")
     if plm.user_states is not None and title_alignment:
@@ -248,4 +249,5 @@ def build_genrec_rows_columnar(plm, train: TrainHistories, *, window: int | None
     alignment = None
     if title_alignment:
         alignment = (sid_strings(plm.sids, plm.levels), [plm.titles[i] for i in plm.item_ids])
-    return build_rows(maker, train, num_proc=num_proc, cache=cache, cache_root=cache_root, alignment=alignment)
+    root = None if isinstance(cache, bool) else cache
+    return build_rows(maker, train, num_proc=num_proc, cache=cache is not False, cache_root=root, alignment=alignment)
