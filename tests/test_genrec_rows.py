@@ -107,3 +107,21 @@ def test_unknown_item_names_the_user(ml100k, tiny_llama_dir, tmp_path):
     plm.item_row.pop(history.item_ids[0])  # as if the SID table lacked that item
     with pytest.raises(DataError, match=f"not in the SID table.*{first_user}|{first_user}.*not in the SID table"):
         build_genrec_rows(plm, split.train, cache=tmp_path)
+
+
+@pytest.mark.parametrize(("ratings", "windows"), [(False, "last"), (True, "all")])
+def test_sasrec_windows_equal_training_windows(ml100k, ratings, windows, tmp_path):
+    from llmrec.users.pretrain import training_windows
+    from llmrec.users.sequence import SequenceEncoder, SequenceEncoderConfig
+    from llmrec.users.windows import sasrec_windows
+
+    cfg = SequenceEncoderConfig(n_items=len(ml100k.items), d_model=8, n_layers=1, n_heads=1, max_len=30,
+                                n_rating_levels=5 if ratings else 0)
+    model = SequenceEncoder(cfg, ml100k.item_ids)
+    split = columnar_split(ml100k)
+    old = training_windows(model, list(leave_one_out(ml100k.histories()).train.values()), windows)
+    new = sasrec_windows(model, split.train, windows, cache=tmp_path)
+    assert list(zip(new["items"], new["levels"], strict=True)) == [(list(a), list(b)) for a, b in old]
+    assert sasrec_windows(model, split.train, windows, cache=tmp_path)["items"] == new["items"]  # from the cache
+    two = sasrec_windows(model, split.train, windows, num_proc=2, cache=False)
+    assert two["items"] == new["items"] and two["levels"] == new["levels"]
