@@ -23,9 +23,9 @@ def bookshop(tmp_path_factory):
     return load_dataset(folder / "bookshop.yaml")
 
 
-def _plm(data, tiny_llama_dir, max_history: int = 6, seed: int = 0) -> PersonalLM:
+def _plm(data, tiny_llama_dir, max_history: int = 6, seed: int = 0, drop: str | None = None) -> PersonalLM:
     rng = np.random.default_rng(seed)
-    items = list(data.items)
+    items = [i for i in data.items if i != drop]
     sids = SemanticIds.from_quantized(items, np.stack([rng.integers(0, 8, len(items)),
                                                        rng.integers(0, 8, len(items))], axis=1), (8, 8))
     cfg = PersonalLMConfig(base_model=str(tiny_llama_dir), dtype="fp32", sid_init="random", max_history=max_history)
@@ -101,10 +101,9 @@ def test_unknown_item_names_the_user(ml100k, tiny_llama_dir, tmp_path):
     from llmrec.recipes.common import subset_users
 
     data = subset_users(ml100k, 20)
-    plm = _plm(data, tiny_llama_dir)
     split = columnar_split(data)
     first_user, history = next(iter(split.train.items()))
-    plm.item_row.pop(history.item_ids[0])  # as if the SID table lacked that item
+    plm = _plm(data, tiny_llama_dir, drop=history.item_ids[0])  # a SID table without that item
     with pytest.raises(DataError, match=f"not in the SID table.*{first_user}|{first_user}.*not in the SID table"):
         build_genrec_rows(plm, split.train, cache=tmp_path)
 

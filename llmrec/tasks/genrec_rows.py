@@ -171,24 +171,40 @@ def _check_known(train: TrainHistories, known: np.ndarray, what: str) -> None:
 def genrec_row_maker(plm, train: TrainHistories, *, window: int, max_windows: int | None,
                      context: int) -> GenrecRowMaker:
     """The maker for ``plm``'s tokenizer, prompt and SID table over ``train``'s item codes."""
+    encoder_items = plm.user_states.encoder.item_ids if plm.user_states is not None else None
+    return row_maker(plm.tokenizer, plm.sids, plm.levels, plm.titles, train, prompt=plm.config.prompt,
+                     vocabulary=plm.vocabulary, max_history=plm.config.max_history, window=window,
+                     max_windows=max_windows, context=context, first_sid=plm.first_sid_id,
+                     encoder_items=encoder_items)
+
+
+def row_maker(tokenizer, sids, levels: Sequence[int], titles: dict[str, str], train: TrainHistories, *,
+              prompt: str = "genrec", vocabulary=None, max_history: int = 50, window: int | None = None,
+              max_windows: int | None = 1, context: int = 0, first_sid: int | None = None,
+              encoder_items: Sequence[str] | None = None) -> GenrecRowMaker:
+    """A maker from the pieces a PersonalLM holds (a tokenizer that has ``sids``' tokens, the prompt levels, item
+    titles), without loading a model; ``encoder_items``: a user-state encoder's catalogue (``user_item_idx``)."""
+    window = window or max_history
     if not 0 <= context <= window - 2:
         raise ValueError(f"context ({context}) must be between 0 and window - 2 ({window - 2}): "
                          "a window needs at least two targets")
+    if first_sid is None:
+        first_sid = int(min(tokenizer.convert_tokens_to_ids(sids.token_strings())))
     table_items = train.table.item_id_list()
-    row_of = np.array([plm.item_row.get(i, -1) for i in table_items], dtype=np.int64)
+    sid_row = {item: k for k, item in enumerate(sids.item_ids)}
+    row_of = np.array([sid_row.get(i, -1) for i in table_items], dtype=np.int64)
     _check_known(train, row_of >= 0, "the SID table")
-    plm_sids = sid_strings(plm.sids, plm.levels)
-    sids = [plm_sids[r] if r >= 0 else "" for r in row_of.tolist()]
-    titles = [plm.titles[i] if r >= 0 else "" for i, r in zip(table_items, row_of.tolist(), strict=True)]
+    all_sids = sid_strings(sids, levels)
+    sid_col = [all_sids[r] if r >= 0 else "" for r in row_of.tolist()]
+    title_col = [titles[i] if r >= 0 else "" for i, r in zip(table_items, row_of.tolist(), strict=True)]
     state_index = None
-    if plm.user_states is not None:
-        encoder_index = {item: k + 1 for k, item in enumerate(plm.user_states.encoder.item_ids)}
+    if encoder_items is not None:
+        encoder_index = {item: k + 1 for k, item in enumerate(encoder_items)}
         state_index = np.array([encoder_index.get(i, 0) for i in table_items], dtype=np.int64)
         _check_known(train, state_index > 0, "the user-state encoder's catalogue")
-    label, source = load_template_source(plm.config.prompt)
-    return GenrecRowMaker(plm.tokenizer, source, label, prompt_vocab(plm.vocabulary), sids, titles,
-                          plm.first_sid_id, len(plm.levels), window, max_windows, context, plm.config.max_history,
-                          state_index)
+    label, source = load_template_source(prompt)
+    return GenrecRowMaker(tokenizer, source, label, prompt_vocab(vocabulary), sid_col, title_col, first_sid,
+                          len(levels), window, max_windows, context, max_history, state_index)
 
 
 def maker_key(maker: GenrecRowMaker, train: TrainHistories) -> dict[str, Any]:
