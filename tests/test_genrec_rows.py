@@ -124,3 +124,17 @@ def test_sasrec_windows_equal_training_windows(ml100k, ratings, windows, tmp_pat
     assert sasrec_windows(model, split.train, windows, cache=tmp_path)["items"] == new["items"]  # from the cache
     two = sasrec_windows(model, split.train, windows, num_proc=2, cache=False)
     assert two["items"] == new["items"] and two["levels"] == new["levels"]
+
+
+def test_mapped_qa_rows_equal_the_loop(tiny_llama, tmp_path):
+    from llmrec.training.qa import qa_rows
+
+    tok = tiny_llama.tokenizer
+    prompts = [f"Which genre does user {k} like?" for k in range(9)] + ["Año?"]
+    answers = ["Drama", "Comedy", "1995", "no", "yes", "Film-Noir", "x" * 30, "Sci-Fi", "Horror", "2001"]
+    items = [[1, 2][: 1 + k % 2] for k in range(10)]
+    loop = qa_rows(prompts, answers, tok, user_items=items)
+    for kw in ({"num_proc": 2}, {"cache": str(tmp_path)}, {"cache": str(tmp_path)}):
+        mapped = qa_rows(prompts, answers, tok, user_items=items, **kw)
+        assert mapped.features == loop.features
+        assert mapped.to_dict() == loop.to_dict()
