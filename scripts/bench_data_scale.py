@@ -403,9 +403,6 @@ def main() -> None:
 
 def bench_rows(args: argparse.Namespace, table_path: Path) -> None:
     """``--rows``: the row_building section of ``--out`` (other sections kept), then the markdown table."""
-    from llmrec.hardware import machine_facts
-    from llmrec.io import write_json_atomic, write_text_atomic
-
     out_path = Path(args.out)
     result = json.loads(out_path.read_text()) if out_path.is_file() else {}
     rows, step = [], None
@@ -428,6 +425,14 @@ def bench_rows(args: argparse.Namespace, table_path: Path) -> None:
             shutil.rmtree(Path(tmp) / str(n), ignore_errors=True)
             shutil.rmtree(one, ignore_errors=True)
             shutil.rmtree(two, ignore_errors=True)
+            _write_rows_section(args, out_path, table_path, result, rows, step)  # after each size: a stopped run keeps them
+
+
+def _write_rows_section(args: argparse.Namespace, out_path: Path, table_path: Path, result: dict, rows: list,
+                        step: dict | None) -> None:
+    from llmrec.hardware import machine_facts
+    from llmrec.io import write_json_atomic, write_text_atomic
+
     settings = ", ".join(f"{k} {v}" for k, v in ROW_SETTINGS.items())
     result["row_building"] = {
         "benchmark": "genrec training rows (datasets.map into cached Arrow files), leave-one-out train histories",
