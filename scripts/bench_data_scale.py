@@ -299,6 +299,10 @@ def markdown(result: dict) -> str:
             f"| {ours['total_s']:.2f} s | {ours['peak_mb']:.0f} | {ref['total_s']:.2f} s | {ref['peak_mb']:.0f} "
             f"| {row.get('ratio_time', '-')} | {row.get('ratio_peak_mb', '-')} | {view} |")
     m = result["machine"]
+    lines.append("")
+    lines.append(f"`{result['command'].strip()}`; threads: {result['threads']}; {m['cpu_model']}, {m['cpu_cores']} cores "
+                 "(shared with other jobs). Peak MB is each subprocess's maximum RSS, interpreter and imports "
+                 "included.")
     rb = result.get("row_building")
     if rb:
         lines += ["", "Genrec row building (" + rb["setup"] + "):", "",
@@ -306,22 +310,22 @@ def markdown(result: dict) -> str:
                   "(main + largest worker) | cached rerun | peak MB |",
                   "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for row in rb["rows"]:
-            one, two, warm = row["cold_1"], row["cold_2"], row["cached_1"]
+            one, two, warm = (row.get(k) or {} for k in ("cold_1", "cold_2", "cached_1"))
+
+            def cell(r: dict, fmt: str) -> str:
+                return fmt.format(**r) if "rows_s" in r else "not run"
+
             lines.append(
-                f"| {row['interactions']:,} | {one['users']:,} | {one['rows']:,} | {one['tokens']:,} "
-                f"| {one['rows_s']:.1f} s | {one['peak_mb']:.0f} | {two['rows_s']:.1f} s "
-                f"| {two['peak_mb']:.0f} + {two.get('peak_worker_mb') or 0:.0f} | {warm['rows_s']:.2f} s "
-                f"| {warm['peak_mb']:.0f} |")
+                f"| {row['interactions']:,} | {one.get('users', 0):,} | {one.get('rows', 0):,} "
+                f"| {one.get('tokens', 0):,} | {cell(one, '{rows_s:.1f} s')} | {cell(one, '{peak_mb:.0f}')} "
+                f"| {cell(two, '{rows_s:.1f} s')} | {cell({**two, 'w': two.get('peak_worker_mb') or 0}, '{peak_mb:.0f} + {w:.0f}')} "
+                f"| {cell(warm, '{rows_s:.2f} s')} | {cell(warm, '{peak_mb:.0f}')} |")
         step = rb.get("train_step")
         if step:
             lines += ["", f"Training step on those rows ({step['interactions']:,} interactions): {step['model']}, "
                       f"{step['threads']} thread, batch {step['batch']}: {step['tokens_per_s']:.0f} tokens/s "
                       f"(median of {step['steps_timed']} steps, {step['median_step_s']:.2f} s/step)."]
         lines.append(f"`{rb['command'].strip()}`")
-    lines.append("")
-    lines.append(f"`{result['command'].strip()}`; threads: {result['threads']}; {m['cpu_model']}, {m['cpu_cores']} cores "
-                 "(shared with other jobs). Peak MB is each subprocess's maximum RSS, interpreter and imports "
-                 "included.")
     return "\n".join(lines) + "\n"
 
 
