@@ -4,6 +4,15 @@ Parquet interactions, next to a plain pyarrow + numpy reference doing the same w
     OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_data_scale.py     # 100k..20M -> eval/results/scale.json
     OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_data_scale.py --sizes 100000 --out /tmp/s.json
     .venv/bin/python scripts/bench_data_scale.py --table        # eval/results/scale.json -> scale.md (no rerun)
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_data_scale.py --rows 100000 1000000   # row building only:
+        # -> the "row_building" section of scale.json (other sections kept)
+
+Row building (``--rows``): genrec training rows (``llmrec.tasks.genrec_rows``: ``datasets.map`` into cached Arrow
+files) for the leave-one-out training histories, with the SmolLM2 tokenizer and a synthetic semantic-ID table
+(3 levels x 256 random codes + the disambiguation level, the recipe's default shape), prompt ``genrec``,
+``max_history`` 20 and 3 windows per user (the genrec recipe's defaults). Per size, in fresh subprocesses: a cold
+build with 1 worker, the same again (a cache hit), a cold build with 2 workers; then, at the largest size up to
+1M, a few LoRA training steps of the real SmolLM2-135M (fp32, 1 thread) on batches of those rows.
 
 Synthetic data: ``n`` interactions by ``n/50`` users over ``n/20`` items; history lengths are log-normal
 (median ~25, long tail, at least 5); item popularity is Zipf (exponent 1.0 over popularity rank); each user's
@@ -21,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -142,14 +152,129 @@ def run_reference(items: str, inter: str) -> dict:
             "valid_examples": len(valid)}
 
 
+ROW_SETTINGS = {"prompt": "genrec", "max_history": 20, "max_windows": 3, "levels": 3, "codebook_size": 256}
+
+
+def synthetic_sids(item_ids: list[str], seed: int = 0):
+    """Random codes in the recipe's default shape (``ROW_SETTINGS``) plus the disambiguation level."""
+    import numpy as np
+
+    from llmrec.items.semantic_ids import SemanticIds
+
+    rng = np.random.default_rng(seed)
+    k, levels = ROW_SETTINGS["codebook_size"], ROW_SETTINGS["levels"]
+    return SemanticIds.from_quantized(item_ids, rng.integers(0, k, size=(len(item_ids), levels)), (k,) * levels)
+
+
+def _rows_inputs(items: str, inter: str):
+    """Data, columnar split, SmolLM2 tokenizer with the synthetic SID tokens, the row maker."""
+    from transformers import AutoTokenizer
+
+    from llmrec.data import load_generic
+    from llmrec.data.split_view import columnar_split
+    from llmrec.resources import smollm2_dir
+    from llmrec.tasks.genrec_rows import row_maker
+    from llmrec.tasks.uqa import item_title
+
+    t0 = time.perf_counter()
+    data = load_generic(items, inter, rating_range=(1, 5))
+    split = columnar_split(data)
+    t1 = time.perf_counter()
+    sids = synthetic_sids(data.item_ids)
+    tok = AutoTokenizer.from_pretrained(smollm2_dir())
+    tok.add_tokens(sids.token_strings())
+    levels = [lv for lv, size in enumerate(sids.codebook_sizes) if size > 1]
+    titles = {i: item_title(it) for i, it in data.items.items()}
+    maker = row_maker(tok, sids, levels, titles, split.train, prompt=ROW_SETTINGS["prompt"],
+                      max_history=ROW_SETTINGS["max_history"], max_windows=ROW_SETTINGS["max_windows"])
+    t2 = time.perf_counter()
+    return data, split, sids, maker, {"load_split_s": t1 - t0, "tokenizer_sids_maker_s": t2 - t1}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+
+def run_rows(items: str, inter: str, num_proc: int, cache: str) -> dict:
+    """Build (or read back) the genrec rows; time, rows, tokens, peak RSS of this process and of its workers."""
+    import resource
+
+    from llmrec.hardware import peak_memory_mb
+    from llmrec.tasks.genrec_rows import build_rows
+
+    _pin_threads()
+    data, split, _, maker, out = _rows_inputs(items, inter)
+    out.update(peak_mb_before_rows=peak_memory_mb(), rss_mb_before_rows=_rss_mb())
+    t0 = time.perf_counter()
+    rows = build_rows(maker, split.train, num_proc=num_proc, cache_root=cache)
+    out["rows_s"] = time.perf_counter() - t0
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    out.update(cached=rows.cached, num_proc=num_proc, rows=len(rows.rows), tokens=rows.tokens,
+               target_tokens=rows.target_tokens, users=len(split.train), interactions=len(data.table),
+               peak_mb=peak_memory_mb(), rss_mb_after_rows=_rss_mb(), peak_worker_mb=round(kids, 1) or None,
+               rows_per_s=round(len(rows.rows) / out["rows_s"], 1))
+    return out
+
+
+def run_step(items: str, inter: str, cache: str, steps: int = 6, batch: int = 8) -> dict:
+    """Tokens/s of LoRA training steps of the real SmolLM2-135M (fp32, 1 thread) on rows read from ``cache``."""
+    import numpy as np
+    import torch
+
+    from llmrec.hardware import peak_memory_mb
+    from llmrec.lm.personal import PersonalLM, PersonalLMConfig
+    from llmrec.tasks.genrec_rows import build_rows
+    from llmrec.training.collate import CausalCollator
+
+    _pin_threads()
+    torch.set_num_threads(1)
+    data, split, sids, maker, _ = _rows_inputs(items, inter)
+    rows = build_rows(maker, split.train, cache_root=cache)
+    cfg = PersonalLMConfig(base_model="smollm2-135m", dtype="fp32", sid_init="random",
+                           max_history=ROW_SETTINGS["max_history"])
+    plm = PersonalLM.create(sids, data.items, cfg, vocabulary=data.vocabulary)
+    if plm.first_sid_id != maker.first_sid:
+        raise RuntimeError("the model's SID token ids differ from the rows' tokenizer")
+    model = plm.trainable_model
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    collate = CausalCollator(plm.tokenizer.pad_token_id)
+    pick = np.random.default_rng(0).choice(len(rows.rows), size=steps * batch, replace=False)
+    times, real, padded = [], [], []
+    for s in range(steps):
+        b = collate([rows.rows[int(i)] for i in pick[s * batch:(s + 1) * batch]])
+        t0 = time.perf_counter()
+        loss = model(**b).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+        real.append(int(b["attention_mask"].sum()))
+        padded.append(int(b["input_ids"].numel()))
+    keep = slice(1, None)  # the first step warms up
+    med = float(np.median(times[keep]))
+    return {"model": "SmolLM2-135M-Instruct + LoRA (adapters/lora.yaml) + SID rows, fp32", "threads": 1,
+            "batch": batch, "steps_timed": steps - 1, "median_step_s": round(med, 3),
+            "tokens_per_s": round(float(np.median(np.array(real[keep]) / np.array(times[keep]))), 1),
+            "padded_tokens_per_s": round(float(np.median(np.array(padded[keep]) / np.array(times[keep]))), 1),
+            "mean_tokens_per_row": round(rows.tokens / len(rows.rows), 1), "peak_mb": peak_memory_mb()}
+
+
 def child(args: argparse.Namespace) -> None:
-    result = run_reference(args.items, args.inter) if args.child == "reference" else run_llmrec(
-        args.items, args.inter, args.python_views)
+    if args.child == "rows":
+        result = run_rows(args.items, args.inter, args.num_proc, args.cache)
+    elif args.child == "step":
+        result = run_step(args.items, args.inter, args.cache)
+    elif args.child == "reference":
+        result = run_reference(args.items, args.inter)
+    else:
+        result = run_llmrec(args.items, args.inter, args.python_views)
     print(json.dumps(result))
 
 
-def measure(kind: str, items: Path, inter: Path, python_views: bool = False) -> dict:
-    cmd = [sys.executable, __file__, "--child", kind, "--items", str(items), "--inter", str(inter)]
+def measure(kind: str, items: Path, inter: Path, python_views: bool = False, extra: tuple[str, ...] = ()) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, "--items", str(items), "--inter", str(inter), *extra]
     if python_views:
         cmd.append("--python-views")
     env = {**os.environ, **THREAD_ENV, "PYTHONPATH": str(ROOT)}
@@ -178,6 +303,29 @@ def markdown(result: dict) -> str:
     lines.append(f"`{result['command'].strip()}`; threads: {result['threads']}; {m['cpu_model']}, {m['cpu_cores']} cores "
                  "(shared with other jobs). Peak MB is each subprocess's maximum RSS, interpreter and imports "
                  "included.")
+    rb = result.get("row_building")
+    if rb:
+        lines += ["", "Genrec row building (" + rb["setup"] + "):", "",
+                  "| interactions | users | rows | tokens | 1 worker, cold | peak MB | 2 workers, cold | peak MB "
+                  "(main + largest worker) | cached rerun | peak MB |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for row in rb["rows"]:
+            one, two, warm = (row.get(k) or {} for k in ("cold_1", "cold_2", "cached_1"))
+
+            def cell(r: dict, fmt: str) -> str:
+                return fmt.format(**r) if "rows_s" in r else "not run"
+
+            lines.append(
+                f"| {row['interactions']:,} | {one.get('users', 0):,} | {one.get('rows', 0):,} "
+                f"| {one.get('tokens', 0):,} | {cell(one, '{rows_s:.1f} s')} | {cell(one, '{peak_mb:.0f}')} "
+                f"| {cell(two, '{rows_s:.1f} s')} | {cell({**two, 'w': two.get('peak_worker_mb') or 0}, '{peak_mb:.0f} + {w:.0f}')} "
+                f"| {cell(warm, '{rows_s:.2f} s')} | {cell(warm, '{peak_mb:.0f}')} |")
+        step = rb.get("train_step")
+        if step:
+            lines += ["", f"Training step on those rows ({step['interactions']:,} interactions): {step['model']}, "
+                      f"{step['threads']} thread, batch {step['batch']}: {step['tokens_per_s']:.0f} tokens/s "
+                      f"(median of {step['steps_timed']} steps, {step['median_step_s']:.2f} s/step)."]
+        lines.append(f"`{rb['command'].strip()}`")
     return "\n".join(lines) + "\n"
 
 
@@ -190,7 +338,13 @@ def main() -> None:
     parser.add_argument("--python-views-max", type=int, default=1_000_000,
                         help="also time the lazy histories() dict of Python objects up to this size")
     parser.add_argument("--table", action="store_true", help="only write the markdown table from --out's JSON")
-    parser.add_argument("--child", choices=["llmrec", "reference"], help=argparse.SUPPRESS)
+    parser.add_argument("--rows", type=int, nargs="+", metavar="N",
+                        help="only benchmark genrec row building at these sizes (row_building section of --out)")
+    parser.add_argument("--step-max", type=int, default=1_000_000,
+                        help="time training steps on the rows of the largest --rows size up to this")
+    parser.add_argument("--child", choices=["llmrec", "reference", "rows", "step"], help=argparse.SUPPRESS)
+    parser.add_argument("--num-proc", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--cache", help=argparse.SUPPRESS)
     parser.add_argument("--items", help=argparse.SUPPRESS)
     parser.add_argument("--inter", help=argparse.SUPPRESS)
     parser.add_argument("--python-views", action="store_true", help=argparse.SUPPRESS)
@@ -209,6 +363,9 @@ def main() -> None:
     from llmrec.hardware import machine_facts
     from llmrec.io import write_json_atomic
 
+    if args.rows:
+        bench_rows(args, table_path)
+        return
     rows = []
     with tempfile.TemporaryDirectory(prefix="llmrec-scale-") as tmp:
         for n in args.sizes:
@@ -246,6 +403,56 @@ def main() -> None:
     write_json_atomic(args.out, result)
     write_text_atomic(table_path, markdown(result))
     print(f"wrote {args.out} and {table_path}")
+
+
+def bench_rows(args: argparse.Namespace, table_path: Path) -> None:
+    """``--rows``: the row_building section of ``--out`` (other sections kept), then the markdown table."""
+    out_path = Path(args.out)
+    result = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    rows, step = [], None
+    step_size = max((n for n in args.rows if n <= args.step_max), default=None)
+    with tempfile.TemporaryDirectory(prefix="llmrec-rows-") as tmp:
+        for n in args.rows:
+            items, inter = generate(Path(tmp) / str(n), n)
+            one, two = Path(tmp) / f"cache-{n}-1", Path(tmp) / f"cache-{n}-2"
+            row = {"interactions": n}
+            for name, workers, cache in (("cold_1", 1, one), ("cached_1", 1, one), ("cold_2", 2, two)):
+                row[name] = measure("rows", items, inter, extra=("--num-proc", str(workers), "--cache", str(cache)))
+                print(json.dumps({"interactions": n, name: row[name]}), flush=True)
+            if "error" not in row["cold_1"] and "error" not in row["cold_2"]:
+                row["ratio_2_workers"] = round(row["cold_2"]["rows_s"] / row["cold_1"]["rows_s"], 2)
+                row["ratio_cached"] = round(row["cached_1"]["rows_s"] / row["cold_1"]["rows_s"], 3)
+            rows.append(row)
+            if n == step_size:
+                step = {"interactions": n, **measure("step", items, inter, extra=("--cache", str(one)))}
+                print(json.dumps({"train_step": step}), flush=True)
+            shutil.rmtree(Path(tmp) / str(n), ignore_errors=True)
+            shutil.rmtree(one, ignore_errors=True)
+            shutil.rmtree(two, ignore_errors=True)
+            _write_rows_section(args, out_path, table_path, result, rows, step)  # after each size: a stopped run keeps them
+
+
+def _write_rows_section(args: argparse.Namespace, out_path: Path, table_path: Path, result: dict, rows: list,
+                        step: dict | None) -> None:
+    from llmrec.hardware import machine_facts
+    from llmrec.io import write_json_atomic, write_text_atomic
+
+    settings = ", ".join(f"{k} {v}" for k, v in ROW_SETTINGS.items())
+    result["row_building"] = {
+        "benchmark": "genrec training rows (datasets.map into cached Arrow files), leave-one-out train histories",
+        "setup": f"SmolLM2 tokenizer, synthetic SID table; {settings}",
+        "command": ("OMP_NUM_THREADS=1 python scripts/bench_data_scale.py " + " ".join(sys.argv[1:])).strip(),
+        "threads": "1 per process (OMP/MKL/OpenBLAS env, pyarrow pools, torch); 2 workers = 2 processes",
+        "rows": rows, "train_step": step, "machine": machine_facts(),
+        "notes": ("rows_s: building the rows (the cache key included: hashing the data read, tokenizer and SID "
+                  "strings), not loading the data or the tokenizer; peak_mb: the measuring process's ru_maxrss "
+                  "(data load, tokenizer and imports included), peak_worker_mb: the largest map worker's; "
+                  "cached_1 reads the Arrow files of cold_1 (memory-mapped). The machine was shared with other "
+                  "jobs: read times as ratios within a size."),
+    }
+    write_json_atomic(out_path, result)
+    write_text_atomic(table_path, markdown(result))
+    print(f"wrote {out_path} and {table_path}")
 
 
 if __name__ == "__main__":

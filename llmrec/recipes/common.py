@@ -47,14 +47,18 @@ def subset_users(data, n: int):
 
 
 def load_data(config: RecipeBase):
-    """Pin threads, load ``config.data`` (only first ``config.users`` users) -> ``(data, leave-one-out split)``."""
-    from llmrec.data import leave_one_out, load_dataset
+    """Pin threads, load ``config.data`` (only first ``config.users`` users) -> ``(data, leave-one-out split)``.
+
+    The split is a :class:`~llmrec.data.split_view.ColumnarSplit`: the same users, histories and examples as
+    ``leave_one_out(data.histories())``, built from the columns only where read (genrec rows read the columns)."""
+    from llmrec.data import load_dataset
+    from llmrec.data.split_view import columnar_split
     from llmrec.hardware import set_threads
 
     guard_out(config)  # before any slow step: a refused --out costs nothing
     set_threads(config.threads)
     data = subset_users(load_dataset(config.data), config.users)
-    return data, leave_one_out(data.histories())
+    return data, columnar_split(data, "leave_one_out")
 
 
 def is_llmrec_output(path: Path) -> bool:

@@ -66,6 +66,9 @@ class GenrecTrainConfig(RecipeConfig):
     max_windows: int = opt(3, "history windows per user, newest first (0 = all)")
     context_items: int = opt(0, "overlap windows by N context-only items")
     title_alignment: bool = opt(False, "add item <-> title alignment rows")
+    row_workers: int = opt(1, "processes building the training rows (datasets.map num_proc)")
+    rows_cache: bool = opt(True, "keep the training rows as Arrow files under the llmrec cache (rows/), reused "
+                                 "by a run with the same data, tokenizer, semantic IDs and row settings")
     eval_users: int = opt(200, "validation users scored by beam search at each evaluation")
     eval_steps: int = opt(0, "evaluate (and checkpoint) every N steps (0 = once per epoch)")
     eval_beams: int = opt(10, "beams for validation")
@@ -146,6 +149,7 @@ def train_config(config: GenrecRecipeConfig):
         output_dir=t.checkpoints or f"{Path(config.out)}.checkpoints", epochs=t.epochs, max_steps=t.max_steps,
         learning_rate=t.lr, batch_size=batch.per_device, grad_accum=batch.accumulation,
         max_windows=t.max_windows or None, context_items=t.context_items, title_alignment=t.title_alignment,
+        row_workers=t.row_workers, rows_cache=t.rows_cache,
         eval_users=t.eval_users, eval_steps=t.eval_steps, eval_beams=t.eval_beams, save_steps=t.save_steps,
         logging_steps=t.logging_steps, report_to=t.report_to, time_budget_minutes=t.time_budget, seed=t.seed,
         gradient_checkpointing=t.activation_checkpointing,

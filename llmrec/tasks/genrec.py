@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import datasets
 
 from llmrec.data.schema import UserHistory
+from llmrec.data.split_view import TrainHistories
 from llmrec.errors import ConfigError
 from llmrec.nouns import prompt_vocab
 
@@ -19,6 +21,8 @@ class GenRecRows:
     sequences: int
     alignment: int
     target_tokens: int
+    tokens: int = 0  # all input tokens
+    cached: bool = False  # read from an earlier build (columnar histories, llmrec.tasks.genrec_rows)
 
 
 def history_windows(
@@ -44,15 +48,27 @@ def history_windows(
 
 def build_genrec_rows(
     plm,
-    histories: dict[str, UserHistory],
+    histories: dict[str, UserHistory] | TrainHistories,
     *,
     window: int | None = None,
     max_windows: int | None = None,
     context: int = 0,
     title_alignment: bool = False,
+    num_proc: int = 1,
+    cache: bool | str | Path = True,
 ) -> GenRecRows:
     """Tokenise windows of each training history with ``plm``'s prompt; labels = the SID tokens of every item
-    but a window's ``context`` leading items (see :func:`history_windows`)."""
+    but a window's ``context`` leading items (see :func:`history_windows`).
+
+    ``histories`` as a :class:`~llmrec.data.split_view.TrainHistories` (a recipe's columnar split) builds the
+    same rows with ``datasets.map`` over ``num_proc`` workers into Arrow files cached by the inputs (``cache``: True
+    = under the llmrec cache, a folder = there, False = in memory; see :mod:`llmrec.tasks.genrec_rows`); a plain
+    dict is tokenised here, in memory."""
+    if isinstance(histories, TrainHistories):
+        from llmrec.tasks.genrec_rows import build_genrec_rows_columnar
+
+        return build_genrec_rows_columnar(plm, histories, window=window, max_windows=max_windows, context=context,
+                                          title_alignment=title_alignment, num_proc=num_proc, cache=cache)
     tok = plm.tokenizer
     window = window or plm.config.max_history
     first_sid = plm.first_sid_id
@@ -90,4 +106,4 @@ def build_genrec_rows(
                 n_align += 1
     columns = {"input_ids": ids_col, "labels": labels_col} | ({"user_item_idx": state_col} if states else {})
     rows = datasets.Dataset.from_dict(columns)
-    return GenRecRows(rows, n_seq, n_align, target_tokens)
+    return GenRecRows(rows, n_seq, n_align, target_tokens, tokens=sum(len(x) for x in ids_col))

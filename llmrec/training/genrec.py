@@ -50,6 +50,8 @@ class GenRecTrainConfig(Config):
     max_windows: int | None = 1  # windows of `max_history` items per user (None = the whole history)
     context_items: int = 0  # leading items of each window that are context only (overlap with the older window)
     title_alignment: bool = False
+    row_workers: int = 1  # datasets.map processes building rows from columnar histories (a recipe's split)
+    rows_cache: bool = True  # keep those rows as Arrow files under the llmrec cache, reused by an identical run
     eval_users: int = 200  # validation users scored by beam search at each evaluation
     eval_steps: int = 0  # 0 = evaluate once per epoch
     save_steps: int = 0  # 0 = checkpoint at each evaluation; else a multiple of eval_steps (best-model selection)
@@ -213,11 +215,13 @@ def train_genrec(
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
     rows = build_genrec_rows(plm, train_histories, max_windows=config.max_windows, context=config.context_items,
-                             title_alignment=config.title_alignment)
-    eval_examples = list(valid_examples)
+                             title_alignment=config.title_alignment, num_proc=config.row_workers,
+                             cache=config.rows_cache)
+    eval_examples = valid_examples  # a lazy view (columnar split) builds only the sampled users' examples
     if config.eval_users and len(eval_examples) > config.eval_users:
         rng = random.Random(config.seed)
         eval_examples = sorted(rng.sample(eval_examples, config.eval_users), key=lambda e: e.user_id)
+    eval_examples = list(eval_examples)
     steps_per_epoch = math.ceil(len(rows.rows) / (config.batch_size * config.grad_accum * world_size()))
     strategy = "steps" if config.eval_steps else "epoch"
     disable_tqdm, progress_callbacks = trainer_progress("genrec training")
@@ -272,12 +276,11 @@ def train_genrec(
     seconds = time.perf_counter() - t0
     history = [h for h in trainer.state.log_history if "eval_ndcg_at_10" in h]
     losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
-    n_tokens = int(sum(len(x) for x in rows.rows["input_ids"]))
     return {
         "train_rows": len(rows.rows),
         "sequences": rows.sequences,
         "alignment_rows": rows.alignment,
-        "tokens_per_epoch": n_tokens,
+        "tokens_per_epoch": rows.tokens,
         "target_tokens_per_epoch": rows.target_tokens,
         "steps": out.global_step,
         "train_seconds": seconds,

@@ -56,9 +56,35 @@ class QATrainConfig(Config):
             raise ConfigError("user_learning_rate must be > 0")
 
 
+@dataclasses.dataclass
+class QARowMaker:
+    """``batch -> rows`` for ``Dataset.map(batched=True)`` (picklable: the tokenizer only), as :func:`qa_rows`."""
+
+    tokenizer: Any
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        tok = self.tokenizer
+        prompt_ids = [chat_ids(tok, p) for p in batch["prompt"]]
+        answer_ids = tok(list(batch["answer"]), add_special_tokens=False)["input_ids"] if batch["answer"] else []
+        out: dict[str, list] = {"input_ids": [], "labels": [], "prompt_len": []}
+        for p, a in zip(prompt_ids, answer_ids, strict=True):
+            a = list(a) + [tok.eos_token_id]
+            out["input_ids"].append(list(p) + a)
+            out["labels"].append([-100] * len(p) + a)
+            out["prompt_len"].append(len(p))
+        return out
+
+
 def qa_rows(prompts: Sequence[str], answers: Sequence[str], tokenizer,
-            user_items: Sequence[Sequence[int]] | None = None, query_vecs=None) -> datasets.Dataset:
-    """Prompt/completion rows; labels cover the answer and the end-of-turn token only."""
+            user_items: Sequence[Sequence[int]] | None = None, query_vecs=None, *, num_proc: int = 1,
+            cache: bool | str = False) -> datasets.Dataset:
+    """Prompt/completion rows; labels cover the answer and the end-of-turn token only.
+
+    ``num_proc > 1`` or ``cache`` tokenise with ``datasets.map`` (:class:`QARowMaker`) over ``num_proc``
+    workers, into Arrow files under the llmrec cache keyed by the texts and tokenizer (``cache``: True = the llmrec
+    cache, a folder = there); the rows are the same."""
+    if num_proc > 1 or cache:
+        return _mapped_qa_rows(prompts, answers, tokenizer, user_items, query_vecs, num_proc, cache)
     end = tokenizer.eos_token_id
     cols: dict[str, list[Any]] = {"input_ids": [], "labels": [], "prompt_len": []}
     for prompt, answer in zip(prompts, answers, strict=True):
@@ -72,6 +98,29 @@ def qa_rows(prompts: Sequence[str], answers: Sequence[str], tokenizer,
     if query_vecs is not None:
         cols["user_query_vec"] = [list(map(float, v)) for v in query_vecs]
     return datasets.Dataset.from_dict(cols)
+
+
+def _mapped_qa_rows(prompts, answers, tokenizer, user_items, query_vecs, num_proc: int,
+                    cache: bool | str) -> datasets.Dataset:
+    import pyarrow as pa
+
+    from llmrec.data.rowcache import cached_map, key_digest, source_dataset
+    from llmrec.tasks.genrec_rows import tokenizer_digest
+
+    source = pa.table({"prompt": pa.array(list(prompts), pa.string()), "answer": pa.array(list(answers), pa.string())})
+    key = {"texts": key_digest({"prompts": list(prompts), "answers": list(answers)}),
+           "tokenizer": tokenizer_digest(tokenizer), "chat_template": getattr(tokenizer, "chat_template", None)}
+    features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32")),
+                                  "labels": datasets.List(datasets.Value("int64")),
+                                  "prompt_len": datasets.Value("int64")})
+    rows = cached_map(source_dataset(source, key["texts"][:32]), QARowMaker(tokenizer), kind="qa", key=key,
+                      features=features, num_proc=num_proc, cache=bool(cache),
+                      cache_root=None if isinstance(cache, bool) else cache, desc="QA rows").rows
+    if user_items is not None:
+        rows = rows.add_column("user_item_idx", [list(x) for x in user_items])
+    if query_vecs is not None:
+        rows = rows.add_column("user_query_vec", [list(map(float, v)) for v in query_vecs])
+    return rows
 
 
 class QACollator:
