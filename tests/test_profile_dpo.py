@@ -216,3 +216,33 @@ def test_train_profile_dpo_end_to_end_saves_a_loadable_writer(tmp_path, tiny_lla
     assert main(args) == 0
     again = json.loads((out / "results.json").read_text())
     assert again["pairs"]["reused"] is True and again["train"]["resumed_from"].endswith("checkpoint-2")
+
+
+def test_candidate_cache_keeps_the_written_texts_when_scoring_is_cut_short(tmp_path, monkeypatch):
+    import llmrec.training.profile_pref as pp
+    from llmrec.recipes.profile_dpo import scored_candidates
+
+    calls: list[str] = []
+    monkeypatch.setattr(pp, "write_candidates",
+                        lambda *a, **k: calls.append("write") or {"u1": ["This user a b", "This user c d"]})
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pp, "score_candidates", killed)
+    tasks = [pp.WriterTask("u1", UserHistory("u1", ("a",), (0,), (None,)), ())]
+    cfg = ProfilePairConfig(variants=("grounded@0", "grounded@1"))
+    cache = tmp_path / "candidates.json"
+    with pytest.raises(KeyboardInterrupt):
+        scored_candidates(None, None, None, None, tasks, cfg, cache)
+    assert json.loads(cache.read_text())["texts"] == {"u1": ["This user a b", "This user c d"]}
+    monkeypatch.setattr(pp, "score_candidates", lambda reader, ts, texts, variants, c: {
+        u: [Candidate(t, v, float(i), True) for i, (t, v) in enumerate(zip(xs, variants, strict=True))]
+        for u, xs in texts.items()})
+    first = scored_candidates(None, None, None, None, tasks, cfg, cache)
+    assert calls == ["write"] and first["reused"] is False and first["candidates"]["u1"][1].reward == 1.0
+    again = scored_candidates(None, None, None, None, tasks, cfg, cache)
+    assert again["reused"] is True and again["candidates"] == first["candidates"] and calls == ["write"]
+    other = ProfilePairConfig(variants=("grounded@0", "ungrounded@1"))  # another config: written again
+    scored_candidates(None, None, None, None, tasks, other, cache)
+    assert calls == ["write", "write"]

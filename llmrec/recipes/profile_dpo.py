@@ -107,25 +107,34 @@ def library_configs(config: ProfileDpoRecipeConfig):
 
 def scored_candidates(model, tokenizer, reader, data, tasks, pair_cfg, cache: Path) -> dict[str, Any]:
     """Write and score every training user's candidates, or read them back from ``cache`` when it was written for
-    the same pair config and users (a resumed run skips the slow part)."""
+    the same pair config and users (a resumed run skips the slow part). The written texts are stored before the
+    scoring starts, so a run killed while scoring does not write them again."""
     from llmrec.io import write_json_atomic
     from llmrec.training.profile_pref import Candidate, score_candidates, write_candidates
 
-    key = {"pairs": pair_cfg.to_dict(), "users": [t.user_id for t in tasks],
-           "contexts": [len(t.context) for t in tasks]}
-    if cache.is_file():
-        stored = json.loads(cache.read_text(encoding="utf-8"))
-        if stored.get("key") == json.loads(json.dumps(key)):
-            logger.info("candidates: reusing %s", cache)
-            return {"candidates": {u: [Candidate(**c) for c in cs] for u, cs in stored["candidates"].items()},
-                    "seconds": stored["seconds"], "reused": True}
+    key = json.loads(json.dumps({"pairs": pair_cfg.to_dict(), "users": [t.user_id for t in tasks],
+                                 "contexts": [len(t.context) for t in tasks]}))
+    stored = json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else {}
+    if stored and stored.get("key") != key:
         logger.info("candidates: %s was written for another config; writing them again", cache)
+        stored = {}
+    if "candidates" in stored:
+        logger.info("candidates: reusing %s", cache)
+        return {"candidates": {u: [Candidate(**c) for c in cs] for u, cs in stored["candidates"].items()},
+                "seconds": stored["seconds"], "reused": True}
+    seconds = dict(stored.get("seconds", {}))
+    if "texts" in stored:
+        logger.info("candidates: reusing the texts written in %s; scoring them", cache)
+        texts = stored["texts"]
+    else:
+        t0 = time.perf_counter()
+        texts = write_candidates(model, tokenizer, data, tasks, pair_cfg)
+        seconds["write"] = time.perf_counter() - t0
+        write_json_atomic(cache, {"key": key, "seconds": seconds, "texts": texts})
     t0 = time.perf_counter()
-    texts = write_candidates(model, tokenizer, data, tasks, pair_cfg)
-    t_write = time.perf_counter() - t0
     candidates = score_candidates(reader, tasks, texts, pair_cfg.variants, pair_cfg)
-    seconds = {"write": t_write, "score": time.perf_counter() - t0 - t_write}
-    write_json_atomic(cache, {"key": key, "seconds": seconds, "candidates": {
+    seconds["score"] = time.perf_counter() - t0
+    write_json_atomic(cache, {"key": key, "seconds": seconds, "texts": texts, "candidates": {
         u: [dataclasses.asdict(c) for c in cs] for u, cs in candidates.items()}})
     return {"candidates": candidates, "seconds": seconds, "reused": False}
 
