@@ -22,20 +22,21 @@ import argparse
 import logging
 import os
 import platform
-import random
 import statistics
 import sys
 import time
-from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from llmrec.cli_args import add_hardware_args, apply_hardware_args
-from llmrec.evaluation.ranking import bootstrap_ci
-from llmrec.tasks.profile import expected_rating
-from llmrec.tasks.uqa import normalize_answer
+from llmrec.evaluation.profile_reader import (  # noqa: F401 - re-exported for bench_profiles_reader
+    delta,
+    outcomes_of,
+    sample_users,
+    score_options_cached,
+)
 
 if TYPE_CHECKING:  # torch and the LLM load in main(): --help stays fast
     from llmrec.evaluation.models import HFModel
@@ -44,53 +45,6 @@ if TYPE_CHECKING:  # torch and the LLM load in main(): --help stays fast
 
 KINDS = ("none", "template", "generated", "generated_grounded")
 N_EXAMPLES = 5
-
-
-def score_options_cached(reader: HFModel, prompt: str, options: Sequence[str]) -> np.ndarray:
-    """Summed log-prob of each option as the answer to one prompt, like ``HFModel.score_options``, but the prompt
-    runs once and the options reuse its KV cache: 18 multi-token genres would otherwise cost 18 full forwards."""
-    import torch
-
-    with torch.inference_mode():
-        return _score_options_cached(reader, prompt, options)
-
-
-def _score_options_cached(reader: HFModel, prompt: str, options: Sequence[str]) -> np.ndarray:
-    import torch
-
-    from llmrec.lm.decoding import cache_kwarg, output_cache
-
-    tok, model = reader.tokenizer, reader.model
-    ids = tok(reader.format(prompt), add_special_tokens=not reader.use_chat, return_tensors="pt")["input_ids"]
-    ids = ids[:, -reader.max_prompt_tokens:].to(reader.device)
-    out = model(input_ids=ids, use_cache=True)
-    first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
-    option_ids = [tok.encode(o, add_special_tokens=False) for o in options]
-    scores = np.array([float(first[o[0]]) for o in option_ids])
-    longest = max(len(o) for o in option_ids)
-    if longest == 1:
-        return scores
-    # Options are right-padded: a pad only follows an option's real tokens, so causal attention never lets it
-    # change their log-probs, and no attention mask is needed.
-    rest = torch.tensor([o + [o[-1]] * (longest - len(o)) for o in option_ids], device=reader.device)
-    cache = output_cache(out)
-    cache.batch_repeat_interleave(len(options))
-    positions = torch.arange(ids.shape[1], ids.shape[1] + longest, device=reader.device).expand(len(options), -1)
-    # `cache=` where the forward takes it (transformers 5 warns on past_key_values=), as llmrec.lm.decoding does
-    logits = model(input_ids=rest, position_ids=positions, **{cache_kwarg(model): cache}).logits
-    logp = torch.log_softmax(logits.float(), -1)
-    for j, o in enumerate(option_ids):
-        scores[j] += float(sum(logp[j, t - 1, o[t]] for t in range(1, len(o))))
-    return scores
-
-
-def sample_users(examples: Sequence[ProfileExample], n: int, seed: int) -> list[str]:
-    """``n`` users (seeded) among those with both a next_genre and a rating row."""
-    tasks: dict[str, set[str]] = defaultdict(set)
-    for ex in examples:
-        tasks[ex.user_id].add(ex.task)
-    eligible = sorted((u for u, t in tasks.items() if t >= {"next_genre", "rating"}), key=lambda u: (len(u), u))
-    return sorted(random.Random(seed).sample(eligible, min(n, len(eligible))), key=lambda u: (len(u), u))
 
 
 def generate_profiles(plm: PersonalLM, reader: HFModel, contexts: dict[str, Any], data, *, batch: int,
@@ -131,29 +85,6 @@ def read(reader: HFModel, profiles: dict[str, str | None], examples: Sequence[Pr
         logps.append(score_options_cached(reader, profile_downstream_prompt(profiles[ex.user_id], ex), options))
         seconds.append(time.perf_counter() - t0)
     return {"logps": logps, "seconds": seconds}
-
-
-def outcomes_of(logps: Sequence[np.ndarray], examples: Sequence[ProfileExample]) -> dict[str, Any]:
-    """Per-example outcomes from option log-probs: genre hits, rating errors (argmax / expected), answers."""
-    hits, err_argmax, err_expected = [], [], []
-    picked: dict[str, Counter] = {"next_genre": Counter(), "rating": Counter()}  # argmax answers: collapse shows
-    for ex, logp in zip(examples, logps, strict=True):
-        options = list(ex.options or ())
-        picked[ex.task][options[int(logp.argmax())]] += 1
-        if ex.task == "next_genre":
-            hits.append(float(normalize_answer(options[int(logp.argmax())]) == normalize_answer(ex.answer)))
-        else:
-            gold = float(ex.answer)
-            err_argmax.append(abs(float(options[int(logp.argmax())]) - gold))
-            err_expected.append(abs(expected_rating(logp, options) - gold))
-    return {"hits": np.array(hits), "err_argmax": np.array(err_argmax), "err_expected": np.array(err_expected),
-            "picked": picked}
-
-
-def delta(values: np.ndarray, base: np.ndarray, seed: int) -> dict[str, float]:
-    """Paired mean difference (kind - none) with a 95% percentile-bootstrap CI over examples."""
-    low, high = bootstrap_ci(values - base, n_boot=1000, seed=seed)
-    return {"value": round(float(np.mean(values - base)), 4), "ci_low": round(low, 4), "ci_high": round(high, 4)}
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ TOPICS: list[tuple[str, list[str]]] = [
         "uqa_ml100k", "uqa_probe_ml100k", "uqa_text_align_ml100k", "uqa_genre_anchors_ml100k", "uqa_profile_ml100k",
         "uqa_worked_ml100k", "soft_prompt_repro_ml100k",
     ]),
-    ("Profiles", ["profiles_ml100k", "profiles_reader_ml100k"]),
+    ("Profiles", ["profiles_ml100k", "profiles_reader_ml100k", "profiles_dpo_ml100k"]),
     ("Verification", ["verify"]),
     ("Training throughput", ["throughput"]),
 ]

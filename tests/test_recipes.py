@@ -17,11 +17,12 @@ from llmrec.recipes.commands import RECIPES, recipe_of
 from llmrec.recipes.config import load_config, shipped_configs
 from llmrec.recipes.genrec import GenrecRecipeConfig
 from llmrec.recipes.genrec_pref import GenrecPrefRecipeConfig
+from llmrec.recipes.profile_dpo import ProfileDpoRecipeConfig
 from llmrec.recipes.sasrec import SasrecRecipeConfig
 from llmrec.recipes.soft_prompt import SoftPromptRecipeConfig
 
 CLASSES = {"sasrec": SasrecRecipeConfig, "genrec": GenrecRecipeConfig, "soft-prompt": SoftPromptRecipeConfig,
-           "genrec-pref": GenrecPrefRecipeConfig}
+           "genrec-pref": GenrecPrefRecipeConfig, "profile-dpo": ProfileDpoRecipeConfig}
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -1,4 +1,4 @@
-"""`llmrec train sasrec | genrec | genrec-pref | soft-prompt`: recipes from a config file plus dotted overrides.
+"""`llmrec train sasrec | genrec | genrec-pref | profile-dpo | soft-prompt`: recipes from a config file plus dotted overrides.
 
     llmrec train genrec --config smollm2-135m/genrec --data shop.yaml --train.lr 1e-3 --out runs/shop-genrec
     llmrec train genrec --help          # every option, its default and its help, from the recipe's dataclasses
@@ -20,6 +20,8 @@ RECIPES = {
     "genrec": ("llmrec.recipes.genrec", "GenrecRecipeConfig", "generative recommender: LLM + LoRA + semantic IDs"),
     "genrec-pref": ("llmrec.recipes.genrec_pref", "GenrecPrefRecipeConfig",
                     "preference alignment (DPO) of a trained generative recommender"),
+    "profile-dpo": ("llmrec.recipes.profile_dpo", "ProfileDpoRecipeConfig",
+                    "profile-writer alignment (DPO) on what helps a downstream reader"),
     "soft-prompt": ("llmrec.recipes.soft_prompt", "SoftPromptRecipeConfig",
                     "personalized QA from soft-prompt user vectors"),
 }

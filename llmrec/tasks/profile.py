@@ -118,22 +118,38 @@ def build_profile_tasks(
         logger.warning("profile tasks on %s: no item categories (category attribute(s): %s), so no next_genre "
                        "rows", data.name or data.source, ", ".join(fields) or "none configured")
     out: list[ProfileExample] = []
-    for user, history in data.histories().items():
+    for history in data.histories().values():
         for cut in context_cuts(history, split, seed=seed, train_cuts_per_user=train_cuts_per_user):
-            item_id = history.item_ids[cut]
-            if item_id not in data.items:
-                raise DataError("held-out item missing from the catalogue", record=f"user {user}",
-                                field=f"item_id {item_id}")
-            item = data.items[item_id]
-            shown = tuple(real_categories(item, fields))
-            base = dict(user_id=user, context=history.prefix(cut), item_id=item_id, item_title=item_title(item),
-                        item_categories=shown, split=split, vocab=vocab)
-            for task in tasks:
-                if task == "next_genre" and (g := primary_category(item, fields)) is not None:
-                    out.append(ProfileExample(task=task, answer=g, options=options, **base))
-                elif task == "rating" and (r := history.ratings[cut]) is not None:
-                    out.append(ProfileExample(task=task, answer=_fmt_number(float(r)),
-                                              options=("1", "2", "3", "4", "5"), **base))
+            out += examples_at(data, history, cut, cut, split=split, tasks=tasks, options=options, vocab=vocab)
+    return out
+
+
+def examples_at(data: InteractionData, history: UserHistory, cut: int, position: int, *, split: str,
+                tasks: Sequence[str] = PROFILE_TASKS, options: Sequence[str] | None = None,
+                vocab: PromptVocab | None = None) -> list[ProfileExample]:
+    """The downstream rows about ``history[position]`` for the context ``history[:cut]`` (``position >= cut``:
+    a profile of that context is also judged on items further ahead, e.g. several held-out items per user)."""
+    if not 0 < cut <= position < len(history):
+        raise DataError(f"context length {cut} and held-out position {position} do not fit a history of "
+                        f"{len(history)} items", record=f"user {history.user_id}")
+    fields = data.category_fields
+    options = tuple(category_order(data) if options is None else options)
+    vocab = prompt_vocab(data.vocabulary) if vocab is None else vocab
+    item_id = history.item_ids[position]
+    if item_id not in data.items:
+        raise DataError("held-out item missing from the catalogue", record=f"user {history.user_id}",
+                        field=f"item_id {item_id}")
+    item = data.items[item_id]
+    shown = tuple(real_categories(item, fields))
+    base = dict(user_id=history.user_id, context=history.prefix(cut), item_id=item_id, item_title=item_title(item),
+                item_categories=shown, split=split, vocab=vocab)
+    out: list[ProfileExample] = []
+    for task in tasks:
+        if task == "next_genre" and (g := primary_category(item, fields)) is not None:
+            out.append(ProfileExample(task=task, answer=g, options=options, **base))
+        elif task == "rating" and (r := history.ratings[position]) is not None:
+            out.append(ProfileExample(task=task, answer=_fmt_number(float(r)),
+                                      options=("1", "2", "3", "4", "5"), **base))
     return out
 
 

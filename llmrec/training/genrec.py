@@ -186,7 +186,8 @@ class GenRecTrainer(ValidationRankingMixin, Trainer):
 
     # transformers 5 has no public hook for loading a checkpoint's weights: train(resume_from_checkpoint=...) and
     # load_best_model_at_end call these two private methods, so a UserStateLM (not a PEFT model to the Trainer)
-    # still needs them; tests/test_genrec.py resumes such a model, which catches a rename in an upgrade.
+    # still needs them; tests/test_trainer_hooks.py fails loudly if their signatures change or the Trainer stops
+    # calling them, and tests/test_genrec.py resumes such a model.
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None) -> None:
         model = model or self.model
         if isinstance(model, UserStateLM):  # not a PEFT model to Trainer: adapter + projector by hand

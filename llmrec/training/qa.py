@@ -159,7 +159,15 @@ class QACollator:
 
 class TrainableOnlyTrainer(Trainer):
     """Checkpoints hold only trainable tensors (encoder, projector, LoRA) so they are small and tied LLM weights
-    never trip safetensors; resuming loads them back into the same architecture."""
+    never trip safetensors; resuming loads them back into the same architecture.
+
+    Why not trl's ``SFTTrainer`` (issue 20 item 3), although the rows are its prompt/completion format: the
+    soft-prompt model is a plain ``nn.Module`` around the LLM whose forward splices the user vectors in at the
+    ``<|user|>`` tokens from extra batch columns (``user_item_idx`` / ``user_query_vec``). SFTTrainer reads
+    ``model.config`` (no such thing on the wrapper), tokenizes the text itself (our rows carry ids, prompt lengths
+    and those columns) and collates with its own collator (which drops the columns); switching all of that off
+    (``skip_prepare_dataset``, a custom collator) leaves a plain Trainer plus token-accuracy logging. The
+    text-prompt QA variant would fit, but one Trainer for both keeps their comparisons identical."""
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """The public hook ``Trainer._save_checkpoint`` calls; written by the main process only (DDP)."""
@@ -175,7 +183,8 @@ class TrainableOnlyTrainer(Trainer):
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
     # No public hook loads a checkpoint's weights in transformers 5 (train(resume_from_checkpoint=...) calls this
-    # private method); tests/test_qa_training.py resumes through it, which catches a rename in an upgrade.
+    # private method; callbacks' on_train_begin runs after it). tests/test_trainer_hooks.py fails loudly if its
+    # signature changes or the Trainer stops calling it; tests/test_qa_training.py resumes through it.
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None) -> None:
         load_trainable(model or self.model, resume_from_checkpoint)
 
