@@ -30,6 +30,7 @@ CONFIGS = {
     "smollm2-135m/soft-prompt": ["tiny/soft-prompt", "--model.base_model", "{tiny}"],
     "sasrec/ml-100k": ["tiny/sasrec"],
     "smollm2-135m/genrec-pref": ["tiny/genrec-pref"],  # its base model is the --init model's
+    "smollm2-135m/profile-dpo": ["tiny/profile-dpo", "--base_model", "{tiny}"],
 }
 # appended to a recipe's command so it stays seconds-long whatever the README asks for
 BUDGETS = {
@@ -39,6 +40,7 @@ BUDGETS = {
                     "--encoder.item_vectors", "none"],
     "sasrec": ["--users", "40"],
     "genrec-pref": ["--users", "30", "--train.max_steps", "2"],
+    "profile-dpo": [],  # tiny/profile-dpo is seconds-long already
 }
 
 

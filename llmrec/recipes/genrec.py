@@ -72,6 +72,7 @@ class GenrecTrainConfig(RecipeConfig):
     eval_users: int = opt(200, "validation users scored by beam search at each evaluation")
     eval_steps: int = opt(0, "evaluate (and checkpoint) every N steps (0 = once per epoch)")
     eval_beams: int = opt(10, "beams for validation")
+    patience: int = opt(3, "stop after this many evaluations without a better validation NDCG@10")
     save_steps: int = opt(0, "checkpoint every N steps (0 = at each evaluation; else a multiple of eval_steps)")
     logging_steps: int = opt(10, "log the loss every N steps")
     report_to: tuple[str, ...] = opt((), "trackers for transformers.Trainer (e.g. tensorboard,wandb; empty = none)")
@@ -152,7 +153,7 @@ def train_config(config: GenrecRecipeConfig):
         row_workers=t.row_workers, rows_cache=t.rows_cache,
         eval_users=t.eval_users, eval_steps=t.eval_steps, eval_beams=t.eval_beams, save_steps=t.save_steps,
         logging_steps=t.logging_steps, report_to=t.report_to, time_budget_minutes=t.time_budget, seed=t.seed,
-        gradient_checkpointing=t.activation_checkpointing,
+        gradient_checkpointing=t.activation_checkpointing, early_stopping_patience=t.patience,
     )
 
 

@@ -70,6 +70,8 @@ class GenRecTrainConfig(Config):
             raise ConfigError("batch_size and grad_accum must be >= 1")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ConfigError("set epochs > 0 or max_steps > 0")
+        if self.early_stopping_patience < 1:
+            raise ConfigError(f"early_stopping_patience must be >= 1, got {self.early_stopping_patience}")
         if self.logging_steps < 1 or self.eval_steps < 0 or self.save_steps < 0:
             raise ConfigError("logging_steps must be >= 1, eval_steps and save_steps >= 0")
         if self.save_steps and (not self.eval_steps or self.save_steps % self.eval_steps):
