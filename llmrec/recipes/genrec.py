@@ -77,6 +77,10 @@ class GenrecTrainConfig(RecipeConfig):
     seed: int = opt(0, "seed of the quantizer, the SASRec, SID init and training")
     activation_checkpointing: bool = opt(False, "recompute activations in backward: less memory for larger models "
                                                 "(llmrec/recipes/accelerate/README.md)")
+    loss: str = opt("full", "next-token loss over the whole vocabulary, or over the semantic-ID tokens only "
+                            "(sid: no full-vocabulary logits; decoding then normalises the same way)",
+                    choices=("full", "sid"))
+    packing: bool = opt(False, "pack each batch's windows into fewer rows (attention kept inside each window)")
 
 
 @dataclasses.dataclass
@@ -148,7 +152,7 @@ def train_config(config: GenrecRecipeConfig):
         max_windows=t.max_windows or None, context_items=t.context_items, title_alignment=t.title_alignment,
         eval_users=t.eval_users, eval_steps=t.eval_steps, eval_beams=t.eval_beams, save_steps=t.save_steps,
         logging_steps=t.logging_steps, report_to=t.report_to, time_budget_minutes=t.time_budget, seed=t.seed,
-        gradient_checkpointing=t.activation_checkpointing,
+        gradient_checkpointing=t.activation_checkpointing, loss=t.loss, packing=t.packing,
     )
 
 
