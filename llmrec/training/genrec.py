@@ -262,6 +262,9 @@ def train_genrec(
     if config.packing and plm.user_states is not None:
         raise ConfigError("packing cannot hold user-state rows (the encoder reads one user per row); "
                           "set packing false for user-state models")
+    if config.loss == "sid" and world_size() > 1:
+        # the loss calls the model body directly, which a DDP wrapper's forward (gradient sync) would not see
+        raise ConfigError("loss 'sid' runs on one process for now; use loss 'full' under accelerate/torchrun")
     plm.genrec_loss = config.loss  # validation beam search (and the saved model) normalise as training does
     pad = plm.tokenizer.pad_token_id
     collator = PackingCollator(pad) if config.packing else CausalCollator(pad)
