@@ -8,9 +8,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_genrec import _catalogue_data, _sids, _tiny_run
+from test_genrec import _catalogue_data, _index, _sids, _tiny_model, _tiny_run
 
 from llmrec.errors import ConfigError, LlmrecError
+from llmrec.lm.decoding import constrained_beam_search, score_all_items
 from llmrec.lm.personal import PersonalLM, PersonalLMConfig
 from llmrec.lm.sid_vocab import sid_vocab_loss
 from llmrec.tasks.genrec import build_genrec_rows
@@ -118,6 +119,19 @@ def test_beam_scores_are_the_sid_training_log_likelihood(plm, tmp_path):
     assert again.genrec_loss == "sid" and again.decode_vocab == plm.sid_vocab
     np.testing.assert_allclose([r["score"] for r in again.recommend(history, k=5, num_beams=8)],
                                [r["score"] for r in recs], atol=1e-4)
+
+
+def test_sid_normalised_exhaustive_beam_search_equals_exact_scoring():
+    model, index = _tiny_model(), _index()
+    vocab = list(range(100, 112))  # the three levels' code tokens
+    for prompt in ([5, 6, 7, 8], [9, 10]):
+        exact = score_all_items(model, prompt, index, vocab=vocab)
+        full = score_all_items(model, prompt, index)
+        assert (exact > full).all()  # each token renormalised over 12 of 120 tokens
+        recs = constrained_beam_search(model, [prompt], index, k=5, num_beams=index.n_items, vocab=vocab)[0]
+        top = np.argsort(-exact, kind="stable")[:5]
+        assert [r.item_index for r in recs] == top.tolist()
+        np.testing.assert_allclose([r.score for r in recs], exact[top], atol=1e-4)
 
 
 def test_full_vocab_models_save_without_the_field(plm, tmp_path):
