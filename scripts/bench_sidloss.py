@@ -33,8 +33,10 @@ def base_args(args) -> list[str]:
             "--train.eval_users", str(args.eval_users), "--train.seed", "0", "--test.skip", "true"]
 
 
-def side_by_side(args, sids_dir: Path) -> dict:
-    """Interleaved timing of the four step variants on the same Trainer-ordered batches."""
+def side_by_side(args, sids_dir: Path, report) -> dict:
+    """Interleaved timing of the four step variants on the same Trainer-ordered batches; ``report(summary)`` after
+    every step (a starved machine may not finish). Wall seconds and process CPU seconds are both kept: with one
+    thread, CPU seconds are the step's compute whatever else shares the cores."""
     import torch
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
@@ -57,10 +59,13 @@ def side_by_side(args, sids_dir: Path) -> dict:
     padding = {"unpacked": padding_fraction(rows, CausalCollator(pad), args.batch_size),
                "packed": padding_fraction(rows, PackingCollator(pad), args.batch_size)}
     ids, labels = list(rows["input_ids"]), list(rows["labels"])
+    summary = {"steps": 0, "warmup_steps": args.warmup_steps, "batch_size": args.batch_size,
+               "padding_fraction": padding, "windows": len(ids), "variants": {}}
+    report(summary)
     order = list(LengthGroupedSampler(args.batch_size, lengths=[len(x) for x in ids],
                                       generator=torch.Generator().manual_seed(0)))
     batches = [[{"input_ids": ids[i], "labels": labels[i]} for i in order[s:s + args.batch_size]]
-               for s in range(0, len(order), args.batch_size)][: args.timing_steps + 2]
+               for s in range(0, len(order), args.batch_size)][: args.timing_steps + args.warmup_steps]
     model = plm.model
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)  # same compute, no drift
@@ -68,6 +73,7 @@ def side_by_side(args, sids_dir: Path) -> dict:
     collators = {"unpacked": CausalCollator(pad), "packed": PackingCollator(pad)}
     names = [f"{loss}_{packing}" for loss in ("full", "sid") for packing in ("unpacked", "packed")]
     times: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     tokens: dict[str, list[int]] = {n: [] for n in names}
     computed: dict[str, list[int]] = {n: [] for n in names}
     for step, windows in enumerate(batches):
@@ -76,7 +82,7 @@ def side_by_side(args, sids_dir: Path) -> dict:
             name = names[(k + step) % len(names)]  # rotate the order so no variant always runs first
             loss_kind, packing = name.split("_")
             batch = collators[packing](windows)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             if loss_kind == "sid":
                 loss = sid_vocab_loss(model, batch, vocab)
             else:
@@ -84,23 +90,32 @@ def side_by_side(args, sids_dir: Path) -> dict:
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            if step >= 2:  # warm-up steps untimed
+            if step >= args.warmup_steps:  # warm-up steps untimed
                 times[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
                 tokens[name].append(real)
                 computed[name].append(batch["input_ids"].numel())
         print(f"timing step {step + 1}/{len(batches)}", flush=True)
+        if step >= args.warmup_steps:
+            summary["steps"] = step + 1 - args.warmup_steps
+            summary["variants"] = _timing(names, times, cpu, tokens, computed)
+            report(summary)
+    return summary
+
+
+def _timing(names, times, cpu, tokens, computed) -> dict:
     out = {}
     for name in names:
-        med = statistics.median(times[name])
-        out[name] = {"median_step_seconds": med, "step_seconds": times[name],
-                     "median_tokens_per_second": statistics.median(t / s for t, s in zip(tokens[name], times[name],
-                                                                                         strict=True)),
+        out[name] = {"median_step_seconds": statistics.median(times[name]), "step_seconds": times[name],
+                     "median_step_cpu_seconds": statistics.median(cpu[name]), "step_cpu_seconds": cpu[name],
+                     "median_tokens_per_cpu_second": statistics.median(
+                         t / s for t, s in zip(tokens[name], cpu[name], strict=True)),
                      "computed_positions": sum(computed[name]), "window_tokens": sum(tokens[name])}
-    ref = out["full_unpacked"]["median_step_seconds"]
+    ref, ref_cpu = out["full_unpacked"]["median_step_seconds"], out["full_unpacked"]["median_step_cpu_seconds"]
     for name in names:
         out[name]["speedup_vs_full_unpacked"] = ref / out[name]["median_step_seconds"]
-    return {"steps": len(batches) - 2, "batch_size": args.batch_size, "padding_fraction": padding,
-            "windows": len(ids), "variants": out}
+        out[name]["cpu_speedup_vs_full_unpacked"] = ref_cpu / out[name]["median_step_cpu_seconds"]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-history", type=int, default=20)
     p.add_argument("--timing-steps", type=int, default=8)
+    p.add_argument("--warmup-steps", type=int, default=2)
     p.add_argument("--dtype", default="auto")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--work", default="runs/sidloss")
@@ -156,9 +172,13 @@ def main(argv: list[str] | None = None) -> int:
             "versions": package_versions(),
         })
 
-    if "side_by_side" not in result:
-        result["side_by_side"] = side_by_side(args, sids_dir)
-        write()
+    if result.get("side_by_side", {}).get("steps", 0) < args.timing_steps:
+
+        def report(summary: dict) -> None:
+            result["side_by_side"] = summary
+            write()
+
+        side_by_side(args, sids_dir, report)
     runs = result.setdefault("runs", {})
     for name in args.variants:
         out = work / name
