@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from llmrec.items.trie import SidTrie
+from llmrec.lm.sid_vocab import restricted_log_softmax, vocab_tensor
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ def output_cache(out):
     return cache if cache is not None else out.past_key_values
 
 
-def _forward(model, input_ids, attention_mask, position_ids, past, cache_name: str = "past_key_values", **extra):
+def _forward(model, input_ids, attention_mask, position_ids, past, cache_name: str = "past_key_values",
+             vocab: torch.Tensor | None = None, **extra):
     out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -141,7 +143,7 @@ def _forward(model, input_ids, attention_mask, position_ids, past, cache_name: s
         **{cache_name: past},
         **extra,
     )
-    return out.logits[:, -1, :].float().log_softmax(-1), output_cache(out)
+    return restricted_log_softmax(out.logits[:, -1, :], vocab), output_cache(out)
 
 
 @torch.no_grad()
@@ -158,6 +160,7 @@ def constrained_beam_search(
     prompt_inputs: dict[str, torch.Tensor] | None = None,
     log_prior: np.ndarray | None = None,
     prior_weight: float = 1.0,
+    vocab: Sequence[int] | None = None,
 ) -> list[list[Recommendation]]:
     """Top-``k`` distinct real items per prompt, best first.
 
@@ -167,6 +170,9 @@ def constrained_beam_search(
     ``log_prior`` ``[n_prompts, n_items]``: shallow fusion with another recommender's item log-probabilities
     (e.g. SASRec's): a partial ID is ranked by its LLM log-probability + ``prior_weight`` x the log prior mass of
     the items under it, a complete one by LLM + ``prior_weight`` x its own log prior (its returned score).
+    ``vocab``: token ids each step's distribution is normalised over (the SID tokens of a model trained with the
+    SID-vocabulary loss, :mod:`llmrec.lm.sid_vocab`); None = the whole vocabulary. Either way the search takes the
+    trie's allowed codes from that distribution without renormalising over them, as training scores each token.
     """
     beams = max(num_beams or k, k)
     n = len(prompts)
@@ -186,7 +192,8 @@ def constrained_beam_search(
     ids, mask = ids.to(device), mask.to(device)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     cache_name = cache_kwarg(model)
-    logp, past = _forward(model, ids, mask, pos, None, cache_name, **(prompt_inputs or {}))
+    vocab = vocab_tensor(vocab, device)
+    logp, past = _forward(model, ids, mask, pos, None, cache_name, vocab, **(prompt_inputs or {}))
 
     # Beam state per user: list of (prefix codes, score); expanded to n * beams rows after the first level.
     prefixes: list[list[tuple[int, ...]]] = [[()] for _ in range(n)]
@@ -237,7 +244,7 @@ def constrained_beam_search(
         mask = torch.cat([mask.index_select(0, sel), torch.ones((len(sel), 1), dtype=mask.dtype, device=device)], -1)
         cur_pos = next_pos.index_select(0, sel)
         tok = torch.tensor(chosen_tokens, dtype=torch.long, device=device).unsqueeze(-1)
-        logp, past = _forward(model, tok, mask, cur_pos.unsqueeze(-1), past, cache_name)
+        logp, past = _forward(model, tok, mask, cur_pos.unsqueeze(-1), past, cache_name, vocab)
         next_pos = cur_pos + 1
         rows_per_user = beams
 
@@ -261,15 +268,18 @@ def score_all_items(
     *,
     chunk_size: int = 512,
     prompt_inputs: dict[str, torch.Tensor] | None = None,
+    vocab: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Exact log-probability of every catalogue item's semantic ID after ``prompt`` (small catalogues).
 
     One forward over the prompt, then the items' first ``L-1`` tokens in chunks that share the prompt's KV cache.
+    ``vocab``: normalise each token over these ids only (as :func:`constrained_beam_search`).
     """
     device = next(model.parameters()).device
+    vocab = vocab_tensor(vocab, device)
     ids = torch.tensor([list(prompt)], dtype=torch.long, device=device)
     out = model(input_ids=ids, use_cache=True, **(prompt_inputs or {}))
-    first = out.logits[0, -1].float().log_softmax(-1)
+    first = restricted_log_softmax(out.logits[0, -1], vocab)
     base_len = ids.shape[1]
     tokens = torch.tensor([index.token_ids(i) for i in range(index.n_items)], dtype=torch.long, device=device)
     total = first[tokens[:, 0]].clone()
@@ -286,7 +296,7 @@ def score_all_items(
             past.update(layer.keys.expand(m, -1, -1, -1), layer.values.expand(m, -1, -1, -1), layer_idx)
         pos = torch.arange(base_len, base_len + index.levels - 1, device=device).expand(m, -1)
         logits = model(input_ids=chunk[:, :-1], position_ids=pos, use_cache=True, **{cache_name: past}).logits
-        logp = logits.float().log_softmax(-1)
+        logp = restricted_log_softmax(logits, vocab)
         gathered = logp.gather(-1, chunk[:, 1:].unsqueeze(-1)).squeeze(-1).sum(-1)
         total[start:start + m] += gathered
     return total.cpu().numpy()

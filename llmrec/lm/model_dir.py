@@ -6,7 +6,8 @@ A :class:`~llmrec.lm.personal.PersonalLM` directory (``PersonalLM.save``)::
     adapter_config.json, adapter_model.safetensors   the PEFT adapter (LoRA + the trainable SID / user rows)
     tokenizer.json, tokenizer_config.json, ...       the base tokenizer plus the added SID / <|user|> tokens
     llmrec_config.json     PersonalLMConfig: base model, dtype, adapter preset, prompt, max_history, seed
-    model.json             manifest: format, dtype of the saved weights, parts present, the dataset record
+    model.json             manifest: format, dtype of the saved weights, parts present, the dataset record,
+                           genrec_loss "sid" when trained over the SID vocabulary (decoding normalises alike)
     data_config.json       the DatasetConfig of the training data (``data.config.to_dict()``) when it had one
     sids/                  the semantic-ID table, same layout as ``llmrec items build --out DIR``
     catalogue.json         item id -> title
@@ -80,8 +81,10 @@ def dataset_record(data: Any) -> dict[str, Any]:
 
 
 def write_model_manifest(directory: str | Path, *, dtype: str, parts: list[str],
-                         dataset: dict[str, Any] | None) -> None:
-    """``model.json`` (+ ``data_config.json`` when the dataset came from a DatasetConfig) into ``directory``."""
+                         dataset: dict[str, Any] | None, genrec_loss: str = "full") -> None:
+    """``model.json`` (+ ``data_config.json`` when the dataset came from a DatasetConfig) into ``directory``.
+    ``genrec_loss``: ``sid`` when trained with the SID-vocabulary loss (decoding normalises the same way);
+    the default ``full`` is left out, so older readers and directories see the same file."""
     directory = Path(directory)
     record = dict(dataset) if dataset is not None else None
     if record is not None and record.get("config") is not None:
@@ -90,7 +93,7 @@ def write_model_manifest(directory: str | Path, *, dtype: str, parts: list[str],
     write_json_atomic(directory / MANIFEST_FILE, {
         "format_version": FORMAT_VERSION, "kind": "personal_lm", "dtype": dtype, "parts": sorted(parts),
         "dataset": record,
-    })
+    } | ({"genrec_loss": genrec_loss} if genrec_loss != "full" else {}))
 
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -166,6 +169,9 @@ def read_model_manifest(directory: str | Path) -> dict[str, Any] | None:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise DataError(f"unsupported format_version {manifest.get('format_version')!r}", path=path,
                         field="format_version")
+    if manifest.get("genrec_loss", "full") not in ("full", "sid"):
+        raise DataError(f"expected 'full' or 'sid', got {manifest.get('genrec_loss')!r}; {RESAVE}", path=path,
+                        field="genrec_loss")
     record = manifest.get("dataset")
     if record is not None and not isinstance(record, dict):
         raise DataError(f"expected an object or null, got {type(record).__name__}; {RESAVE}", path=path,

@@ -138,6 +138,8 @@ class PersonalLM:
         self.dataset: dict[str, Any] | None = None  # how to reload the training data (model_dir.dataset_record)
         self._decoding_copy = DecodingCopy()
         self.merge_lora_for_decoding = True  # False: decode the PEFT model itself (saves one copy of the weights)
+        # "sid": trained with the SID-vocabulary loss, so decoding normalises over the SID tokens too (model.json)
+        self.genrec_loss = "full"
         if sids is not None:
             self._index_sids(sids)
 
@@ -156,6 +158,8 @@ class PersonalLM:
         # A level with a single code (e.g. a disambiguation level that found no collision) carries no
         # information: it is left out of prompts and decoding, which saves one token per item.
         self.levels = [lv for lv, size in enumerate(sids.codebook_sizes) if size > 1] or [0]
+        # The tokens a prompt or a recommendation can hold: the SID vocabulary of loss "sid" (llmrec.lm.sid_vocab)
+        self.sid_vocab = [offsets[lv] + c for lv in self.levels for c in range(sids.codebook_sizes[lv])]
         self.index = PrefixIndex(np.asarray(sids.codes)[:, self.levels], [offsets[lv] for lv in self.levels])
 
     def attach_user_states(self, encoder) -> None:
@@ -191,6 +195,12 @@ class PersonalLM:
     def prompt_items(self, history: Sequence[str]) -> list[str]:
         """The history items a prompt shows (the last ``max_history``), oldest first."""
         return list(history)[-self.config.max_history:]
+
+    @property
+    def decode_vocab(self) -> list[int] | None:
+        """Token ids recommendation normalises each step over: the SID vocabulary when trained with loss
+        ``sid``, else None (the whole vocabulary), so search scores are the training log-likelihoods."""
+        return self.sid_vocab if self.genrec_loss == "sid" else None
 
     def user_state_inputs(self, windows: Sequence[Sequence[str]]) -> dict[str, torch.Tensor]:
         """``{"user_item_idx": [B, T]}`` for prompts of these item windows (empty without user states)."""
@@ -395,7 +405,7 @@ class PersonalLM:
             self.decoding_model(), prompts, self.index, k=k, num_beams=num_beams, exclude=excl,
             pad_token_id=self.tokenizer.pad_token_id or 0,
             prompt_inputs=self.user_state_inputs([self.prompt_items(h) for h in histories]),
-            log_prior=log_prior, prior_weight=prior_weight,
+            log_prior=log_prior, prior_weight=prior_weight, vocab=self.decode_vocab,
         )
         return [
             [{"item_id": self.item_ids[r.item_index], "title": self.titles[self.item_ids[r.item_index]],
@@ -409,7 +419,8 @@ class PersonalLM:
     def score_items(self, history: Sequence[str]) -> np.ndarray:
         """Exact log-probability of every catalogue item (rows in ``item_ids`` order); small catalogues."""
         return score_all_items(self.decoding_model(), self.encode_prompt(history), self.index,
-                               prompt_inputs=self.user_state_inputs([self.prompt_items(history)]))
+                               prompt_inputs=self.user_state_inputs([self.prompt_items(history)]),
+                               vocab=self.decode_vocab)
 
     def _need_sids(self) -> None:
         if self.index is None:
@@ -460,7 +471,8 @@ class PersonalLM:
             write_json_atomic(tmp / "catalogue.json", self.titles)
             parts = [name for name, present in (("sids", self.sids is not None), ("soft_prompt", self.soft is not None),
                                                 ("user_states", self.user_states is not None)) if present]
-            write_model_manifest(tmp, dtype=dtype_of(self.model), parts=parts, dataset=self.dataset)
+            write_model_manifest(tmp, dtype=dtype_of(self.model), parts=parts, dataset=self.dataset,
+                                 genrec_loss=self.genrec_loss)
         return path
 
     @classmethod
@@ -511,6 +523,7 @@ class PersonalLM:
 
         manifest = read_model_manifest(path)  # None: saved before model.json (no dataset recorded)
         plm.dataset = manifest.get("dataset") if manifest else None
+        plm.genrec_loss = manifest.get("genrec_loss", "full") if manifest else "full"
         return plm
 
 

@@ -81,6 +81,10 @@ class GenrecTrainConfig(RecipeConfig):
     seed: int = opt(0, "seed of the quantizer, the SASRec, SID init and training")
     activation_checkpointing: bool = opt(False, "recompute activations in backward: less memory for larger models "
                                                 "(llmrec/recipes/accelerate/README.md)")
+    loss: str = opt("full", "next-token loss over the whole vocabulary, or over the semantic-ID tokens only "
+                            "(sid: no full-vocabulary logits; decoding then normalises the same way)",
+                    choices=("full", "sid"))
+    packing: bool = opt(False, "pack each batch's windows into fewer rows (attention kept inside each window)")
 
 
 @dataclasses.dataclass
@@ -153,7 +157,8 @@ def train_config(config: GenrecRecipeConfig):
         row_workers=t.row_workers, rows_cache=t.rows_cache,
         eval_users=t.eval_users, eval_steps=t.eval_steps, eval_beams=t.eval_beams, save_steps=t.save_steps,
         logging_steps=t.logging_steps, report_to=t.report_to, time_budget_minutes=t.time_budget, seed=t.seed,
-        gradient_checkpointing=t.activation_checkpointing, early_stopping_patience=t.patience,
+        gradient_checkpointing=t.activation_checkpointing, early_stopping_patience=t.patience, loss=t.loss,
+        packing=t.packing,
     )
 
 

@@ -24,12 +24,13 @@ from llmrec.data.splits import SplitExample
 from llmrec.distributed import gather, local_range, world_size
 from llmrec.errors import ConfigError
 from llmrec.evaluation.ranking import ranking_metrics
+from llmrec.lm.sid_vocab import GENREC_LOSSES, sid_vocab_loss
 from llmrec.lm.user_states import UserStateLM
 from llmrec.progress import progress
 from llmrec.tasks.genrec import build_genrec_rows
 from llmrec.training.callbacks import drop_printer, trainer_progress
 from llmrec.training.checkpoints import last_complete_checkpoint
-from llmrec.training.collate import CausalCollator
+from llmrec.training.collate import CausalCollator, PackingCollator, padding_fraction
 
 logger = logging.getLogger(__name__)
 # transformers 5.x renamed TrainingArguments.gradient_checkpointing (the old name warns); older 5.x lack the new one
@@ -64,6 +65,10 @@ class GenRecTrainConfig(Config):
     seed: int = 0
     gradient_checkpointing: bool = False
     time_budget_minutes: float = 0.0  # > 0: stop (evaluate + save) once training has used this much wall time
+    # full: next-token loss over the whole vocabulary; sid: over the semantic-ID tokens only (llmrec.lm.sid_vocab:
+    # no [tokens, vocab] logits; the saved model then decodes with the same normalisation)
+    loss: str = "full"
+    packing: bool = False  # pack a batch's windows into fewer rows (training.collate.PackingCollator)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.grad_accum < 1:
@@ -74,6 +79,11 @@ class GenRecTrainConfig(Config):
             raise ConfigError(f"early_stopping_patience must be >= 1, got {self.early_stopping_patience}")
         if self.logging_steps < 1 or self.eval_steps < 0 or self.save_steps < 0:
             raise ConfigError("logging_steps must be >= 1, eval_steps and save_steps >= 0")
+        if self.loss not in GENREC_LOSSES:
+            raise ConfigError(f"loss must be one of {GENREC_LOSSES}, got {self.loss!r}")
+        if self.loss == "sid" and self.title_alignment:
+            raise ConfigError("loss 'sid' scores semantic-ID targets only; title_alignment rows have text targets "
+                              "(use loss 'full' with them)")
         if self.save_steps and (not self.eval_steps or self.save_steps % self.eval_steps):
             raise ConfigError(f"save_steps={self.save_steps} must be a multiple of eval_steps={self.eval_steps} "
                               "(the best checkpoint is chosen at evaluations)")
@@ -171,6 +181,44 @@ class GenRecTrainer(ValidationRankingMixin, Trainer):
 
     def __init__(self, *args: Any, train_config: GenRecTrainConfig | None = None, **kwargs: Any) -> None:
         super().__init__(*args, train_config=train_config or GenRecTrainConfig(), **kwargs)
+        self._sid_vocab: torch.Tensor | None = None
+        self._step_seconds: list[float] = []  # wall time of each training_step (forward + backward)
+        self._step_tokens: list[int] = []  # window tokens (not padding) of each
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        t0 = time.perf_counter()
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self._step_seconds.append(time.perf_counter() - t0)
+        if "attention_mask" in inputs:
+            self._step_tokens.append(int(inputs["attention_mask"].sum()))
+        else:  # packed rows: every position but the padding tails (genrec windows never hold the pad token)
+            self._step_tokens.append(int((inputs["input_ids"] != self.plm.tokenizer.pad_token_id).sum()))
+        return loss
+
+    def step_timing(self, warmup: int = 2) -> dict[str, float]:
+        """Median seconds and window tokens/s of the forward+backward micro-steps of this run (the first
+        ``warmup`` untimed; evaluation and optimizer steps not included)."""
+        secs, toks = self._step_seconds[warmup:], self._step_tokens[warmup:]
+        if not secs:
+            return {"micro_steps": 0}
+        rates = [t / s for t, s in zip(toks, secs, strict=True) if s > 0]
+        return {"micro_steps": len(secs), "median_seconds": float(np.median(secs)),
+                "median_tokens_per_second": float(np.median(rates)),
+                "tokens_per_second": float(sum(toks) / sum(secs))}
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        """Loss ``sid``: the SID-vocabulary cross-entropy (:func:`~llmrec.lm.sid_vocab.sid_vocab_loss`),
+        normalised as the Trainer normalises the model's own loss (by ``num_items_in_batch`` when the model takes
+        loss kwargs, else the batch mean); loss ``full``: the Trainer's."""
+        if self.train_config.loss != "sid":
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self._sid_vocab is None:
+            self._sid_vocab = torch.tensor(self.plm.sid_vocab, dtype=torch.long, device=inputs["input_ids"].device)
+        scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
+        loss = sid_vocab_loss(model, inputs, self._sid_vocab, num_items_in_batch if scaled else None)
+        if scaled and self.args.average_tokens_across_devices:
+            loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss does for the model's loss
+        return (loss, None) if return_outputs else loss
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Adapter + trainable SID rows only (the default would also write the whole resized embedding); the
@@ -220,6 +268,22 @@ def train_genrec(
     rows = build_genrec_rows(plm, train_histories, max_windows=config.max_windows, context=config.context_items,
                              title_alignment=config.title_alignment, num_proc=config.row_workers,
                              cache=config.rows_cache)
+    if config.packing and plm.user_states is not None:
+        raise ConfigError("packing cannot hold user-state rows (the encoder reads one user per row); "
+                          "set packing false for user-state models")
+    if config.loss == "sid" and world_size() > 1:
+        # the loss calls the model body directly, which a DDP wrapper's forward (gradient sync) would not see
+        raise ConfigError("loss 'sid' runs on one process for now; use loss 'full' under accelerate/torchrun")
+    plm.genrec_loss = config.loss  # validation beam search (and the saved model) normalise as training does
+    pad = plm.tokenizer.pad_token_id
+    collator = PackingCollator(pad) if config.packing else CausalCollator(pad)
+    group = config.batch_size * config.grad_accum
+    padding = {"unpacked": padding_fraction(rows.rows, CausalCollator(pad), config.batch_size, seed=config.seed,
+                                            group_size=group),
+               "packed": padding_fraction(rows.rows, PackingCollator(pad), config.batch_size, seed=config.seed,
+                                          group_size=group)}
+    logger.info("padding fraction of computed positions: %.3f unpacked, %.3f packed (packing %s)",
+                padding["unpacked"], padding["packed"], "on" if config.packing else "off")
     eval_examples = valid_examples  # a lazy view (columnar split) builds only the sampled users' examples
     if config.eval_users and len(eval_examples) > config.eval_users:
         rng = random.Random(config.seed)
@@ -262,7 +326,7 @@ def train_genrec(
         args=args,
         train_dataset=rows.rows,
         eval_dataset=rows.rows.select(range(1)),  # unused by our evaluate(), but Trainer wants one
-        data_collator=CausalCollator(plm.tokenizer.pad_token_id),
+        data_collator=collator,
         callbacks=[EarlyStoppingCallback(config.early_stopping_patience)]
         + ([TimeBudgetCallback(config.time_budget_minutes)] if config.time_budget_minutes > 0 else [])
         + progress_callbacks + list(callbacks),
@@ -293,4 +357,10 @@ def train_genrec(
         "valid_curve": history,
         "loss_curve": losses,
         "resumed_from": last,
+        "loss": config.loss,
+        "packing": config.packing,
+        "padding_fraction": padding["packed" if config.packing else "unpacked"],
+        "padding_fraction_unpacked": padding["unpacked"],
+        "padding_fraction_packed": padding["packed"],
+        "step_timing": trainer.step_timing(),
     }

@@ -1,0 +1,109 @@
+"""Next-token distributions over the semantic-ID vocabulary only (genrec ``loss: sid``).
+
+Genrec targets are SID tokens, so training can score the hidden state at each target position against the
+(tied) output rows of the SID tokens alone: no ``[tokens, vocab]`` logits are built. The model body (the
+decoder under the LM head, LoRA and trainable SID rows included) gives the hidden states; the output rows are
+read through PEFT's trainable-tokens layer so their gradient reaches the trainable delta. Decoding a model
+trained this way normalises each step over the same rows (:func:`restricted_log_softmax`), so a beam's score is
+the training log-likelihood of its ID.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from llmrec.errors import LlmrecError
+
+GENREC_LOSSES = ("full", "sid")
+
+
+def _causal_lm(model):
+    """The Hugging Face causal LM inside ``model`` (a PEFT model, a UserStateLM around one, or a plain LM)."""
+    inner = getattr(model, "llm", model)  # UserStateLM
+    get_base = getattr(inner, "get_base_model", None)
+    return get_base() if get_base is not None else inner
+
+
+def output_rows(model, token_ids: torch.Tensor) -> torch.Tensor:
+    """The LM head's rows for ``token_ids`` ``[n, d]`` as the forward would use them: PEFT's trainable-token
+    deltas in place of the frozen rows (differentiable w.r.t. the delta), or the plain weight."""
+    head = _causal_lm(model).get_output_embeddings()
+    layer = getattr(head, "token_adapter", None)  # peft TrainableTokensWrapper (e.g. tied to the embedding)
+    if layer is None:
+        if getattr(head, "bias", None) is not None:
+            raise LlmrecError("the SID-vocabulary loss supports LM heads without bias only")
+        return head.weight.index_select(0, token_ids)
+    base = layer.base_layer.weight
+    rows = base.index_select(0, token_ids)
+    if layer.disable_adapters or layer.merged or not layer.active_adapters:
+        return rows
+    for name in layer.active_adapters:
+        trained = torch.tensor(layer.token_indices[name], dtype=torch.long, device=base.device)
+        lookup = torch.full((base.shape[0],), -1, dtype=torch.long, device=base.device)
+        lookup[trained] = torch.arange(len(trained), device=base.device)
+        where = lookup[token_ids]
+        hit = where >= 0
+        if hit.any():
+            delta = layer.trainable_tokens_delta[name].to(rows.dtype)
+            rows = rows.clone()
+            rows[hit] = delta[where[hit]]
+    return rows
+
+
+def hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                  position_ids: torch.Tensor | None = None,
+                  user_item_idx: torch.Tensor | None = None) -> torch.Tensor:
+    """Last hidden states ``[B, T, d]`` from the model body (no LM head); user-state models add their shifts."""
+    body = _causal_lm(model).get_decoder()
+    if user_item_idx is not None:
+        embeds = model.embed(input_ids, user_item_idx)
+        out = body(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    else:
+        out = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    return out.last_hidden_state
+
+
+def sid_vocab_loss(model, batch: dict[str, torch.Tensor], vocab: torch.Tensor,
+                   num_items_in_batch: int | torch.Tensor | None = None,
+                   reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of each target (``labels`` shifted by one, -100 ignored) under a softmax over the ``vocab``
+    token rows only. ``reduction``: ``mean`` over targets, ``sum`` divided by ``num_items_in_batch`` when given
+    (the Trainer's token-count normalisation, as Hugging Face causal LMs do), or ``none`` (one loss per target,
+    in row-major position order)."""
+    labels = batch["labels"]
+    hidden = hidden_states(model, batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids"),
+                           batch.get("user_item_idx"))
+    targets = labels[:, 1:]
+    keep = targets != -100
+    h = hidden[:, :-1][keep]  # [N, d]: only the positions that carry a target
+    lookup = torch.full((int(vocab.max()) + 1,), -1, dtype=torch.long, device=labels.device)
+    lookup[vocab] = torch.arange(len(vocab), device=labels.device)
+    t = targets[keep]
+    cls = torch.where(t < len(lookup), lookup[t.clamp(max=len(lookup) - 1)], torch.full_like(t, -1))
+    if (cls < 0).any():
+        bad = int(t[cls < 0][0])
+        raise LlmrecError(f"target token {bad} is not a semantic-ID token: loss 'sid' scores SID targets only "
+                          "(title alignment rows need loss 'full')")
+    logits = (h @ output_rows(model, vocab).to(h.dtype).T).float()  # upcast as HF's loss does
+    if reduction == "none":
+        return F.cross_entropy(logits, cls, reduction="none")
+    if num_items_in_batch is not None:
+        return F.cross_entropy(logits, cls, reduction="sum") / num_items_in_batch
+    return F.cross_entropy(logits, cls)
+
+
+def restricted_log_softmax(logits: torch.Tensor, vocab: torch.Tensor | None) -> torch.Tensor:
+    """``log_softmax`` over the last dim, or over the ``vocab`` columns only (others -inf) when given."""
+    logits = logits.float()
+    if vocab is None:
+        return logits.log_softmax(-1)
+    out = torch.full_like(logits, -torch.inf)
+    out[..., vocab] = logits[..., vocab].log_softmax(-1)
+    return out
+
+
+def vocab_tensor(token_ids: Sequence[int] | None, device) -> torch.Tensor | None:
+    return None if token_ids is None else torch.as_tensor(list(token_ids), dtype=torch.long, device=device)
