@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 NOTES = [
-    "One process, one thread (OMP_NUM_THREADS=1, torch threads 1), nice 10, on a 2-core machine where two other "
-    "1-thread trainings ran the whole time: absolute tokens/s and GFLOP/s are depressed (the matmul peak was "
-    "measured under the same load); compare the rows with each other, not with other files.",
+    "One process; the machine's load average at the start and end of the run is recorded (load_average): other "
+    "jobs on the cores depress absolute tokens/s and GFLOP/s (the matmul peak is measured under the same load), "
+    "so compare the rows with each other first.",
     "Tokens/s, GFLOP/s and % of peak are medians over the timed steps (after warm-up) of each step's own figure; "
     "a Trainer step is timed from the previous step's end (data loading, optimizer, scheduler and callbacks "
     "included). 'real' tokens exclude padding, 'computed' = rows x padded width.",
@@ -62,10 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         config = ThroughputConfig(base_model=args.base_model, dtypes=config.dtypes, threads=args.threads, steps=2,
                                   warmup=1, batch_size=4, users=args.users or 40, qa_per_task=4, gemm_seconds=0.01,
                                   gemm_repeats=1, repeat=False, seed=args.seed)
+    load_start = os.getloadavg()
     result = run_throughput(config)
     info = run_info(config, command="python scripts/bench_throughput.py " + " ".join(argv if argv is not None
                                                                                     else sys.argv[1:]))
     info["machine"]["dtype"] = "/".join(result["dtypes"])
+    info["machine"]["load_average"] = {"start": load_start, "end": os.getloadavg(), "cores": os.cpu_count()}
     record = {"benchmark": "training throughput vs the measured matmul peak (issue 18 items 1 and 6)",
               "command": info.pop("command"), "notes": NOTES, **result, **info}
     write_json_atomic(args.out, record)
