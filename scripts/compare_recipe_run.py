@@ -49,6 +49,9 @@ def main() -> None:
     p.add_argument("--what", default="", help="one line saying what is compared")
     p.add_argument("--extra", action="append", default=[], metavar="NAME=RUNPATH:COMMITTEDFILE:PATH",
                    help="another pair to compare, e.g. encoder=encoder_pretraining.test:FILE.json:encoder_pretraining.test")
+    p.add_argument("--also", action="append", default=[], metavar="NAME=DIR",
+                   help="another run folder of the same recipe to record beside it (its results at --reproduced, "
+                        "its training report and run.json), e.g. the same config with other settings")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     from llmrec.io import write_json_atomic
@@ -69,6 +72,13 @@ def main() -> None:
         mine, committed = pick(results, run_path, str(run)), pick(json.loads(Path(cfile).read_text()), cpath, cfile)
         out[name] = {"reproduced": mine, "committed": {"source": f"{cfile}:{cpath}", "figures": committed},
                      "difference": differences(mine, committed)}
+    for spec in args.also:
+        name, _, folder = spec.partition("=")
+        other = json.loads((Path(folder) / "results.json").read_text())
+        out[name] = {"run_folder": folder, "reproduced": pick(other, args.reproduced, folder),
+                     "difference": differences(pick(other, args.reproduced, folder), theirs),
+                     "train": other.get("train"), "config": other.get("config"),
+                     "run": json.loads((Path(folder) / "run.json").read_text())}
     out["run"] = json.loads((run / "run.json").read_text())
     write_json_atomic(args.out, out)
     print(json.dumps(out["difference"], indent=1))

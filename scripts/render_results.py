@@ -91,12 +91,14 @@ HEADLINES: list[Headline] = [
               "t": "uqa_worked_ml100k:runs/1/variants/text/accuracy/macro",
               "z": "uqa_worked_ml100k:runs/0/variants/none/accuracy/macro"},
              "uqa_worked_ml100k", config_path="runs/2/recipe_config"),
-    Headline("shipped configs re-run", "SASRec test NDCG@10 {s:.4f} (committed {sc:.4f}); soft-prompt QA macro {q:.3f} "
-             "(committed {qc:.3f})",
+    Headline("shipped configs re-run", "SASRec test NDCG@10 {s:.4f} (committed {sc:.4f}); genrec {g:.4f} ({gc:.4f}); "
+             "soft-prompt QA macro {q:.3f} ({qc:.3f})",
              {"s": "sasrec_config_repro_ml100k:reproduced/test/rated_removed/ndcg@10",
               "sc": "sasrec_config_repro_ml100k:committed/test/rated_removed/ndcg@10",
               "q": "soft_prompt_repro_ml100k:reproduced/macro",
-              "qc": "soft_prompt_repro_ml100k:committed/figures/macro"}, "soft_prompt_repro_ml100k",
+              "qc": "soft_prompt_repro_ml100k:committed/figures/macro",
+              "g": "genrec_config_repro_ml100k:reproduced/ndcg@10",
+              "gc": "genrec_config_repro_ml100k:committed/figures/ndcg@10"}, "soft_prompt_repro_ml100k",
              config_path="command", machine_path="run/machine"),
     Headline("profiles, fine-tuned reader", "next-genre accuracy {t:.3f} with template profiles vs {z:.3f} without",
              {"t": "profiles_reader_ml100k:kinds/template/next_genre/accuracy",
