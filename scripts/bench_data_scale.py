@@ -226,6 +226,7 @@ def run_step(items: str, inter: str, cache: str, steps: int = 6, batch: int = 8)
     from llmrec.lm.personal import PersonalLM, PersonalLMConfig
     from llmrec.tasks.genrec_rows import build_rows
     from llmrec.training.collate import CausalCollator
+    from llmrec.training.throughput import bare_loop_step_seconds
 
     _pin_threads()
     torch.set_num_threads(1)
@@ -236,22 +237,12 @@ def run_step(items: str, inter: str, cache: str, steps: int = 6, batch: int = 8)
     plm = PersonalLM.create(sids, data.items, cfg, vocabulary=data.vocabulary)
     if plm.first_sid_id != maker.first_sid:
         raise RuntimeError("the model's SID token ids differ from the rows' tokenizer")
-    model = plm.trainable_model
-    model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     collate = CausalCollator(plm.tokenizer.pad_token_id)
     pick = np.random.default_rng(0).choice(len(rows.rows), size=steps * batch, replace=False)
-    times, real, padded = [], [], []
-    for s in range(steps):
-        b = collate([rows.rows[int(i)] for i in pick[s * batch:(s + 1) * batch]])
-        t0 = time.perf_counter()
-        loss = model(**b).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - t0)
-        real.append(int(b["attention_mask"].sum()))
-        padded.append(int(b["input_ids"].numel()))
+    batches = [collate([rows.rows[int(i)] for i in pick[s * batch:(s + 1) * batch]]) for s in range(steps)]
+    times = bare_loop_step_seconds(plm.trainable_model, batches)
+    real = [int(b["attention_mask"].sum()) for b in batches]
+    padded = [int(b["input_ids"].numel()) for b in batches]
     keep = slice(1, None)  # the first step warms up
     med = float(np.median(times[keep]))
     return {"model": "SmolLM2-135M-Instruct + LoRA (adapters/lora.yaml) + SID rows, fp32", "threads": 1,
