@@ -46,7 +46,7 @@ def side_by_side(args, sids_dir: Path, report) -> dict:
     from llmrec.lm.sid_vocab import sid_vocab_loss
     from llmrec.recipes.genrec import reuse_sids
     from llmrec.tasks.genrec import build_genrec_rows
-    from llmrec.training.collate import CausalCollator, PackingCollator, padding_fraction
+    from llmrec.training.collate import CausalCollator, PackingCollator, padding_fractions
 
     data = load_dataset("ml-100k")
     split = leave_one_out(data.histories())
@@ -56,8 +56,8 @@ def side_by_side(args, sids_dir: Path, report) -> dict:
                             item_vectors=vectors, vocabulary=data.vocabulary)
     rows = build_genrec_rows(plm, split.train, max_windows=None).rows
     pad = plm.tokenizer.pad_token_id
-    padding = {"unpacked": padding_fraction(rows, CausalCollator(pad), args.batch_size),
-               "packed": padding_fraction(rows, PackingCollator(pad), args.batch_size)}
+    padding = padding_fractions(rows, {"unpacked": CausalCollator(pad), "packed": PackingCollator(pad)},
+                                args.batch_size)
     ids, labels = list(rows["input_ids"]), list(rows["labels"])
     summary = {"steps": 0, "warmup_steps": args.warmup_steps, "batch_size": args.batch_size,
                "padding_fraction": padding, "windows": len(ids), "variants": {}}

@@ -15,7 +15,7 @@ from llmrec.lm.decoding import constrained_beam_search, score_all_items
 from llmrec.lm.personal import PersonalLM, PersonalLMConfig
 from llmrec.lm.sid_vocab import sid_vocab_loss
 from llmrec.tasks.genrec import build_genrec_rows
-from llmrec.training.collate import CausalCollator, PackingCollator, padding_fraction
+from llmrec.training.collate import CausalCollator, PackingCollator, padding_fraction, padding_fractions
 
 
 @pytest.fixture
@@ -184,6 +184,9 @@ def test_padding_fraction_counts_padded_positions(plm):
     unpacked = padding_fraction(rows, CausalCollator(pad), 8)
     packed = padding_fraction(rows, PackingCollator(pad), 8)
     assert 0 <= packed < unpacked < 1
+    # both collators over one read of the columns and one batch order: the same figures
+    assert padding_fractions(rows, {"u": CausalCollator(pad), "p": PackingCollator(pad)}, 8) == {"u": unpacked,
+                                                                                                  "p": packed}
 
 
 def test_training_with_sid_loss_and_packing(plm, tmp_path):

@@ -87,12 +87,13 @@ class PackingCollator:
         return {"input_ids": ids, "labels": labels, "position_ids": pos, "use_cache": False}
 
 
-def padding_fraction(rows, collator, batch_size: int, *, group_by_length: bool = True, seed: int = 0,
-                     group_size: int | None = None) -> float:
+def padding_fractions(rows, collators: dict, batch_size: int, *, group_by_length: bool = True, seed: int = 0,
+                      group_size: int | None = None) -> dict[str, float]:
     """Fraction of the positions a model computes that are padding (not a window's token), over one epoch of
     ``rows`` (a dataset with ``input_ids``) batched as the genrec Trainer does: ``batch_size`` windows per batch,
     grouped by length (transformers' ``LengthGroupedSampler`` over ``group_size`` windows, default
-    ``batch_size``; the Trainer groups by batch x accumulation) or in order, then ``collator``."""
+    ``batch_size``; the Trainer groups by batch x accumulation) or in order, then each of ``collators``
+    (name -> collator; the columns are read and the batch order drawn once for all of them)."""
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
     ids, labels = list(rows["input_ids"]), list(rows["labels"])  # a Dataset column is rebuilt at each access
@@ -102,9 +103,17 @@ def padding_fraction(rows, collator, batch_size: int, *, group_by_length: bool =
                                           generator=torch.Generator().manual_seed(seed)))
     else:
         order = list(range(len(lengths)))
-    computed = real = 0
+    computed = dict.fromkeys(collators, 0)
+    real = 0
     for start in range(0, len(order), batch_size):
-        batch = collator([{"input_ids": ids[i], "labels": labels[i]} for i in order[start:start + batch_size]])
-        computed += batch["input_ids"].numel()
-        real += sum(lengths[i] for i in order[start:start + batch_size])
-    return 1.0 - real / computed if computed else 0.0
+        chunk = order[start:start + batch_size]
+        windows = [{"input_ids": ids[i], "labels": labels[i]} for i in chunk]
+        for name, collator in collators.items():
+            computed[name] += collator(windows)["input_ids"].numel()
+        real += sum(lengths[i] for i in chunk)
+    return {name: 1.0 - real / n if n else 0.0 for name, n in computed.items()}
+
+
+def padding_fraction(rows, collator, batch_size: int, **kwargs) -> float:
+    """:func:`padding_fractions` for one collator."""
+    return padding_fractions(rows, {"only": collator}, batch_size, **kwargs)["only"]

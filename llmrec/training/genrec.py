@@ -30,7 +30,7 @@ from llmrec.progress import progress
 from llmrec.tasks.genrec import build_genrec_rows
 from llmrec.training.callbacks import drop_printer, trainer_progress
 from llmrec.training.checkpoints import last_complete_checkpoint
-from llmrec.training.collate import CausalCollator, PackingCollator, padding_fraction
+from llmrec.training.collate import CausalCollator, PackingCollator, padding_fractions
 
 logger = logging.getLogger(__name__)
 # transformers 5.x renamed TrainingArguments.gradient_checkpointing (the old name warns); older 5.x lack the new one
@@ -278,10 +278,8 @@ def train_genrec(
     pad = plm.tokenizer.pad_token_id
     collator = PackingCollator(pad) if config.packing else CausalCollator(pad)
     group = config.batch_size * config.grad_accum
-    padding = {"unpacked": padding_fraction(rows.rows, CausalCollator(pad), config.batch_size, seed=config.seed,
-                                            group_size=group),
-               "packed": padding_fraction(rows.rows, PackingCollator(pad), config.batch_size, seed=config.seed,
-                                          group_size=group)}
+    padding = padding_fractions(rows.rows, {"unpacked": CausalCollator(pad), "packed": PackingCollator(pad)},
+                                config.batch_size, seed=config.seed, group_size=group)
     logger.info("padding fraction of computed positions: %.3f unpacked, %.3f packed (packing %s)",
                 padding["unpacked"], padding["packed"], "on" if config.packing else "off")
     eval_examples = valid_examples  # a lazy view (columnar split) builds only the sampled users' examples
