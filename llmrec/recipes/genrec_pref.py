@@ -97,8 +97,8 @@ def library_configs(config: GenrecPrefRecipeConfig):
 
 def load_data(config: GenrecPrefRecipeConfig, plm):
     """``config.data``, else the dataset the ``--init`` model recorded (first ``config.users`` users) -> ``(data,
-    leave-one-out split)``."""
-    from llmrec.data import leave_one_out
+    leave-one-out split)``, the split columnar as in the other recipes."""
+    from llmrec.data.split_view import columnar_split
     from llmrec.errors import ConfigError
     from llmrec.hardware import set_threads
 
@@ -109,7 +109,7 @@ def load_data(config: GenrecPrefRecipeConfig, plm):
     if data is None:
         raise ConfigError(f"{config.init} does not record its dataset: pass --data NAME|CONFIG")
     data = subset_users(data, config.users)
-    return data, leave_one_out(data.histories())
+    return data, columnar_split(data, "leave_one_out")
 
 
 def check_catalogue(plm, data) -> None:

@@ -223,6 +223,34 @@ def evaluate_examples(
     return {p: full_rank_metrics(np.asarray(gather(r.per_example["rank"].tolist())), ks) for p, r in results.items()}
 
 
+def _columnar_windows(model: SequenceEncoder, split: Split, windows: str):
+    """The windows as a cached ``datasets.Dataset`` when ``split.train`` is columnar (a recipe's
+    :class:`~llmrec.data.split_view.ColumnarSplit`: no per-interaction objects), else None."""
+    from llmrec.data.split_view import TrainHistories
+
+    if not isinstance(split.train, TrainHistories) or model.item_ids is None:
+        return None
+    from llmrec.users.windows import sasrec_windows
+
+    return sasrec_windows(model, split.train, windows)
+
+
+def _window_tensors(model: SequenceEncoder, split: Split, windows: str):
+    built = _columnar_windows(model, split, windows)
+    if built is None:
+        return window_tensors(model, list(split.train.values()), windows)
+    from llmrec.users.windows import window_arrays
+
+    return window_arrays(built)
+
+
+def _training_windows(model: SequenceEncoder, split: Split, windows: str) -> list[tuple[list[int], list[int]]]:
+    built = _columnar_windows(model, split, windows)
+    if built is None:
+        return training_windows(model, list(split.train.values()), windows)
+    return list(zip(built["items"], built["levels"], strict=True))
+
+
 def pretrain(model: SequenceEncoder, split: Split, config: PretrainConfig | None = None) -> PretrainResult:
     """Train ``model`` on ``split.train``, select the epoch by ``split.valid``; returns the best model."""
     config = config or PretrainConfig()
@@ -232,12 +260,12 @@ def pretrain(model: SequenceEncoder, split: Split, config: PretrainConfig | None
     rng = np.random.default_rng(config.seed)
     lev_on = bool(model.config.n_rating_levels)
     if config.fast:
-        all_idx, all_lev, lengths = window_tensors(model, list(split.train.values()), config.windows)
+        all_idx, all_lev, lengths = _window_tensors(model, split, config.windows)
         n_rows = len(lengths)
         dtype = torch.bfloat16 if resolve_dtype(config.dtype, device="cpu", announce=False) == "bf16" else torch.float32
         valid_encoded = encode_batches(model, [ex.history for ex in shard(split.valid)], config.eval_batch_size)
     else:
-        rows = training_windows(model, list(split.train.values()), config.windows)
+        rows = _training_windows(model, split, config.windows)
         n_rows = len(rows)
     if not n_rows:
         raise DataError("no training sequence has 2 or more items", field="train")

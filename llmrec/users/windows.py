@@ -15,6 +15,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pyarrow as pa
+import torch
 
 from llmrec.data.rowcache import cached_map, source_dataset
 from llmrec.data.split_view import TrainHistories
@@ -94,3 +95,27 @@ def sasrec_windows(model, train: TrainHistories, windows: str = "last", *, num_p
                      cache=cache is not False, cache_root=None if isinstance(cache, bool) else cache,
                      batch_size=1024, desc="SASRec windows")
     return out.rows
+
+
+def window_arrays(windows: datasets.Dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`sasrec_windows` rows as :func:`~llmrec.users.pretrain.window_tensors` returns them: right-padded
+    item indices and rating levels ``[N, longest window]`` and the lengths ``[N]``, scattered from the Arrow
+    columns without a Python loop."""
+    table = windows.with_format("arrow")[:]
+    if not len(table):
+        empty = torch.zeros(0, 0, dtype=torch.long)
+        return empty, empty.clone(), torch.zeros(0, dtype=torch.long)
+    items = table.column("items").combine_chunks()
+    levels = table.column("levels").combine_chunks()
+    offsets = items.offsets.to_numpy().astype(np.int64)
+    lengths = np.diff(offsets)
+    start = offsets[0]
+    values = items.values.to_numpy()[start : offsets[-1]]
+    level_values = levels.values.to_numpy()[levels.offsets.to_numpy()[0] : levels.offsets.to_numpy()[-1]]
+    row = np.repeat(np.arange(len(lengths)), lengths)
+    col = np.arange(len(values)) - np.repeat(offsets[:-1] - start, lengths)
+    idx = np.zeros((len(lengths), int(lengths.max())), dtype=np.int64)
+    lev = np.zeros_like(idx)
+    idx[row, col] = values
+    lev[row, col] = level_values
+    return torch.from_numpy(idx), torch.from_numpy(lev), torch.from_numpy(lengths)
