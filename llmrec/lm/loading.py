@@ -45,19 +45,25 @@ def load_causal_lm(
     load_in_4bit: bool = False,
     trust_remote_code: bool = False,
     device: str | None = None,
+    attention: str | None = None,
 ):
-    """Return ``(model, tokenizer)``. ``None`` or ``"smollm2-135m"`` means the offline default."""
+    """Return ``(model, tokenizer)``. ``None`` or ``"smollm2-135m"`` means the offline default. ``attention``:
+    the attention kernel (:func:`llmrec.lm.attention.resolve_attention`; default ``LLMREC_ATTENTION`` or auto)."""
     from llmrec.quiet import quiet_libraries
 
     quiet_libraries()  # before transformers/peft pull in bitsandbytes
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from llmrec.distributed import default_device
+    from llmrec.lm.attention import resolve_attention
 
     path = resolve_llm(name_or_path)
     device = device or default_device()  # on GPUs, each launcher process its own (cuda:LOCAL_RANK)
     torch_dtype = parse_dtype(dtype, device)
     kwargs: dict = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    implementation = resolve_attention(attention, str(device))
+    if implementation is not None:
+        kwargs["attn_implementation"] = implementation
     if load_in_4bit:
         if not torch.cuda.is_available():
             raise LlmrecError(

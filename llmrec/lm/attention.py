@@ -1,0 +1,90 @@
+"""Attention kernel choice for CPU: plain matmul attention for short sequences, SDPA for long ones.
+
+Why: on CPU, PyTorch's SDPA kernel (``_scaled_dot_product_flash_attention_for_cpu``) is built for long sequences;
+at the lengths llmrec trains on (genrec windows ~70 tokens, QA prompts a few hundred) its backward alone took
+~23 % of a SmolLM2-135M LoRA training step in bf16 (torch profiler, 8 x 72 tokens, 44 ms per layer call for a
+[8, 9, 72, 72] score matrix), and matmul ("eager") attention made the whole step 1.43x faster side by side
+(scripts/bench_throughput.py records the attention in use; eval/results/throughput.json). Matmul attention keeps
+the ``[batch, heads, q, k]`` scores for the backward, so above :data:`EAGER_MAX_SCORES` score entries per layer
+(e.g. long text histories) the call goes to SDPA, which does not. GPUs always get SDPA.
+
+``load_causal_lm(attention=...)`` / ``LLMREC_ATTENTION`` (``auto`` | ``sdpa`` | ``eager`` | ``llmrec_cpu``) choose;
+``auto`` is :data:`ATTENTION` on CPU and the model's default elsewhere. The masks are transformers' own
+(``sdpa_mask``: boolean, or None where SDPA would use ``is_causal``), so padding and packed windows (position-id
+restarts) are masked exactly as under SDPA.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch.nn import functional as F
+
+from llmrec.errors import ConfigError
+
+ATTENTION = "llmrec_cpu"
+EAGER_MAX_SCORES = 1 << 22  # score entries per layer call (4M: 8 MB in bf16, kept for the backward)
+CHOICES = ("auto", "sdpa", "eager", ATTENTION)
+
+
+def matmul_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                     attention_mask: torch.Tensor | None, *, scaling: float | None = None, dropout: float = 0.0,
+                     **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """transformers' eager attention for any model with the standard ``[batch, heads, seq, dim]`` layout:
+    grouped KV heads repeated, softmax in fp32, boolean or additive masks, the causal mask applied here when
+    transformers passed none (it leaves that to SDPA's ``is_causal``)."""
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:
+        key = key.repeat_interleave(groups, dim=1)
+        value = value.repeat_interleave(groups, dim=1)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    scores = torch.matmul(query, key.transpose(2, 3)) * scale
+    q_len, k_len = query.shape[2], key.shape[2]
+    low = torch.finfo(scores.dtype).min  # not -inf: a fully masked row gives a uniform row, not NaN
+    if attention_mask is None:
+        if q_len > 1 and getattr(module, "is_causal", True):
+            keep = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)
+            scores = scores.masked_fill(~keep, low)
+    elif attention_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attention_mask[..., :k_len], low)
+    else:
+        scores = scores + attention_mask[..., :k_len]
+    probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    probs = F.dropout(probs, p=dropout, training=module.training)
+    return torch.matmul(probs, value).transpose(1, 2).contiguous(), probs
+
+
+def cpu_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                  attention_mask: torch.Tensor | None, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`matmul_attention` on CPU up to :data:`EAGER_MAX_SCORES` score entries, else transformers' SDPA."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    b, h, q_len, _ = query.shape
+    if query.device.type == "cpu" and b * h * q_len * key.shape[2] <= EAGER_MAX_SCORES:
+        return matmul_attention(module, query, key, value, attention_mask, **kwargs)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+def register() -> None:
+    """Make :data:`ATTENTION` a name transformers accepts (attention function + SDPA's mask builder)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    if ATTENTION not in AttentionInterface._global_mapping:
+        AttentionInterface.register(ATTENTION, cpu_attention)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, sdpa_mask)
+
+
+def resolve_attention(attention: str | None, device: str) -> str | None:
+    """The ``attn_implementation`` to load with (None = the model's default): ``attention``, else
+    ``LLMREC_ATTENTION``, else ``auto``."""
+    choice = attention or os.environ.get("LLMREC_ATTENTION") or "auto"
+    if choice not in CHOICES:
+        raise ConfigError(f"attention must be one of {', '.join(CHOICES)}, got {choice!r} "
+                          f"(argument or LLMREC_ATTENTION)")
+    if choice == "auto":
+        choice = ATTENTION if str(device) == "cpu" else None
+    if choice == ATTENTION:
+        register()
+    return choice
