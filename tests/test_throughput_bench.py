@@ -80,6 +80,12 @@ def test_quick_run_writes_every_row(tiny_llama_dir, tmp_path, monkeypatch):
     # the bare loops replay the Trainer's own batches
     assert rows["bare_hf_loop"]["batches_digest"] == rows["genrec_llmrec"]["batches_digest"]
     assert rows["qa_bare_loop"]["batches_digest"] == rows["qa_llmrec"]["batches_digest"]
+    # the kernel each row ran: llmrec's CPU attention by default, SDPA for the bare loops and the "before" rows
+    assert rows["genrec_llmrec"]["attention"] == rows["qa_llmrec"]["attention"] == "llmrec_cpu"
+    for name in ("genrec_llmrec_sdpa", "bare_hf_loop", "qa_llmrec_sdpa", "qa_bare_loop"):
+        assert rows[name]["attention"] == "sdpa", name
+    assert rows["qa_llmrec_sdpa"]["batches_digest"] == rows["qa_llmrec"]["batches_digest"]
+    assert res["ratios"]["fp32"]["genrec_llmrec_over_genrec_llmrec_sdpa"] > 0
     for name in ("genrec_llmrec_sid_loss", "genrec_llmrec_packed"):  # a row or the note saying why it is absent
         assert isinstance(rows[name], dict) or rows[name].startswith("skipped")
     for dt in ("fp32", "bf16"):

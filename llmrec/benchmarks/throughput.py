@@ -13,6 +13,7 @@ Genrec variants come from :data:`GENREC_VARIANTS`: a row runs only where ``GenRe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import statistics
@@ -28,8 +29,11 @@ logger = logging.getLogger(__name__)
 
 # (row name, GenRecTrainConfig overrides, what it is). A row whose fields GenRecTrainConfig lacks is skipped
 # with a note, so the SID-vocabulary loss and packing (issue 18 items 2-3) become rows once they are merged.
+# ``attention`` is not a GenRecTrainConfig field: the row switches the model's attention kernel for its run.
 GENREC_VARIANTS: list[tuple[str, dict[str, Any], str]] = [
     ("genrec_llmrec", {}, "llmrec genrec step: train_genrec (GenRecTrainer, CausalCollator, group_by_length)"),
+    ("genrec_llmrec_sdpa", {"attention": "sdpa"}, "the same with transformers' default SDPA attention (the "
+     "step before issue 18's speed work: full-vocabulary loss, no packing, SDPA)"),
     ("genrec_llmrec_sid_loss", {"loss": "sid"}, "the same with the loss over the SID vocabulary"),
     ("genrec_llmrec_packed", {"packing": True}, "the same with several windows packed per row"),
     ("genrec_llmrec_sid_loss_packed", {"loss": "sid", "packing": True}, "SID-vocabulary loss + packing"),
@@ -69,7 +73,7 @@ def genrec_variants() -> list[tuple[str, dict[str, Any], str, str | None]]:
     fields = GenRecTrainConfig.__dataclass_fields__
     out = []
     for name, overrides, what in GENREC_VARIANTS:
-        missing = [k for k in overrides if k not in fields]
+        missing = [k for k in overrides if k not in fields and k != "attention"]
         why = (f"skipped: GenRecTrainConfig has no field {', '.join(missing)} (issue 18 items 2-3, not merged "
                "into this checkout)") if missing else None
         out.append((name, overrides, what, why))
@@ -157,12 +161,14 @@ def _genrec_rows(config: ThroughputConfig, data, split, vectors, sids, dtype: st
     def trainer_run(name: str, overrides: dict[str, Any]):
         def run():
             rec = StepRecorder()
+            train_overrides = {k: v for k, v in overrides.items() if k != "attention"}
             cfg = GenRecTrainConfig(output_dir=str(tmp / f"{name}-{dtype}"), max_steps=config.warmup + config.steps,
                                     batch_size=config.batch_size, max_windows=config.max_windows or None,
                                     eval_users=1, logging_steps=10**6, save_total_limit=1, seed=config.seed,
-                                    **overrides)
-            train_genrec(plm, split.train, split.valid[:1], cfg, callbacks=[rec])
-            return rec.step_seconds(), rec.batches[: len(rec.ends)], {}
+                                    **train_overrides)
+            with attention_kernel(plm.model, overrides.get("attention")) as kernel:
+                train_genrec(plm, split.train, split.valid[:1], cfg, callbacks=[rec])
+            return rec.step_seconds(), rec.batches[: len(rec.ends)], {"attention": kernel}
         return run
 
     variants = genrec_variants()
@@ -171,10 +177,12 @@ def _genrec_rows(config: ThroughputConfig, data, split, vectors, sids, dtype: st
     same = rows[first_name].batches
 
     def bare():
-        return bare_loop_step_seconds(plm.model, same, lr=2e-3), same, {}
+        with attention_kernel(plm.model, "sdpa") as kernel:  # what a user would run: transformers' default
+            return bare_loop_step_seconds(plm.model, same, lr=2e-3), same, {"attention": kernel}
 
     rows["bare_hf_loop"] = _measure("bare HF loop: model(**batch).loss (full vocabulary), backward, AdamW step, on "
-                                    "the genrec_llmrec batches", dtype, bare, lambda: shapes)
+                                    "the genrec_llmrec batches, transformers' default SDPA attention", dtype, bare,
+                                    lambda: shapes)
     for name, overrides, what, why in variants[1:]:
         if why:
             rows[name] = why
@@ -222,26 +230,48 @@ def _qa_rows(config: ThroughputConfig, data, split, vectors, dtype: str, tmp: Pa
     shapes = LmShapes.from_model(model)
     rows: dict[str, Any] = {}
 
-    def trainer():
-        rec = StepRecorder()
-        cfg = QATrainConfig(output_dir=str(tmp / f"qa-{dtype}"), max_steps=config.warmup + config.steps,
-                            learning_rate=SoftTrainConfig().lr, batch_size=config.batch_size, logging_steps=10**6,
-                            seed=config.seed)
-        train_qa(model, qa, tok.pad_token_id, cfg, callbacks=[rec])
-        return rec.step_seconds(), rec.batches[: len(rec.ends)], {"questions": len(questions), "soft_tokens": soft.k}
+    def trainer(name: str, attention: str | None):
+        def run():
+            rec = StepRecorder()
+            cfg = QATrainConfig(output_dir=str(tmp / f"{name}-{dtype}"), max_steps=config.warmup + config.steps,
+                                learning_rate=SoftTrainConfig().lr, batch_size=config.batch_size,
+                                logging_steps=10**6, seed=config.seed)
+            with attention_kernel(model, attention) as kernel:
+                train_qa(model, qa, tok.pad_token_id, cfg, callbacks=[rec])
+            return rec.step_seconds(), rec.batches[: len(rec.ends)], {
+                "questions": len(questions), "soft_tokens": soft.k, "attention": kernel}
+        return run
 
-    rows["qa_llmrec"] = _measure(f"llmrec soft-prompt QA step: train_qa (TrainableOnlyTrainer, QACollator), k = "
-                                 f"{soft.k} soft tokens, LoRA, user encoder frozen (untrained weights: speed only)",
-                                 dtype, trainer, lambda: shapes)
+    what = (f"llmrec soft-prompt QA step: train_qa (TrainableOnlyTrainer, QACollator), k = {soft.k} soft tokens, "
+            "LoRA, user encoder frozen (untrained weights: speed only)")
+    rows["qa_llmrec"] = _measure(what, dtype, trainer("qa", None), lambda: shapes)
     same = rows["qa_llmrec"].batches
 
     def bare():
-        return bare_loop_step_seconds(model, same, lr=SoftTrainConfig().lr), same, {}
+        with attention_kernel(model, "sdpa") as kernel:
+            return bare_loop_step_seconds(model, same, lr=SoftTrainConfig().lr), same, {"attention": kernel}
 
-    rows["qa_bare_loop"] = _measure("bare loop on the qa_llmrec batches: model(**batch).loss, backward, AdamW step",
-                                    dtype, bare, lambda: shapes)
+    rows["qa_bare_loop"] = _measure("bare loop on the qa_llmrec batches: model(**batch).loss, backward, AdamW step, "
+                                    "transformers' default SDPA attention", dtype, bare, lambda: shapes)
+    rows["qa_llmrec_sdpa"] = _measure(what + ", with SDPA attention (before issue 18's speed work)", dtype,
+                                      trainer("qa_sdpa", "sdpa"), lambda: shapes)
     rows["_shapes"] = shapes
     return rows
+
+
+@contextlib.contextmanager
+def attention_kernel(model, implementation: str | None):
+    """Run a block with ``model`` on another attention kernel (None: the one it has); yields the kernel used."""
+    from llmrec.lm.attention import set_attention
+
+    if implementation is None:
+        yield next(m.config._attn_implementation for m in model.modules() if hasattr(m, "set_attn_implementation"))
+        return
+    previous = set_attention(model, implementation)
+    try:
+        yield implementation
+    finally:
+        set_attention(model, previous)
 
 
 def _summary(raw: _Raw, peaks: dict[str, dict[str, Any]], warmup: int) -> dict[str, Any]:
@@ -302,6 +332,10 @@ def run_throughput(config: ThroughputConfig) -> dict[str, Any]:
         tps = {n: r["real_tokens_per_second"] for n, r in rows.items() if not isinstance(r, str)}
         ratios[dtype] = {f"{n}_over_bare_hf_loop": tps[n] / tps["bare_hf_loop"] for n in tps if n.startswith("genrec")}
         ratios[dtype]["qa_llmrec_over_qa_bare_loop"] = tps["qa_llmrec"] / tps["qa_bare_loop"]
+        # issue 18's targets compare with the step as it was: full loss, no packing, SDPA, same batches
+        ratios[dtype].update({f"{n}_over_genrec_llmrec_sdpa": tps[n] / tps["genrec_llmrec_sdpa"]
+                              for n in tps if n.startswith("genrec") and "genrec_llmrec_sdpa" in tps})
+        ratios[dtype]["qa_llmrec_over_qa_llmrec_sdpa"] = tps["qa_llmrec"] / tps["qa_llmrec_sdpa"]
     genrec_peak = max(r["peak_rss_mb"] for rows in results.values() for n, r in rows.items()
                       if n.startswith("genrec") and not isinstance(r, str))
     for p in peaks.values():

@@ -88,3 +88,18 @@ def resolve_attention(attention: str | None, device: str) -> str | None:
     if choice == ATTENTION:
         register()
     return choice
+
+
+def set_attention(model, implementation: str) -> str:
+    """Switch a loaded model (PEFT-wrapped or not) to another attention kernel in place; returns the one it had
+    (benchmarks compare kernels on one model)."""
+    from transformers import PreTrainedModel
+
+    if implementation == ATTENTION:
+        register()
+    for module in model.modules():
+        if isinstance(module, PreTrainedModel):
+            previous = module.config._attn_implementation
+            module.set_attn_implementation(implementation)
+            return previous
+    raise ConfigError(f"{type(model).__name__} holds no transformers model")

@@ -12,6 +12,7 @@ from ``F.dropout``'s: the same seed gives different masks.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 _LEVELS = 1 << 16
 
@@ -28,3 +29,35 @@ def bit_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tenso
     keep = uniform16 >= round(p * _LEVELS) - _LEVELS // 2
     # bool -> float converts element by element; through uint8 it is vectorised (3x faster)
     return x * keep.view(torch.uint8).to(x.dtype).mul_(1.0 / (1.0 - p))
+
+
+class BitDropout(nn.Module):
+    """``nn.Dropout`` through :func:`bit_dropout` (same keep probability and scaling, another random stream)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return bit_dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def use_bit_dropout(model: nn.Module) -> int:
+    """Swap PEFT LoRA's input dropouts (``lora_dropout``, one ``nn.Dropout`` per adapted projection and adapter)
+    for :class:`BitDropout`; returns how many. Why: a LoRA step of SmolLM2-135M draws 120 dropout masks over its
+    attention inputs, and ``F.dropout``'s per-element Bernoulli draws were 6 % of the step in bf16 on CPU
+    (torch profiler; ``bit_dropout`` is ~1.8x cheaper per mask). No parameters change, so saved adapters are
+    the same files."""
+    swapped = 0
+    for module in model.modules():
+        dropouts = getattr(module, "lora_dropout", None)
+        if not isinstance(dropouts, nn.ModuleDict):
+            continue
+        for name, layer in list(dropouts.items()):
+            if type(layer) is nn.Dropout and layer.p > 0:
+                dropouts[name] = BitDropout(layer.p)
+                swapped += 1
+    return swapped
