@@ -20,6 +20,7 @@ def test_with_lora_uses_bit_dropout_and_eval_is_unchanged(tiny_llama):
     drops = _dropouts(model)
     assert drops and all(isinstance(d, BitDropout) and d.p == 0.05 for d in drops)
     assert use_bit_dropout(model) == 0  # already swapped
+    assert use_bit_dropout(model, undo=True) == len(drops) and use_bit_dropout(model) == len(drops)
     ids = torch.tensor([[5, 6, 7, 8]])
     model.eval()
     with torch.no_grad():

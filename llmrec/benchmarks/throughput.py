@@ -32,8 +32,8 @@ logger = logging.getLogger(__name__)
 # ``attention`` is not a GenRecTrainConfig field: the row switches the model's attention kernel for its run.
 GENREC_VARIANTS: list[tuple[str, dict[str, Any], str]] = [
     ("genrec_llmrec", {}, "llmrec genrec step: train_genrec (GenRecTrainer, CausalCollator, group_by_length)"),
-    ("genrec_llmrec_sdpa", {"attention": "sdpa"}, "the same with transformers' default SDPA attention (the "
-     "step before issue 18's speed work: full-vocabulary loss, no packing, SDPA)"),
+    ("genrec_llmrec_sdpa", {"attention": "sdpa"}, "the same with transformers' default SDPA attention and "
+     "torch's LoRA dropout: the step before issue 18's speed work (full-vocabulary loss, no packing)"),
     ("genrec_llmrec_sid_loss", {"loss": "sid"}, "the same with the loss over the SID vocabulary"),
     ("genrec_llmrec_packed", {"packing": True}, "the same with several windows packed per row"),
     ("genrec_llmrec_sid_loss_packed", {"loss": "sid", "packing": True}, "SID-vocabulary loss + packing"),
@@ -261,17 +261,22 @@ def _qa_rows(config: ThroughputConfig, data, split, vectors, dtype: str, tmp: Pa
 
 @contextlib.contextmanager
 def attention_kernel(model, implementation: str | None):
-    """Run a block with ``model`` on another attention kernel (None: the one it has); yields the kernel used."""
+    """Run a block with ``model`` on another attention kernel (None: the one it has); yields the kernel used.
+    ``"sdpa"`` times the step as it was before issue 18: SDPA and torch's LoRA dropout."""
     from llmrec.lm.attention import set_attention
+    from llmrec.users.fast_dropout import use_bit_dropout
 
     if implementation is None:
         yield next(m.config._attn_implementation for m in model.modules() if hasattr(m, "set_attn_implementation"))
         return
     previous = set_attention(model, implementation)
+    swapped = use_bit_dropout(model, undo=True) if implementation == "sdpa" else 0
     try:
         yield implementation
     finally:
         set_attention(model, previous)
+        if swapped:
+            use_bit_dropout(model)
 
 
 def _summary(raw: _Raw, peaks: dict[str, dict[str, Any]], warmup: int) -> dict[str, Any]:

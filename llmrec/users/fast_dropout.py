@@ -45,19 +45,19 @@ class BitDropout(nn.Module):
         return f"p={self.p}"
 
 
-def use_bit_dropout(model: nn.Module) -> int:
+def use_bit_dropout(model: nn.Module, *, undo: bool = False) -> int:
     """Swap PEFT LoRA's input dropouts (``lora_dropout``, one ``nn.Dropout`` per adapted projection and adapter)
     for :class:`BitDropout`; returns how many. Why: a LoRA step of SmolLM2-135M draws 120 dropout masks over its
     attention inputs, and ``F.dropout``'s per-element Bernoulli draws were 6 % of the step in bf16 on CPU
     (torch profiler; ``bit_dropout`` is ~1.8x cheaper per mask). No parameters change, so saved adapters are
-    the same files."""
+    the same files. ``undo=True`` puts ``nn.Dropout`` back (benchmarks time the step as it was)."""
     swapped = 0
     for module in model.modules():
         dropouts = getattr(module, "lora_dropout", None)
         if not isinstance(dropouts, nn.ModuleDict):
             continue
         for name, layer in list(dropouts.items()):
-            if type(layer) is nn.Dropout and layer.p > 0:
-                dropouts[name] = BitDropout(layer.p)
+            if type(layer) is (BitDropout if undo else nn.Dropout) and layer.p > 0:
+                dropouts[name] = nn.Dropout(layer.p) if undo else BitDropout(layer.p)
                 swapped += 1
     return swapped
