@@ -4,8 +4,10 @@ Unmerged, every decoding forward runs each LoRA pair as two extra small matmuls 
 135M model at 10 beams ~40 % of a single user's decoding time on CPU). Merging in place and unmerging after is not
 exact in bf16 (W + BA - BA != W after rounding, and the drift would accumulate over the evaluations of a training
 run), so decoding runs a separate merged copy instead: one more set of base weights in memory, built in about a
-second, and rebuilt when any adapter tensor changed (an optimizer step or a loaded checkpoint bumps the tensor's
-version counter), so it can never decode with stale weights.
+second, and rebuilt when any adapter tensor changed, so it can never decode with stale weights. "Changed" is
+decided by comparing the adapter tensors with a snapshot taken at the last build (a few MB for LoRA, ~1 ms), not by
+tensor version counters: ``torch.optim.AdamW(fused=True)`` — the Trainer's default optimizer on CPU — updates
+parameters in place without bumping them, which left validation during training decoding the first copy.
 
 Used on CPU only: on a GPU the LoRA overhead is a smaller share of a step and the extra copy of a large model's
 weights costs scarce device memory; quantized (bitsandbytes) or sharded models are never copied.
@@ -28,9 +30,20 @@ def _adapter_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
 
 
 def adapter_fingerprint(model: nn.Module) -> tuple[Any, ...]:
-    """Changes whenever an adapter tensor is replaced or modified in place, or the active adapter/mode changes."""
-    state = tuple((name, p.data_ptr(), p._version, p.dtype, p.device) for name, p in _adapter_tensors(model))
+    """Changes whenever an adapter tensor is replaced or the active adapter/mode changes; in-place changes of
+    the values are caught by :class:`DecodingCopy`'s snapshot (version counters miss fused optimizers)."""
+    state = tuple((name, p.data_ptr(), p.dtype, p.device, tuple(p.shape)) for name, p in _adapter_tensors(model))
     return (id(model), tuple(getattr(model, "active_adapters", ()) or ()), state)
+
+
+def adapter_snapshot(model: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for _, p in _adapter_tensors(model)]
+
+
+def same_adapter_values(model: nn.Module, snapshot: list[torch.Tensor]) -> bool:
+    tensors = _adapter_tensors(model)
+    return len(tensors) == len(snapshot) and all(
+        torch.equal(p.detach(), s) for (_, p), s in zip(tensors, snapshot, strict=True))
 
 
 def can_merge_for_decoding(model: nn.Module) -> bool:
@@ -70,6 +83,7 @@ class DecodingCopy:
     def __init__(self) -> None:
         self._key: tuple[Any, ...] | None = None
         self._model: nn.Module | None = None
+        self._snapshot: list[torch.Tensor] = []
 
     def get(self, model: nn.Module) -> nn.Module:
         """The module to decode with: the merged copy where :func:`can_merge_for_decoding`, else ``model``."""
@@ -77,12 +91,12 @@ class DecodingCopy:
             self.clear()
             return model
         key = adapter_fingerprint(model)
-        if key != self._key or self._model is None:
+        if key != self._key or self._model is None or not same_adapter_values(model, self._snapshot):
             self._model = None  # free the stale copy before building the next one
             self._model = merged_copy(model)
-            self._key = key
+            self._key, self._snapshot = key, adapter_snapshot(model)
             logger.debug("decoding: rebuilt the LoRA-merged copy")
         return self._model
 
     def clear(self) -> None:
-        self._key, self._model = None, None
+        self._key, self._model, self._snapshot = None, None, []
