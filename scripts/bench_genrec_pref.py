@@ -81,8 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     for w in args.prior_weights:
         lists, _ = decode("aligned", valid, valid_ens, w)
         sweep[w] = ranking_metrics(lists, valid_targets, ks=(10,))["ndcg@10"]
-    lists, _ = decode("aligned", valid)
-    valid_alone = ranking_metrics(lists, valid_targets, ks=(10,))["ndcg@10"]
     best_w = max(sweep, key=lambda w: (sweep[w], -w))
 
     # test, once per list
@@ -120,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         "protocol": __doc__.split("Protocol ", 1)[1].split("\n\n")[0].replace("\n", " "),
         "models": {"supervised": args.supervised, "aligned": args.aligned, "sasrec": args.sasrec},
         "beams": args.beams,
-        "validation": {"aligned_ndcg@10": round(valid_alone, 4),
-                       "aligned_fused_ndcg@10_by_weight": {str(w): round(v, 4) for w, v in sweep.items()},
+        "validation": {"aligned_fused_ndcg@10_by_weight": {str(w): round(v, 4) for w, v in sweep.items()},
                        "chosen_weight": best_w, "supervised_weight": args.supervised_weight,
                        "users": len(valid)},
         "test": {"users": len(test),
