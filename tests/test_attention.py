@@ -58,10 +58,13 @@ def test_matmul_attention_equals_sdpa_with_gradients(case):
         torch.testing.assert_close(mine, ref, atol=1e-5, rtol=1e-4)
 
 
-def test_cpu_attention_sends_large_score_matrices_to_sdpa(monkeypatch):
+def test_cpu_attention_sends_fp32_and_large_score_matrices_to_sdpa(monkeypatch):
     calls = []
     monkeypatch.setattr(attention, "matmul_attention", lambda *a, **k: calls.append("matmul") or (a[1], None))
     query, key, value = _qkv()
+    cpu_attention(_module(), query, key, value, None)
+    assert calls == []  # fp32: SDPA (matmul attention only pays in bf16/fp16)
+    monkeypatch.setattr(attention, "MATMUL_DTYPES", (torch.float32,))
     cpu_attention(_module(), query, key, value, None)
     monkeypatch.setattr(attention, "EAGER_MAX_SCORES", 2 * 4 * 7 * 7 - 1)
     out, _ = cpu_attention(_module(), query, key, value, None, scaling=8 ** -0.5)
@@ -80,10 +83,16 @@ def test_resolve_attention(monkeypatch):
         resolve_attention("flash", "cpu")
 
 
-def test_model_loss_and_generation_equal_sdpa(tiny_llama_dir):
+def test_model_loss_and_generation_equal_sdpa(tiny_llama_dir, monkeypatch):
     """A padded batch, a packed batch (position-id restarts -> block-diagonal mask) and greedy generation with a
-    cache give the SDPA model's losses, gradients and tokens."""
+    cache give the SDPA model's losses, gradients and tokens (in fp32, routed to matmul attention to compare
+    exactly; bf16 is what takes that route by default)."""
     from llmrec.lm.loading import load_causal_lm
+
+    calls = []
+    monkeypatch.setattr(attention, "MATMUL_DTYPES", (torch.float32,))
+    real = attention.matmul_attention
+    monkeypatch.setattr(attention, "matmul_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
 
     ref, tok = load_causal_lm(tiny_llama_dir, dtype="fp32", attention="sdpa")
     mine, _ = load_causal_lm(tiny_llama_dir, dtype="fp32")
@@ -104,3 +113,4 @@ def test_model_loss_and_generation_equal_sdpa(tiny_llama_dir):
     prompt = tok(["a b c"], return_tensors="pt")
     assert torch.equal(ref.generate(**prompt, max_new_tokens=6, do_sample=False),
                        mine.generate(**prompt, max_new_tokens=6, do_sample=False))
+    assert calls  # the llmrec_cpu model really ran matmul attention

@@ -4,7 +4,9 @@ Why: on CPU, PyTorch's SDPA kernel (``_scaled_dot_product_flash_attention_for_cp
 at the lengths llmrec trains on (genrec windows ~70 tokens, QA prompts a few hundred) its backward alone took
 ~23 % of a SmolLM2-135M LoRA training step in bf16 (torch profiler, 8 x 72 tokens, 44 ms per layer call for a
 [8, 9, 72, 72] score matrix), and matmul ("eager") attention made the whole step 1.43x faster side by side
-(scripts/bench_throughput.py records the attention in use; eval/results/throughput.json). Matmul attention keeps
+(scripts/bench_throughput.py records the attention in use; eval/results/throughput.json: 1.26x for the whole
+genrec step in bf16 beside another job). In fp32 SDPA's backward is not slow and matmul attention gained nothing
+(genrec 1.03x, the longer QA rows 0.93x in the same run), so only bf16/fp16 go to it. Matmul attention keeps
 the ``[batch, heads, q, k]`` scores for the backward, so above :data:`EAGER_MAX_SCORES` score entries per layer
 (e.g. long text histories) the call goes to SDPA, which does not. GPUs always get SDPA.
 
@@ -24,6 +26,7 @@ from torch.nn import functional as F
 from llmrec.errors import ConfigError
 
 ATTENTION = "llmrec_cpu"
+MATMUL_DTYPES = (torch.bfloat16, torch.float16)  # where SDPA's CPU kernel is the slow one (see the module doc)
 EAGER_MAX_SCORES = 1 << 22  # score entries per layer call (4M: 8 MB in bf16, kept for the backward)
 CHOICES = ("auto", "sdpa", "eager", ATTENTION)
 
@@ -57,11 +60,13 @@ def matmul_attention(module, query: torch.Tensor, key: torch.Tensor, value: torc
 
 def cpu_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                   attention_mask: torch.Tensor | None, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`matmul_attention` on CPU up to :data:`EAGER_MAX_SCORES` score entries, else transformers' SDPA."""
+    """:func:`matmul_attention` on CPU in :data:`MATMUL_DTYPES` up to :data:`EAGER_MAX_SCORES` score entries,
+    else transformers' SDPA."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     b, h, q_len, _ = query.shape
-    if query.device.type == "cpu" and b * h * q_len * key.shape[2] <= EAGER_MAX_SCORES:
+    if (query.device.type == "cpu" and query.dtype in MATMUL_DTYPES
+            and b * h * q_len * key.shape[2] <= EAGER_MAX_SCORES):
         return matmul_attention(module, query, key, value, attention_mask, **kwargs)
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
