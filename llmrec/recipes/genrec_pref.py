@@ -42,6 +42,7 @@ class GenrecPrefTrainConfig(RecipeConfig):
 
     beta: float = opt(0.1, "DPO beta (strength of the pull towards the supervised reference, inverted)")
     loss_type: tuple[str, ...] = opt(("sigmoid",), "trl DPO loss type(s), e.g. sigmoid or sigmoid,sft")
+    loss_weights: tuple[float, ...] = opt((), "one weight per loss_type (empty = 1 each), e.g. 1,0.5")
     lr: float = opt(1e-4, "peak learning rate (cosine schedule)")
     epochs: float = opt(1.0, "epochs over the pairs")
     max_steps: int = opt(-1, "stop after this many optimizer steps (-1 = use epochs)")
@@ -87,6 +88,7 @@ def library_configs(config: GenrecPrefRecipeConfig):
                             sasrec_negatives=p.sasrec_negatives, beams=p.beams, seed=t.seed)
     train = pref.GenrecPrefTrainConfig(
         output_dir=t.checkpoints or f"{Path(config.out)}.checkpoints", beta=t.beta, loss_type=t.loss_type,
+        loss_weights=t.loss_weights or None,
         epochs=t.epochs, max_steps=t.max_steps, learning_rate=t.lr, batch_size=t.batch_size,
         grad_accum=t.gradient_accumulation_steps, eval_users=t.eval_users, eval_steps=t.eval_steps,
         eval_beams=t.eval_beams, logging_steps=t.logging_steps, report_to=t.report_to,
