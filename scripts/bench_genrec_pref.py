@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--supervised-weight", type=float, default=2.0)
     p.add_argument("--n-boot", type=int, default=2000)
     p.add_argument("--users", type=int, default=0, help="first N users of each split (0 = all): quick checks")
+    p.add_argument("--earlier", nargs="*", default=[], metavar="LABEL=TRAINER_STATE",
+                   help="earlier (stopped) runs to record: their validation curves from a checkpoint's "
+                   "trainer_state.json, under the label that says their settings")
     p.add_argument("--out", default="eval/results/genrec_pref_ml100k.json")
     add_hardware_args(p)
     args = p.parse_args(argv)
@@ -127,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
                  "paired_ndcg@10": paired},
         "recipe": {k: recipe.get(k) for k in ("pairs", "train", "test", "total_seconds", "dtype")},
         "decode": timing,
+        "earlier_runs": {label: [{k: h[k] for k in ("step", "eval_ndcg_at_10", "eval_recall_at_10") if k in h}
+                                 for h in json.loads(Path(path).read_text(encoding="utf-8"))["log_history"]
+                                 if "eval_ndcg_at_10" in h]
+                         for label, path in (e.split("=", 1) for e in args.earlier)},
         "seconds": round(time.perf_counter() - t0, 1),
         "processes": distributed.world_size(),
         "run": run_info(vars(args)),
