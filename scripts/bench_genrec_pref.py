@@ -76,41 +76,57 @@ def main(argv: list[str] | None = None) -> int:
                                                    prior_weight=weight, show_progress=distributed.is_main())
         return lists, {"seconds": round(time.perf_counter() - started, 1), "seconds_per_user": per_user}
 
-    # validation: the aligned model's fusion weight
-    valid = list(split.valid)[: args.users or None]
-    _, _, valid_ens = priors(valid)
-    valid_targets = [ex.target for ex in valid]
-    sweep = {}
-    for w in args.prior_weights:
-        lists, _ = decode("aligned", valid, valid_ens, w)
-        sweep[w] = ranking_metrics(lists, valid_targets, ks=(10,))["ndcg@10"]
-    best_w = max(sweep, key=lambda w: (sweep[w], -w))
+    def evaluate() -> dict:
+        # validation: the aligned model's fusion weight
+        valid = list(split.valid)[: args.users or None]
+        _, _, valid_ens = priors(valid)
+        valid_targets = [ex.target for ex in valid]
+        sweep = {}
+        for w in args.prior_weights:
+            lists, _ = decode("aligned", valid, valid_ens, w)
+            sweep[w] = ranking_metrics(lists, valid_targets, ks=(10,))["ndcg@10"]
+        best_w = max(sweep, key=lambda w: (sweep[w], -w))
 
-    # test, once per list
-    test = list(split.test)[: args.users or None]
-    histories, test_one, test_ens = priors(test)
-    exclude = [h.item_ids for h in histories]
-    lists = {"sasrec": topk_from_scores(test_one, item_ids, exclude=exclude, k=10),
-             "sasrec_ensemble": topk_from_scores(test_ens, item_ids, exclude=exclude, k=10)}
-    timing = {}
-    lists["supervised"], timing["supervised"] = decode("supervised", test)
-    lists["aligned"], timing["aligned"] = decode("aligned", test)
-    lists["supervised_fused"], timing["supervised_fused"] = decode("supervised", test, test_ens,
-                                                                   args.supervised_weight)
-    lists["aligned_fused"], timing["aligned_fused"] = decode("aligned", test, test_ens, best_w)
-    targets = [ex.target for ex in test]
-    results = {k: ranking_metrics(v, targets, ks=(10,)) for k, v in lists.items()}
-    pairs = [("aligned", "sasrec"), ("aligned", "supervised"), ("supervised", "sasrec"),
-             ("aligned_fused", "sasrec_ensemble"), ("aligned_fused", "supervised_fused"),
-             ("aligned_fused", "sasrec"), ("supervised_fused", "sasrec_ensemble")]
-    paired = {}
-    for a, b in pairs:
-        d = results[a].per_example["ndcg@10"] - results[b].per_example["ndcg@10"]
-        paired[f"{a}_minus_{b}"] = {"mean": round(float(d.mean()), 4),
-                                    "ci95": [round(x, 4) for x in bootstrap_ci(d, n_boot=args.n_boot, seed=0)]}
+        # test, once per list
+        test = list(split.test)[: args.users or None]
+        histories, test_one, test_ens = priors(test)
+        exclude = [h.item_ids for h in histories]
+        lists = {"sasrec": topk_from_scores(test_one, item_ids, exclude=exclude, k=10),
+                 "sasrec_ensemble": topk_from_scores(test_ens, item_ids, exclude=exclude, k=10)}
+        timing = {}
+        lists["supervised"], timing["supervised"] = decode("supervised", test)
+        lists["aligned"], timing["aligned"] = decode("aligned", test)
+        lists["supervised_fused"], timing["supervised_fused"] = decode("supervised", test, test_ens,
+                                                                       args.supervised_weight)
+        lists["aligned_fused"], timing["aligned_fused"] = decode("aligned", test, test_ens, best_w)
+        targets = [ex.target for ex in test]
+        results = {k: ranking_metrics(v, targets, ks=(10,)) for k, v in lists.items()}
+        pairs = [("aligned", "sasrec"), ("aligned", "supervised"), ("supervised", "sasrec"),
+                 ("aligned_fused", "sasrec_ensemble"), ("aligned_fused", "supervised_fused"),
+                 ("aligned_fused", "sasrec"), ("supervised_fused", "sasrec_ensemble")]
+        paired = {}
+        for a, b in pairs:
+            d = results[a].per_example["ndcg@10"] - results[b].per_example["ndcg@10"]
+            paired[f"{a}_minus_{b}"] = {"mean": round(float(d.mean()), 4),
+                                        "ci95": [round(x, 4) for x in bootstrap_ci(d, n_boot=args.n_boot, seed=0)]}
+        return {
+            "validation": {"aligned_fused_ndcg@10_by_weight": {str(w): round(v, 4) for w, v in sweep.items()},
+                           "chosen_weight": best_w, "supervised_weight": args.supervised_weight,
+                           "users": len(valid)},
+            "test": {"users": len(test),
+                     "ndcg@10": {k: round(r["ndcg@10"], 4) for k, r in results.items()},
+                     "recall@10": {k: round(r["recall@10"], 4) for k, r in results.items()},
+                     "paired_ndcg@10": paired},
+            "decode": timing,
+        }
+
+    recipe = json.loads((Path(args.aligned) / "results.json").read_text(encoding="utf-8"))
+    # the recipe restores the supervised weights when no DPO checkpoint beat them on validation: then the
+    # "aligned" model is the supervised one and there is nothing to score on test
+    kept_init = recipe.get("train", {}).get("selected") == "init"
+    scored = {"test": None, "validation": None, "decode": None} if kept_init else evaluate()
     if not distributed.is_main():
         return 0
-    recipe = json.loads((Path(args.aligned) / "results.json").read_text(encoding="utf-8"))
     out = {
         "benchmark": "preference-aligned (DPO) generative recommender vs supervised, SASRec and the SASRec-fused "
                      "hybrid, ml-100k leave-one-out (issue 20 item 1)",
@@ -121,15 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         "protocol": __doc__.split("Protocol ", 1)[1].split("\n\n")[0].replace("\n", " "),
         "models": {"supervised": args.supervised, "aligned": args.aligned, "sasrec": args.sasrec},
         "beams": args.beams,
-        "validation": {"aligned_fused_ndcg@10_by_weight": {str(w): round(v, 4) for w, v in sweep.items()},
-                       "chosen_weight": best_w, "supervised_weight": args.supervised_weight,
-                       "users": len(valid)},
-        "test": {"users": len(test),
-                 "ndcg@10": {k: round(r["ndcg@10"], 4) for k, r in results.items()},
-                 "recall@10": {k: round(r["recall@10"], 4) for k, r in results.items()},
-                 "paired_ndcg@10": paired},
+        "selected": "init (no DPO checkpoint beat the supervised model on validation; test not scored)"
+                    if kept_init else "aligned",
+        **scored,
         "recipe": {k: recipe.get(k) for k in ("pairs", "train", "test", "total_seconds", "dtype")},
-        "decode": timing,
         "earlier_runs": {label: [{k: h[k] for k in ("step", "eval_ndcg_at_10", "eval_recall_at_10") if k in h}
                                  for h in json.loads(Path(path).read_text(encoding="utf-8"))["log_history"]
                                  if "eval_ndcg_at_10" in h]
@@ -139,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": run_info(vars(args)),
     }
     write_json_atomic(args.out, json.loads(json.dumps(out, default=float)))
-    print(json.dumps(out["test"], indent=1))
+    print(json.dumps(out["test"] or out["selected"], indent=1))
     return 0
 
 
