@@ -107,6 +107,12 @@ HEADLINES: list[Headline] = [
     Headline("profiles, fine-tuned reader", "next-genre accuracy {t:.3f} with template profiles vs {z:.3f} without",
              {"t": "profiles_reader_ml100k:kinds/template/next_genre/accuracy",
               "z": "profiles_reader_ml100k:kinds/none/next_genre/accuracy"}, "profiles_reader_ml100k"),
+    Headline("data and semantic IDs at scale (1 thread)",
+             "load + validate + split: 1M interactions {a:.1f} s / {am:.0f} MB, 20M {b:.0f} s / {bm:.0f} MB; "
+             "semantic IDs for 1M items {s:.0f} s (rkmeans), {r:.0f} s (RQ-VAE)",
+             {"a": "scale:rows/1/llmrec/total_s", "am": "scale:rows/1/llmrec/peak_mb",
+              "b": "scale:rows/3/llmrec/total_s", "bm": "scale:rows/3/llmrec/peak_mb",
+              "s": "scale:sid_building/rows/0/total_s", "r": "scale:sid_building/rows/1/total_s"}, "scale"),
     Headline("training throughput, genrec step (bf16, 1 thread)",
              "{g:.0f} tokens/s = {x:.2f}x the step before the speed work (SDPA) on the same batches, {p:.1f}% of "
              "the measured bf16 matmul peak; SID loss + packing {y:.2f}x; QA step {qx:.2f}x; peak RSS {m:.0f} MB",
