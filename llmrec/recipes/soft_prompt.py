@@ -137,8 +137,10 @@ def soft_rows(examples: Sequence, tokenizer, encoder, k: int, max_items: int, wo
     from llmrec.training.qa import qa_rows
 
     prompts = [uqa_prompt(ex, "soft", data=data, user=USER_TOKEN * k, worked=worked) for ex in examples]
+    # tokenised by datasets.map into Arrow files under the llmrec cache (keyed by texts and tokenizer), as genrec
+    # and SASRec rows are: a rerun reuses them
     return qa_rows(prompts, [ex.target(worked) for ex in examples], tokenizer,
-                   user_items=[encoder.item_indices(ex.context.item_ids[-max_items:]) for ex in examples])
+                   user_items=[encoder.item_indices(ex.context.item_ids[-max_items:]) for ex in examples], cache=True)
 
 
 def train_soft_prompt(data, encoder, train_histories: dict, examples: Sequence, soft: SoftPromptSection,
