@@ -311,11 +311,14 @@ def markdown(result: dict) -> str:
                 f"| {one.get('tokens', 0):,} | {cell(one, '{rows_s:.1f} s')} | {cell(one, '{peak_mb:.0f}')} "
                 f"| {cell(two, '{rows_s:.1f} s')} | {cell({**two, 'w': two.get('peak_worker_mb') or 0}, '{peak_mb:.0f} + {w:.0f}')} "
                 f"| {cell(warm, '{rows_s:.2f} s')} | {cell(warm, '{peak_mb:.0f}')} |")
-        step = rb.get("train_step")
-        if step:
-            lines += ["", f"Training step on those rows ({step['interactions']:,} interactions): {step['model']}, "
-                      f"{step['threads']} thread, batch {step['batch']}: {step['tokens_per_s']:.0f} tokens/s "
-                      f"(median of {step['steps_timed']} steps, {step['median_step_s']:.2f} s/step)."]
+        steps = rb.get("train_steps") or ([rb["train_step"]] if rb.get("train_step") else [])
+        if steps:
+            lines.append("")
+        for step in steps:
+            lines.append(f"Training step on the rows of {step['interactions']:,} interactions: {step['model']}, "
+                         f"{step['threads']} thread, batch {step['batch']}: {step['tokens_per_s']:.0f} tokens/s "
+                         f"(median of {step['steps_timed']} steps, {step['median_step_s']:.2f} s/step), "
+                         f"peak {step['peak_mb']:.0f} MB.")
         lines.append(f"`{rb['command'].strip()}`")
     return "\n".join(lines) + "\n"
 
@@ -332,7 +335,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", metavar="N",
                         help="only benchmark genrec row building at these sizes (row_building section of --out)")
     parser.add_argument("--step-max", type=int, default=1_000_000,
-                        help="time training steps on the rows of the largest --rows size up to this")
+                        help="time training steps on the rows of every --rows size up to this")
     parser.add_argument("--child", choices=["llmrec", "reference", "rows", "step"], help=argparse.SUPPRESS)
     parser.add_argument("--num-proc", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
@@ -400,8 +403,7 @@ def bench_rows(args: argparse.Namespace, table_path: Path) -> None:
     """``--rows``: the row_building section of ``--out`` (other sections kept), then the markdown table."""
     out_path = Path(args.out)
     result = json.loads(out_path.read_text()) if out_path.is_file() else {}
-    rows, step = [], None
-    step_size = max((n for n in args.rows if n <= args.step_max), default=None)
+    rows, steps = [], []
     with tempfile.TemporaryDirectory(prefix="llmrec-rows-") as tmp:
         for n in args.rows:
             items, inter = generate(Path(tmp) / str(n), n)
@@ -414,17 +416,17 @@ def bench_rows(args: argparse.Namespace, table_path: Path) -> None:
                 row["ratio_2_workers"] = round(row["cold_2"]["rows_s"] / row["cold_1"]["rows_s"], 2)
                 row["ratio_cached"] = round(row["cached_1"]["rows_s"] / row["cold_1"]["rows_s"], 3)
             rows.append(row)
-            if n == step_size:
-                step = {"interactions": n, **measure("step", items, inter, extra=("--cache", str(one)))}
-                print(json.dumps({"train_step": step}), flush=True)
+            if n <= args.step_max:  # the step rate at every size (it should not depend on the data size)
+                steps.append({"interactions": n, **measure("step", items, inter, extra=("--cache", str(one)))})
+                print(json.dumps({"train_step": steps[-1]}), flush=True)
             shutil.rmtree(Path(tmp) / str(n), ignore_errors=True)
             shutil.rmtree(one, ignore_errors=True)
             shutil.rmtree(two, ignore_errors=True)
-            _write_rows_section(args, out_path, table_path, result, rows, step)  # after each size: a stopped run keeps them
+            _write_rows_section(args, out_path, table_path, result, rows, steps)  # after each size: a stopped run keeps them
 
 
 def _write_rows_section(args: argparse.Namespace, out_path: Path, table_path: Path, result: dict, rows: list,
-                        step: dict | None) -> None:
+                        steps: list) -> None:
     from llmrec.hardware import machine_facts
     from llmrec.io import write_json_atomic, write_text_atomic
 
@@ -434,7 +436,7 @@ def _write_rows_section(args: argparse.Namespace, out_path: Path, table_path: Pa
         "setup": f"SmolLM2 tokenizer, synthetic SID table; {settings}",
         "command": ("OMP_NUM_THREADS=1 python scripts/bench_data_scale.py " + " ".join(sys.argv[1:])).strip(),
         "threads": "1 per process (OMP/MKL/OpenBLAS env, pyarrow pools, torch); 2 workers = 2 processes",
-        "rows": rows, "train_step": step, "machine": machine_facts(),
+        "rows": rows, "train_steps": steps, "machine": machine_facts(),
         "notes": ("rows_s: building the rows (the cache key included: hashing the data read, tokenizer and SID "
                   "strings), not loading the data or the tokenizer; peak_mb: the measuring process's ru_maxrss "
                   "(data load, tokenizer and imports included), peak_worker_mb: the largest map worker's; "
