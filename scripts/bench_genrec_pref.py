@@ -58,12 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     dtype = apply_hardware_args(args)
     distributed.init()
     t0 = time.perf_counter()
-    models = {"supervised": PersonalLM.load(args.supervised, dtype=dtype),
-              "aligned": PersonalLM.load(args.aligned, dtype=dtype)}
-    data = models["aligned"].load_dataset()
-    split = columnar_split(data, "leave_one_out")
-    sasrecs = [SequenceEncoder.load(d) for d in args.sasrec]
-    item_ids = models["aligned"].item_ids
+    recipe = json.loads((Path(args.aligned) / "results.json").read_text(encoding="utf-8"))
+    # the recipe restores the supervised weights when no DPO checkpoint beat them on validation: then the
+    # "aligned" model is the supervised one and there is nothing to load or score on test
+    kept_init = recipe.get("train", {}).get("selected") == "init"
+    if not kept_init:
+        models = {"supervised": PersonalLM.load(args.supervised, dtype=dtype),
+                  "aligned": PersonalLM.load(args.aligned, dtype=dtype)}
+        split = columnar_split(models["aligned"].load_dataset(), "leave_one_out")
+        sasrecs = [SequenceEncoder.load(d) for d in args.sasrec]
+        item_ids = models["aligned"].item_ids
 
     def priors(examples):
         histories = [ex.history for ex in examples]
@@ -120,10 +124,6 @@ def main(argv: list[str] | None = None) -> int:
             "decode": timing,
         }
 
-    recipe = json.loads((Path(args.aligned) / "results.json").read_text(encoding="utf-8"))
-    # the recipe restores the supervised weights when no DPO checkpoint beat them on validation: then the
-    # "aligned" model is the supervised one and there is nothing to score on test
-    kept_init = recipe.get("train", {}).get("selected") == "init"
     scored = {"test": None, "validation": None, "decode": None} if kept_init else evaluate()
     if not distributed.is_main():
         return 0

@@ -263,11 +263,11 @@ def _qa_rows(config: ThroughputConfig, data, split, vectors, dtype: str, tmp: Pa
 def attention_kernel(model, implementation: str | None):
     """Run a block with ``model`` on another attention kernel (None: the one it has); yields the kernel used.
     ``"sdpa"`` times the step as it was before issue 18: SDPA and torch's LoRA dropout."""
-    from llmrec.lm.attention import set_attention
+    from llmrec.lm.attention import current_attention, set_attention
     from llmrec.users.fast_dropout import use_bit_dropout
 
     if implementation is None:
-        yield next(m.config._attn_implementation for m in model.modules() if hasattr(m, "set_attn_implementation"))
+        yield current_attention(model)
         return
     previous = set_attention(model, implementation)
     swapped = use_bit_dropout(model, undo=True) if implementation == "sdpa" else 0

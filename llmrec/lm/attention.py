@@ -95,16 +95,27 @@ def resolve_attention(attention: str | None, device: str) -> str | None:
     return choice
 
 
+def _transformers_model(model):
+    """The outermost transformers model inside ``model`` (itself, or under a PEFT wrapper)."""
+    from transformers import PreTrainedModel
+
+    for module in model.modules():
+        if isinstance(module, PreTrainedModel):
+            return module
+    raise ConfigError(f"{type(model).__name__} holds no transformers model")
+
+
+def current_attention(model) -> str:
+    """The attention kernel ``model`` (PEFT-wrapped or not) runs now."""
+    return _transformers_model(model).config._attn_implementation
+
+
 def set_attention(model, implementation: str) -> str:
     """Switch a loaded model (PEFT-wrapped or not) to another attention kernel in place; returns the one it had
     (benchmarks compare kernels on one model)."""
-    from transformers import PreTrainedModel
-
     if implementation == ATTENTION:
         register()
-    for module in model.modules():
-        if isinstance(module, PreTrainedModel):
-            previous = module.config._attn_implementation
-            module.set_attn_implementation(implementation)
-            return previous
-    raise ConfigError(f"{type(model).__name__} holds no transformers model")
+    inner = _transformers_model(model)
+    previous = inner.config._attn_implementation
+    inner.set_attn_implementation(implementation)
+    return previous

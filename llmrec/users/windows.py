@@ -111,7 +111,8 @@ def window_arrays(windows: datasets.Dataset) -> tuple[torch.Tensor, torch.Tensor
     lengths = np.diff(offsets)
     start = offsets[0]
     values = items.values.to_numpy()[start : offsets[-1]]
-    level_values = levels.values.to_numpy()[levels.offsets.to_numpy()[0] : levels.offsets.to_numpy()[-1]]
+    level_offsets = levels.offsets.to_numpy()  # a window's levels are as long as its items, but sliced on their own
+    level_values = levels.values.to_numpy()[level_offsets[0] : level_offsets[-1]]
     row = np.repeat(np.arange(len(lengths)), lengths)
     col = np.arange(len(values)) - np.repeat(offsets[:-1] - start, lengths)
     idx = np.zeros((len(lengths), int(lengths.max())), dtype=np.int64)
