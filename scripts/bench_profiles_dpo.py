@@ -30,7 +30,7 @@ def main() -> None:
     p.add_argument("--budget-minutes", type=float, default=40.0, help="wall-time budget the config was sized to")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. pairs.users=40")
     args = p.parse_args()
-    from llmrec.hardware import machine_facts
+    from llmrec.hardware import machine_facts, running_elsewhere
     from llmrec.io import write_json_atomic
     from llmrec.recipes.config import load_config
     from llmrec.recipes.profile_dpo import ProfileDpoRecipeConfig, run
@@ -39,6 +39,8 @@ def main() -> None:
     overrides = dict(o.split("=", 1) for o in args.overrides)
     overrides["out"] = args.model_out
     config = load_config(ProfileDpoRecipeConfig, args.config, overrides)
+    # what else ran: other runnable processes at the start, the 1-minute load average at start and end
+    load = {"running_elsewhere_at_start": running_elsewhere(), "loadavg_1min_start": os.getloadavg()[0]}
     t0 = time.perf_counter()
     out = run(config)
     wall = time.perf_counter() - t0
@@ -60,7 +62,7 @@ def main() -> None:
                    "process_cpu_minutes": round((cpu.ru_utime + cpu.ru_stime) / 60, 1),
                    "cpu_share_of_one_core": round((cpu.ru_utime + cpu.ru_stime) / max(wall, 1e-9), 3),
                    "torch_threads": 1 if config.threads == 1 else config.threads,
-                   "note": "1 thread at nice 10 on a shared 2-core machine beside the lead's two training jobs"},
+                   "load": {**load, "loadavg_1min_end": os.getloadavg()[0]}},
         "machine": machine_facts(),
         "versions": run_info().get("versions"),
         **{k: results[k] for k in ("dtype", "train_users", "test_users", "pairs", "train", "test", "total_seconds")
