@@ -175,7 +175,7 @@ def test_dpo_resumes_from_the_last_checkpoint(tiny_llama, tmp_path, _tiny_llama_
     assert [h["step"] for h in second["dpo_curve"]] == [1, 2, 3]  # the log history came back with the state
 
 
-def test_train_profile_dpo_end_to_end_saves_a_loadable_writer(tmp_path, tiny_llama_dir):
+def test_train_profile_dpo_end_to_end_saves_a_loadable_writer(tmp_path, tiny_llama_dir, monkeypatch):
     from llmrec.cli import main
     from llmrec.lm.model_dir import is_model_dir
     from llmrec.lm.personal import PersonalLM
@@ -216,6 +216,23 @@ def test_train_profile_dpo_end_to_end_saves_a_loadable_writer(tmp_path, tiny_lla
     assert main(args) == 0
     again = json.loads((out / "results.json").read_text())
     assert again["pairs"]["reused"] is True and again["train"]["resumed_from"].endswith("checkpoint-2")
+
+    # the fine-tuned reader stage on the saved writer: its users are neither test nor DPO users; resumes per kind
+    import llmrec.training.qa as qa
+    from llmrec.recipes.config import load_config
+    from llmrec.recipes.profile_dpo import ProfileDpoRecipeConfig, run_fine_tuned_reader
+
+    config = load_config(ProfileDpoRecipeConfig, "tiny/profile-dpo", {
+        "base_model": str(tiny_llama_dir), "out": str(out), "test.reader_users": "4", "test.reader_epochs": "1"})
+    ft = run_fine_tuned_reader(config)
+    assert set(ft["raw"]["kinds"]) == {"none", "template", "zero_shot", "aligned"} and ft["reader_users"] == 4
+    assert ft["train"]["aligned"]["steps"] >= 1
+    keys = json.loads((tmp_path / "writer.checkpoints" / "fine-tuned-reader" / "profiles.json").read_text())["keys"]
+    reader_users = {k.split("@")[0] for k in keys} - test_users
+    assert len(reader_users) == 4 and not reader_users & set(cands["candidates"])
+    assert json.loads((out / "results.json").read_text())["fine_tuned_reader"] == json.loads(json.dumps(ft))
+    monkeypatch.setattr(qa, "train_qa", lambda *a, **k: pytest.fail("a finished kind was trained again"))
+    assert run_fine_tuned_reader(config)["raw"] == ft["raw"]
 
 
 def test_candidate_cache_keeps_the_written_texts_when_scoring_is_cut_short(tmp_path, monkeypatch):

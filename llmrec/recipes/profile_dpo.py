@@ -9,7 +9,9 @@ on the writer trains with DPO against the zero-shot writer. Validation and test 
 The output is a model folder (``llmrec profile --model DIR --use-adapter``) plus results.json, config.yaml and
 run.json; checkpoints and the scored candidates go to ``<out>.checkpoints`` and a killed run resumes from them.
 Unless ``--test.skip``, held-out users' test items judge the aligned writer against the zero-shot writer, the
-template profile and no profile (zero-shot reader; paired bootstrap 95% CIs).
+template profile and no profile (zero-shot reader; paired bootstrap 95% CIs). With ``--test.reader_users N`` the
+same four profile kinds are also read by a FINE-TUNED reader: per kind, a fresh LoRA reader learns the downstream
+rows of N further users (disjoint from the test and DPO users) with that kind's profiles, then reads the test users.
 """
 
 from __future__ import annotations
@@ -18,15 +20,18 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from llmrec.errors import ConfigError
 from llmrec.recipes.common import RecipeBase, write_records
 from llmrec.recipes.common import load_data as load_recipe_data
 from llmrec.recipes.config import RecipeConfig, opt, section
 
 logger = logging.getLogger(__name__)
 CANDIDATES_FILE = "candidates.json"
+READER_DIR = "fine-tuned-reader"
 KINDS = ("none", "template", "zero_shot", "aligned")
 COMPARISONS = (("aligned", "zero_shot"), ("aligned", "none"), ("zero_shot", "none"), ("template", "none"),
                ("aligned", "template"))
@@ -76,6 +81,10 @@ class ProfileDpoTestConfig(RecipeConfig):
 
     skip: bool = opt(False, "train and save only")
     users: int = opt(100, "held-out users (test item: history[-1]), excluded from training")
+    reader_users: int = opt(0, "fine-tuned reader: training users of one LoRA reader per profile kind (0 = the "
+                               "zero-shot reader only); disjoint from the test and DPO users")
+    reader_epochs: float = opt(2.0, "fine-tuned reader: epochs over its rows")
+    reader_lr: float = opt(1e-3, "fine-tuned reader: peak learning rate")
 
 
 @dataclasses.dataclass
@@ -204,37 +213,165 @@ def evaluate_writers(writer, base, tokenizer, data, examples, pair_cfg, seed: in
     return result
 
 
-def run(config: ProfileDpoRecipeConfig) -> Path:
-    """Candidates -> pairs -> DPO -> save the aligned writer to ``config.out`` -> held-out comparison."""
+def context_key(example) -> str:
+    """A profile describes one (user, context length): a user's reader-training and test rows have different
+    contexts."""
+    return f"{example.user_id}@{len(example.context)}"
+
+
+def reader_examples(data, *, users: int, exclude: Sequence[str], seed: int) -> list:
+    """The fine-tuned reader's training rows: one seeded training cut for each of ``users`` users outside
+    ``exclude`` (profile of history[:c] -> category / rating of history[c]; training items only)."""
+    from llmrec.evaluation.profile_reader import sample_users
+    from llmrec.tasks.profile import build_profile_tasks
+
+    excluded = set(exclude)
+    rows = [ex for ex in build_profile_tasks(data, split="train", seed=seed, train_cuts_per_user=1)
+            if ex.user_id not in excluded]
+    chosen = set(sample_users(rows, users, seed))
+    return [ex for ex in rows if ex.user_id in chosen]
+
+
+def kind_profiles(writer, base, tokenizer, data, examples, pair_cfg, cache: Path) -> dict[str, dict[str, Any]]:
+    """Every profile kind of every example's context (keyed by :func:`context_key`): none, template, the zero-shot
+    writer's (``base``) and the aligned writer's, greedy as in :func:`evaluate_writers`; cached in ``cache``."""
+    from llmrec.io import write_json_atomic
+    from llmrec.tasks.profile import template_profile
+    from llmrec.training.profile_pref import sample_profiles, writer_prompt
+
+    contexts = {context_key(ex): ex.context for ex in examples}
+    keys = sorted(contexts)
+    stored = json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else {}
+    if stored.get("keys") != keys or stored.get("pairs") != json.loads(json.dumps(pair_cfg.to_dict())):
+        stored = {"keys": keys, "pairs": pair_cfg.to_dict(), "profiles": {
+            "none": dict.fromkeys(keys), "template": {k: template_profile(contexts[k], data) for k in keys}}}
+    prompts = [writer_prompt(contexts[k], data, max_items=pair_cfg.max_items, grounded=True) for k in keys]
+    for kind, model in (("zero_shot", base), ("aligned", writer)):
+        if kind in stored["profiles"]:
+            continue
+        texts = sample_profiles(model, tokenizer, prompts, temperature=0.0, max_new_tokens=pair_cfg.max_new_tokens,
+                                batch=pair_cfg.gen_batch, show_progress=True)
+        stored["profiles"][kind] = dict(zip(keys, texts, strict=True))
+        write_json_atomic(cache, stored)  # a killed run keeps the kinds already written
+    return stored["profiles"]
+
+
+def fine_tuned_reader(writer, base, tokenizer, data, test_examples, exclude: Sequence[str], config, dtype: str,
+                      workdir: Path) -> dict[str, Any]:
+    """The held-out comparison read by a fine-tuned reader: per profile kind, a fresh LoRA on the base model trains on
+    ``config.test.reader_users`` users' rows with that kind's profiles (same rows, steps and seed for every kind),
+    then scores the test examples like the zero-shot reader (paired CIs, see ``COMPARISONS``). Each kind's reader
+    checkpoints into ``workdir`` and its test log-probs are kept there: a killed run resumes per kind."""
+    import numpy as np
     import torch
 
     from llmrec.evaluation.models import HFModel
-    from llmrec.evaluation.profile_reader import sample_users
-    from llmrec.hardware import resolve_dtype
+    from llmrec.evaluation.profile_reader import compare_kinds, read_examples
     from llmrec.io import write_json_atomic
     from llmrec.lm.loading import load_causal_lm
-    from llmrec.lm.personal import PersonalLM, PersonalLMConfig
-    from llmrec.tasks.profile import build_profile_tasks
-    from llmrec.tasks.uqa import item_title
-    from llmrec.training.profile_pref import (
-        build_profile_pairs,
-        train_profile_dpo,
-        writer_prompt,
-        writer_tasks,
-    )
+    from llmrec.lm.personal import with_lora
+    from llmrec.tasks.profile import profile_downstream_prompt
+    from llmrec.training.qa import QATrainConfig, qa_rows, train_qa
 
-    t_start = time.perf_counter()
-    pair_cfg, train_cfg = library_configs(config)
+    seed, test = config.train.seed, config.test
+    pair_cfg, _ = library_configs(config)
+    train = reader_examples(data, users=test.reader_users, exclude=exclude, seed=seed)
+    workdir.mkdir(parents=True, exist_ok=True)
+    profiles = kind_profiles(writer, base, tokenizer, data, train + list(test_examples), pair_cfg,
+                             workdir / "profiles.json")
+    logps: dict[str, list[np.ndarray]] = {}
+    reports: dict[str, Any] = {}
+    for kind in KINDS:
+        done = workdir / f"{kind}.json"
+        if done.is_file():
+            stored = json.loads(done.read_text(encoding="utf-8"))
+            logps[kind] = [np.asarray(x) for x in stored["logps"]]
+            reports[kind] = stored["train"]
+            continue
+        torch.manual_seed(seed)
+        llm, tok = load_causal_lm(config.base_model, dtype=dtype)
+        llm = with_lora(llm, "lora")
+        rows = qa_rows([profile_downstream_prompt(profiles[kind][context_key(ex)], ex) for ex in train],
+                       [ex.answer for ex in train], tok)
+        report = train_qa(llm, rows, tok.pad_token_id, QATrainConfig(
+            output_dir=str(workdir / kind), epochs=test.reader_epochs, learning_rate=test.reader_lr, seed=seed))
+        llm.eval()
+        t0 = time.perf_counter()
+        logps[kind] = read_examples(HFModel(loaded=(llm, tok)), profiles[kind], test_examples, key=context_key)
+        reports[kind] = {**{k: v for k, v in report.items() if k not in ("loss_curve", "resumed_from")},
+                         "read_seconds_per_example": round((time.perf_counter() - t0) / len(test_examples), 3)}
+        write_json_atomic(done, {"logps": [x.tolist() for x in logps[kind]], "train": reports[kind]})
+        logger.info("fine-tuned reader %s: trained and read", kind)
+        del llm
+    result = compare_kinds(logps, test_examples, COMPARISONS, seed=seed)
+    result.update(reader="SmolLM2-135M-Instruct + LoRA preset 'lora', one per profile kind",
+                  reader_users=len({ex.user_id for ex in train}), reader_rows=len(train), train=reports)
+    return result
+
+
+def held_out_split(config: ProfileDpoRecipeConfig, data, pair_cfg):
+    """``(test users, their test examples, the DPO users' writer tasks)``: seeded, the test users drawn first and
+    kept out of training whether or not the comparison runs."""
+    from llmrec.evaluation.profile_reader import sample_users
+    from llmrec.tasks.profile import build_profile_tasks
+    from llmrec.training.profile_pref import writer_tasks
+
     seed = config.train.seed
-    data, _ = load_recipe_data(config)
-    dtype = resolve_dtype(config.dtype)
-    # held-out users first: they are kept out of training whether or not the comparison runs
     test_rows = build_profile_tasks(data, split="test", seed=seed)
     test_users = sample_users(test_rows, config.test.users, seed)
     chosen_test = set(test_users)
     test_examples = [ex for ex in test_rows if ex.user_id in chosen_test]
     tasks = writer_tasks(data, users=pair_cfg.users, heldout_items=pair_cfg.heldout_items, tasks=pair_cfg.tasks,
                          exclude=test_users, seed=seed)
+    return test_users, test_examples, tasks
+
+
+def run_fine_tuned_reader(config: ProfileDpoRecipeConfig) -> dict[str, Any]:
+    """The fine-tuned reader stage alone, for an aligned writer already saved in ``config.out`` (a run made without
+    ``--test.reader_users``); its result is added to ``<out>/results.json`` under ``fine_tuned_reader``."""
+    from llmrec.hardware import resolve_dtype
+    from llmrec.io import write_json_atomic
+    from llmrec.lm.loading import load_causal_lm
+    from llmrec.lm.personal import PersonalLM
+
+    if config.test.reader_users <= 0:
+        raise ConfigError("the fine-tuned reader needs --test.reader_users > 0")
+    pair_cfg, train_cfg = library_configs(config)
+    data, _ = load_recipe_data(config)
+    dtype = resolve_dtype(config.dtype)
+    test_users, test_examples, tasks = held_out_split(config, data, pair_cfg)
+    writer = PersonalLM.load(config.out, dtype=dtype)
+    writer.model.eval()
+    base, tok = load_causal_lm(config.base_model, dtype=dtype)
+    base.eval()
+    result = fine_tuned_reader(writer.model, base, tok, data, test_examples,
+                               [*test_users, *(t.user_id for t in tasks)], config, dtype,
+                               Path(train_cfg.output_dir) / READER_DIR)
+    path = Path(config.out) / "results.json"
+    results = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    results["fine_tuned_reader"] = result
+    write_json_atomic(path, results)
+    return result
+
+
+def run(config: ProfileDpoRecipeConfig) -> Path:
+    """Candidates -> pairs -> DPO -> save the aligned writer to ``config.out`` -> held-out comparison."""
+    import torch
+
+    from llmrec.evaluation.models import HFModel
+    from llmrec.hardware import resolve_dtype
+    from llmrec.io import write_json_atomic
+    from llmrec.lm.loading import load_causal_lm
+    from llmrec.lm.personal import PersonalLM, PersonalLMConfig
+    from llmrec.tasks.uqa import item_title
+    from llmrec.training.profile_pref import build_profile_pairs, train_profile_dpo, writer_prompt
+
+    t_start = time.perf_counter()
+    pair_cfg, train_cfg = library_configs(config)
+    seed = config.train.seed
+    data, _ = load_recipe_data(config)
+    dtype = resolve_dtype(config.dtype)
+    test_users, test_examples, tasks = held_out_split(config, data, pair_cfg)
     torch.manual_seed(seed)
     model, tok = load_causal_lm(config.base_model, dtype=dtype)
     reader = HFModel(loaded=(model, tok))  # before DPO the writer's weights are the zero-shot reader's
@@ -261,6 +398,10 @@ def run(config: ProfileDpoRecipeConfig) -> Path:
         base, _ = load_causal_lm(config.base_model, dtype=dtype)  # a clean zero-shot writer and reader
         base.eval()
         results["test"] = evaluate_writers(writer, base, tok, data, test_examples, pair_cfg, seed)
+        if config.test.reader_users > 0:
+            results["fine_tuned_reader"] = fine_tuned_reader(
+                writer, base, tok, data, test_examples, [*test_users, *(t.user_id for t in tasks)], config, dtype,
+                Path(train_cfg.output_dir) / READER_DIR)
     results["total_seconds"] = time.perf_counter() - t_start
     write_json_atomic(out / "results.json", results)
     write_records(out, config, "profile-dpo", dtype_resolved=dtype)
