@@ -231,3 +231,12 @@ def test_train_genrec_pref_end_to_end(tiny_llama_dir, ml100k, tmp_path, capsys):
     assert len({r["item_id"] for r in recs}) == 3
     assert main(["train", "genrec-pref", "--config", "tiny/genrec-pref", "--out", str(tmp_path / "x")]) == 2
     assert "--init" in capsys.readouterr().err
+
+
+def test_a_sid_loss_model_is_refused_before_training(init_dir, tmp_path):
+    # its beams are normalised over the SID rows, DPOTrainer's log-probs over the whole vocabulary
+    plm = PersonalLM.load(init_dir, dtype="fp32")
+    plm.genrec_loss = "sid"
+    split, _ = _split()
+    with pytest.raises(ConfigError, match="'sid' genrec loss"):
+        train_genrec_pref(plm, [], split.valid, _train_cfg(tmp_path))

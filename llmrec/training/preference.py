@@ -389,6 +389,12 @@ def train_genrec_pref(
     if plm.user_states is not None:
         raise ConfigError("preference alignment of user-state models is not supported (DPOTrainer drives the PEFT "
                           "model itself, not the user-state wrapper)")
+    if plm.genrec_loss != "full":
+        # its beams are normalised over the SID rows (llmrec.lm.sid_vocab), DPOTrainer's log-probs over the whole
+        # vocabulary: the pairs' margins and the validation ranking would measure different distributions
+        raise ConfigError(f"preference alignment of a model trained with the {plm.genrec_loss!r} genrec loss is not "
+                          "supported: trl's DPOTrainer scores log-probabilities over the full vocabulary; start from "
+                          "a model trained with --train.loss full")
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
