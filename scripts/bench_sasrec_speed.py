@@ -13,6 +13,10 @@ Two parts, each resumable (a finished part is kept under --state and not run aga
   NDCG@10 (rated items removed). On a quiet machine a one-thread run's CPU seconds are its wall seconds; on a
   shared one the CPU seconds are the figure to compare.
 
+- ``curves``: each path trained for all ``max_epochs`` with no early stopping, validation AND test NDCG@10 after every
+  epoch (the test curve is a diagnostic, never used for selection): do the two paths learn the same model epoch by
+  epoch, and where do validation-selected epochs land on the test curve with and without the config's patience?
+
 Thin over the library: llmrec.recipes.sasrec.encoder_configs and llmrec.users.pretrain.
 """
 
@@ -85,6 +89,41 @@ def to_best(data, split, path: str, args) -> dict:
     }
 
 
+def curve(data, split, path: str, args) -> dict:
+    """One path for all ``max_epochs`` (patience off), validation and test NDCG@10 after each epoch."""
+    from llmrec.recipes.sasrec import encoder_configs
+    from llmrec.users.pretrain import evaluate_examples, train_sequence_model
+
+    config = recipe_config(args.config, path == "fast", {})
+    model_cfg, train_cfg = encoder_configs(config, len(data.items))
+    patience = train_cfg.patience
+
+    def test_ndcg(epoch, model) -> dict:
+        test = evaluate_examples(model, split.test, protocols=("rated_removed",))["rated_removed"].summary
+        return {"test_ndcg@10": test["ndcg@10"]}
+
+    result = train_sequence_model(split, data.item_ids, model_cfg,
+                                  dataclasses.replace(train_cfg, patience=train_cfg.max_epochs), on_epoch=test_ndcg)
+    rows = [h for h in result.history if "valid_ndcg@10" in h]
+    valid = [h["valid_ndcg@10"] for h in rows]
+
+    def selected(last: int) -> dict:  # the best validation epoch among the first ``last`` validated epochs
+        i = max(range(last), key=lambda j: (valid[j], -j))
+        return {"epoch": rows[i]["epoch"], "cpu_s": round(rows[i]["cpu_s"], 1), "valid_ndcg@10": round(valid[i], 4),
+                "test_ndcg@10": round(rows[i]["test_ndcg@10"], 4)}
+
+    stop = len(rows)  # where the config's patience would have stopped
+    for j in range(len(rows)):
+        if j - max(range(j + 1), key=lambda i: (valid[i], -i)) >= patience:
+            stop = j + 1
+            break
+    return {"epochs": len(rows), "patience_of_config": patience,
+            "selected_with_patience": selected(stop), "selected_without_patience": selected(len(rows)),
+            "cpu_s_per_epoch": round(rows[-1]["cpu_s"] / len(rows), 2),
+            "valid_curve": [round(v, 4) for v in valid],
+            "test_curve": [round(h["test_ndcg@10"], 4) for h in rows]}
+
+
 def cached(state: Path, name: str, fn) -> dict:
     from llmrec.io import write_json_atomic
 
@@ -103,8 +142,9 @@ def cached(state: Path, name: str, fn) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="sasrec/ml-100k", help="the recipe config both paths train")
-    ap.add_argument("--parts", default="epochs,to_best", help="comma list of epochs, to_best")
-    ap.add_argument("--paths", default="fast,reference", help="to_best: the paths to run in full, in this order")
+    ap.add_argument("--parts", default="epochs,to_best,curves", help="comma list of epochs, to_best, curves")
+    ap.add_argument("--paths", default="fast,reference",
+                    help="to_best, curves: the paths to run in full, in this order")
     ap.add_argument("--reps", type=int, default=3, help="epochs: alternating epochs of each path")
     ap.add_argument("--state", type=Path, default=STATE, help="finished parts are kept here (resume)")
     ap.add_argument("--out", type=Path, default=OUT)
@@ -148,6 +188,18 @@ def main(argv: list[str] | None = None) -> int:
                 ref, fast = runs["reference"], runs["fast"]
                 record["to_best_speedup_cpu"] = round(ref["to_best_cpu_s"] / fast["to_best_cpu_s"], 2)
                 record["total_speedup_cpu"] = round(ref["total_cpu_s"] / fast["total_cpu_s"], 2)
+            write()
+    if "curves" in parts:
+        curves = record.setdefault("curves", {})
+        for path in [p.strip() for p in args.paths.split(",") if p.strip()]:
+            curves[path] = cached(args.state, f"curve_{path}", lambda path=path: curve(data, split, path, args))
+            if set(PATHS) <= curves.keys():
+                ref, fast = curves["reference"]["valid_curve"], curves["fast"]["valid_curve"]
+                ref_t, fast_t = curves["reference"]["test_curve"], curves["fast"]["test_curve"]
+                n = min(len(ref), len(fast))
+                curves["mean_abs_gap_fast_vs_reference"] = {
+                    "valid_ndcg@10": round(statistics.fmean(abs(a - b) for a, b in zip(ref[:n], fast[:n], strict=True)), 4),
+                    "test_ndcg@10": round(statistics.fmean(abs(a - b) for a, b in zip(ref_t[:n], fast_t[:n], strict=True)), 4)}
             write()
     print(f"wrote {args.out}", flush=True)
     return 0

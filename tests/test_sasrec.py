@@ -183,6 +183,23 @@ def test_training_is_deterministic_for_a_seed():
         assert torch.equal(pa, pb), name
 
 
+def test_on_epoch_adds_diagnostics_without_changing_training():
+    split = _cyclic_split(n_users=20)
+    cfg = PretrainConfig(lr=5e-3, batch_size=8, max_epochs=3, patience=5, seed=7)
+    seen = []
+
+    def probe(epoch, model):
+        seen.append(epoch)
+        assert model.training  # validation restored the training mode before the hook
+        return {"test_recall@5": evaluate_examples(model, split.test, protocols=("rated_kept",))["rated_kept"]["recall@5"]}
+
+    a = train_sequence_model(split, ITEMS, _tiny(), cfg)
+    b = train_sequence_model(split, ITEMS, _tiny(), cfg, on_epoch=probe)
+    assert seen == [1, 2, 3] and all("test_recall@5" in h for h in b.history)
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+    assert [h["valid_ndcg@10"] for h in a.history] == [h["valid_ndcg@10"] for h in b.history]
+
+
 # ---- fast training path ----------------------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -251,8 +251,11 @@ def _training_windows(model: SequenceEncoder, split: Split, windows: str) -> lis
     return list(zip(built["items"], built["levels"], strict=True))
 
 
-def pretrain(model: SequenceEncoder, split: Split, config: PretrainConfig | None = None) -> PretrainResult:
-    """Train ``model`` on ``split.train``, select the epoch by ``split.valid``; returns the best model."""
+def pretrain(model: SequenceEncoder, split: Split, config: PretrainConfig | None = None, *,
+             on_epoch: Callable[[int, SequenceEncoder], Mapping[str, float]] | None = None) -> PretrainResult:
+    """Train ``model`` on ``split.train``, select the epoch by ``split.valid``; returns the best model.
+    ``on_epoch(epoch, model)``: called after each validated epoch, its figures are added to that epoch's history
+    entry (diagnostics such as a held-out curve; never used for selection)."""
     config = config or PretrainConfig()
     if not split.valid:
         raise DataError("the split has no validation examples for early stopping", field="valid")
@@ -306,6 +309,12 @@ def pretrain(model: SequenceEncoder, split: Split, config: PretrainConfig | None
         metric = summary[config.select_metric]
         history.append({"epoch": epoch, "loss": total / count, **{f"valid_{k}": v for k, v in summary.items()},
                         "elapsed_s": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0})
+        if on_epoch is not None:
+            wall_d, cpu_d = time.perf_counter(), time.process_time()
+            history[-1].update(on_epoch(epoch, model))
+            # the clocks move on by the diagnostic's cost: it is not training time
+            t0 += time.perf_counter() - wall_d
+            cpu0 += time.process_time() - cpu_d
         logger.debug("epoch %d loss %.4f valid %s %.4f", epoch, total / count, config.select_metric, metric)
         epochs.set_postfix(loss=total / count, **{f"valid {config.select_metric}": metric})
         if metric > best_metric:
@@ -335,12 +344,14 @@ def train_sequence_model(
     model_config: SequenceEncoderConfig,
     config: PretrainConfig | None = None,
     item_vectors: torch.Tensor | None = None,
+    *,
+    on_epoch: Callable[[int, SequenceEncoder], Mapping[str, float]] | None = None,
 ) -> PretrainResult:
     """Build a seeded :class:`SequenceEncoder` over ``item_ids`` (optionally with frozen item vectors) and
-    pretrain it."""
+    pretrain it (``on_epoch``: see :func:`pretrain`)."""
     config = config or PretrainConfig()
     torch.manual_seed(config.seed)
     model = SequenceEncoder(model_config, item_ids)
     if item_vectors is not None:
         model.set_item_vectors(torch.as_tensor(item_vectors, dtype=torch.float32))
-    return pretrain(model, split, config)
+    return pretrain(model, split, config, on_epoch=on_epoch)
