@@ -263,3 +263,15 @@ def test_candidate_cache_keeps_the_written_texts_when_scoring_is_cut_short(tmp_p
     other = ProfilePairConfig(variants=("grounded@0", "ungrounded@1"))  # another config: written again
     scored_candidates(None, None, None, None, tasks, other, cache)
     assert calls == ["write", "write"]
+
+
+def test_time_budget_stops_a_trainer_without_evaluation_cleanly(tmp_path):
+    # profile-writer DPO has no eval dataset: asking it to evaluate at the budget's end crashed the run
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from llmrec.training.genrec import TimeBudgetCallback
+
+    for strategy, evaluates in (("no", False), ("steps", True)):
+        args = TrainingArguments(output_dir=str(tmp_path), eval_strategy=strategy, eval_steps=5, use_cpu=True)
+        control = TimeBudgetCallback(0.0).on_step_end(args, TrainerState(), TrainerControl())
+        assert control.should_training_stop and control.should_save and control.should_evaluate is evaluates

@@ -37,6 +37,10 @@ GENREC_VARIANTS: list[tuple[str, dict[str, Any], str]] = [
     ("genrec_llmrec_sid_loss", {"loss": "sid"}, "the same with the loss over the SID vocabulary"),
     ("genrec_llmrec_packed", {"packing": True}, "the same with several windows packed per row"),
     ("genrec_llmrec_sid_loss_packed", {"loss": "sid", "packing": True}, "SID-vocabulary loss + packing"),
+    ("genrec_llmrec_compiled", {"compile": True}, "the llmrec step with each decoder layer compiled "
+     "(torch.compile, llmrec.lm.compiled; compilation falls in the warm-up steps)"),
+    ("genrec_llmrec_sid_loss_packed_compiled", {"loss": "sid", "packing": True, "compile": True},
+     "SID-vocabulary loss + packing + compiled decoder layers"),
 ]
 MEMORY_LIMIT_MB = 3072  # issue 18 item 6: genrec training of the default model within 3 GB
 

@@ -95,7 +95,7 @@ def resolve_attention(attention: str | None, device: str) -> str | None:
     return choice
 
 
-def _transformers_model(model):
+def transformers_model(model):
     """The outermost transformers model inside ``model`` (itself, or under a PEFT wrapper)."""
     from transformers import PreTrainedModel
 
@@ -107,7 +107,7 @@ def _transformers_model(model):
 
 def current_attention(model) -> str:
     """The attention kernel ``model`` (PEFT-wrapped or not) runs now."""
-    return _transformers_model(model).config._attn_implementation
+    return transformers_model(model).config._attn_implementation
 
 
 def set_attention(model, implementation: str) -> str:
@@ -115,7 +115,7 @@ def set_attention(model, implementation: str) -> str:
     (benchmarks compare kernels on one model)."""
     if implementation == ATTENTION:
         register()
-    inner = _transformers_model(model)
+    inner = transformers_model(model)
     previous = inner.config._attn_implementation
     inner.set_attn_implementation(implementation)
     return previous
