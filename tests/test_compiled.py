@@ -4,17 +4,14 @@ loss and gradients as the eager ones, only in training, never in a deep copy, an
 from __future__ import annotations
 
 import copy
-import os
-import shutil
 
 import pytest
 import torch
 
-from llmrec.lm.compiled import TrainingCompiled, compiled_for_training, decoder_layers
+from llmrec.lm.compiled import TrainingCompiled, compiled_for_training, compiler_available, decoder_layers
 from llmrec.lm.personal import with_lora
 
-pytestmark = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
-                                reason="torch.compile (inductor) on CPU needs a C++ compiler")
+pytestmark = pytest.mark.skipif(not compiler_available(), reason="torch.compile (inductor) on CPU needs a C++ compiler")
 
 
 def _batch(vocab: int, widths=(12, 9)) -> list[dict[str, torch.Tensor]]:

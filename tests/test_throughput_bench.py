@@ -86,7 +86,8 @@ def test_quick_run_writes_every_row(tiny_llama_dir, tmp_path, monkeypatch):
         assert rows[name]["attention"] == "sdpa", name
     assert rows["qa_llmrec_sdpa"]["batches_digest"] == rows["qa_llmrec"]["batches_digest"]
     assert res["ratios"]["fp32"]["genrec_llmrec_over_genrec_llmrec_sdpa"] > 0
-    for name in ("genrec_llmrec_sid_loss", "genrec_llmrec_packed"):  # a row or the note saying why it is absent
+    for name in ("genrec_llmrec_sid_loss", "genrec_llmrec_packed", "genrec_llmrec_compiled",
+                 "genrec_llmrec_sid_loss_packed_compiled", "qa_llmrec_compiled"):  # a row or why it is absent
         assert isinstance(rows[name], dict) or rows[name].startswith("skipped")
     for dt in ("fp32", "bf16"):
         assert res["matmul_peak"][dt]["peak_gflops"] >= res["matmul_peak"][dt]["mix_gflops"] > 0

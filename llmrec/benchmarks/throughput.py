@@ -42,6 +42,7 @@ GENREC_VARIANTS: list[tuple[str, dict[str, Any], str]] = [
     ("genrec_llmrec_sid_loss_packed_compiled", {"loss": "sid", "packing": True, "compile": True},
      "SID-vocabulary loss + packing + compiled decoder layers"),
 ]
+NO_COMPILER = "skipped: no C++ compiler here for torch.compile (llmrec.lm.compiled)"
 MEMORY_LIMIT_MB = 3072  # issue 18 item 6: genrec training of the default model within 3 GB
 
 
@@ -72,6 +73,7 @@ class ThroughputConfig(Config):
 
 def genrec_variants() -> list[tuple[str, dict[str, Any], str, str | None]]:
     """:data:`GENREC_VARIANTS` with, for each, why it is skipped (None = it runs here)."""
+    from llmrec.lm.compiled import compiler_available
     from llmrec.training.genrec import GenRecTrainConfig
 
     fields = GenRecTrainConfig.__dataclass_fields__
@@ -80,6 +82,8 @@ def genrec_variants() -> list[tuple[str, dict[str, Any], str, str | None]]:
         missing = [k for k in overrides if k not in fields and k != "attention"]
         why = (f"skipped: GenRecTrainConfig has no field {', '.join(missing)} (issue 18 items 2-3, not merged "
                "into this checkout)") if missing else None
+        if overrides.get("compile") and not compiler_available():
+            why = NO_COMPILER
         out.append((name, overrides, what, why))
     return out
 
@@ -234,12 +238,12 @@ def _qa_rows(config: ThroughputConfig, data, split, vectors, dtype: str, tmp: Pa
     shapes = LmShapes.from_model(model)
     rows: dict[str, Any] = {}
 
-    def trainer(name: str, attention: str | None):
+    def trainer(name: str, attention: str | None, compile: bool = False):
         def run():
             rec = StepRecorder()
             cfg = QATrainConfig(output_dir=str(tmp / f"{name}-{dtype}"), max_steps=config.warmup + config.steps,
                                 learning_rate=SoftTrainConfig().lr, batch_size=config.batch_size,
-                                logging_steps=10**6, seed=config.seed)
+                                logging_steps=10**6, seed=config.seed, compile=compile)
             with attention_kernel(model, attention) as kernel:
                 train_qa(model, qa, tok.pad_token_id, cfg, callbacks=[rec])
             return rec.step_seconds(), rec.batches[: len(rec.ends)], {
@@ -259,6 +263,11 @@ def _qa_rows(config: ThroughputConfig, data, split, vectors, dtype: str, tmp: Pa
                                     "transformers' default SDPA attention", dtype, bare, lambda: shapes)
     rows["qa_llmrec_sdpa"] = _measure(what + ", with SDPA attention (before issue 18's speed work)", dtype,
                                       trainer("qa_sdpa", "sdpa"), lambda: shapes)
+    from llmrec.lm.compiled import compiler_available
+
+    rows["qa_llmrec_compiled"] = _measure(what + ", each decoder layer compiled (llmrec.lm.compiled; compilation "
+                                          "falls in the warm-up steps)", dtype, trainer("qa_compiled", None, True),
+                                          lambda: shapes) if compiler_available() else NO_COMPILER
     rows["_shapes"] = shapes
     return rows
 
@@ -344,7 +353,8 @@ def run_throughput(config: ThroughputConfig) -> dict[str, Any]:
         # issue 18's targets compare with the step as it was: full loss, no packing, SDPA, same batches
         ratios[dtype].update({f"{n}_over_genrec_llmrec_sdpa": tps[n] / tps["genrec_llmrec_sdpa"]
                               for n in tps if n.startswith("genrec") and "genrec_llmrec_sdpa" in tps})
-        ratios[dtype]["qa_llmrec_over_qa_llmrec_sdpa"] = tps["qa_llmrec"] / tps["qa_llmrec_sdpa"]
+        ratios[dtype].update({f"{n}_over_qa_llmrec_sdpa": tps[n] / tps["qa_llmrec_sdpa"]
+                              for n in ("qa_llmrec", "qa_llmrec_compiled") if n in tps})
     genrec_peak = max(r["peak_rss_mb"] for rows in results.values() for n, r in rows.items()
                       if n.startswith("genrec") and not isinstance(r, str))
     for p in peaks.values():

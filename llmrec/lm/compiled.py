@@ -25,6 +25,15 @@ from torch import nn
 from llmrec.errors import ConfigError
 
 
+def compiler_available() -> bool:
+    """Whether inductor can build CPU kernels here: it needs a C++ compiler (``$CXX``, g++, c++ or clang++)."""
+    import os
+    import shutil
+
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+    return any(shutil.which(n) for n in names)
+
+
 class TrainingCompiled:
     """Stands in for ``nn.Module.compile``'s compiled call of one layer (``module._compiled_call_impl``, which
     ``nn.Module.__call__`` runs instead of the eager call when set): the compiled call in training with gradients,
@@ -62,6 +71,9 @@ def compile_decoder_layers(model: nn.Module, **compile_kwargs: Any) -> int:
     given: one compilation serves every batch shape (automatic dynamic shapes would compile a static graph for the
     first shape and again for the second)."""
     compile_kwargs.setdefault("dynamic", True)
+    if not compiler_available():
+        raise ConfigError("compile needs a C++ compiler for torch.compile's CPU kernels (set $CXX or install g++); "
+                          "or train without compile")
     layers = decoder_layers(model)
     for layer in layers:
         if not isinstance(getattr(layer, "_compiled_call_impl", None), TrainingCompiled):

@@ -18,6 +18,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from llmrec.config import Config
 from llmrec.distributed import world_size
 from llmrec.errors import ConfigError
+from llmrec.lm.compiled import compiled_for_training
 from llmrec.progress import progress
 from llmrec.prompting import chat_ids
 from llmrec.training.callbacks import drop_printer, trainer_progress
@@ -46,6 +47,7 @@ class QATrainConfig(Config):
     report_to: tuple[str, ...] = ()  # Trainer integrations, e.g. ("tensorboard",); () = none
     time_budget_minutes: float = 0.0
     seed: int = 0
+    compile: bool = False  # torch.compile each decoder layer for the training steps (llmrec.lm.compiled)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.learning_rate <= 0:
@@ -242,7 +244,8 @@ def train_qa(model, rows: datasets.Dataset, pad_token_id: int, config: QATrainCo
     drop_printer(trainer)
     last = last_complete_checkpoint(config.output_dir)  # a half-written newer one is skipped
     t0 = time.perf_counter()
-    out = trainer.train(resume_from_checkpoint=last)
+    with compiled_for_training(model, config.compile):
+        out = trainer.train(resume_from_checkpoint=last)
     losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
     return {"steps": out.global_step, "train_seconds": time.perf_counter() - t0, "train_loss": out.training_loss,
             "loss_curve": losses, "resumed_from": last, "rows": len(rows)}
