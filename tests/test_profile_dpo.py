@@ -226,6 +226,7 @@ def test_train_profile_dpo_end_to_end_saves_a_loadable_writer(tmp_path, tiny_lla
         "base_model": str(tiny_llama_dir), "out": str(out), "test.reader_users": "4", "test.reader_epochs": "1"})
     ft = run_fine_tuned_reader(config)
     assert set(ft["raw"]["kinds"]) == {"none", "template", "zero_shot", "aligned"} and ft["reader_users"] == 4
+    assert "calibrated" not in ft  # one reader per kind: no shared no-profile read to calibrate against
     assert ft["train"]["aligned"]["steps"] >= 1
     keys = json.loads((tmp_path / "writer.checkpoints" / "fine-tuned-reader" / "profiles.json").read_text())["keys"]
     reader_users = {k.split("@")[0] for k in keys} - test_users

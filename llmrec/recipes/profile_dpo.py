@@ -304,6 +304,8 @@ def fine_tuned_reader(writer, base, tokenizer, data, test_examples, exclude: Seq
         logger.info("fine-tuned reader %s: trained and read", kind)
         del llm
     result = compare_kinds(logps, test_examples, COMPARISONS, seed=seed)
+    # contextual calibration subtracts the no-profile read of the SAME reader; here every kind has its own reader
+    result.pop("calibrated", None)
     result.update(reader="SmolLM2-135M-Instruct + LoRA preset 'lora', one per profile kind",
                   reader_users=len({ex.user_id for ex in train}), reader_rows=len(train), train=reports)
     return result
