@@ -234,6 +234,10 @@ def test_train_profile_dpo_end_to_end_saves_a_loadable_writer(tmp_path, tiny_lla
     assert json.loads((out / "results.json").read_text())["fine_tuned_reader"] == json.loads(json.dumps(ft))
     monkeypatch.setattr(qa, "train_qa", lambda *a, **k: pytest.fail("a finished kind was trained again"))
     assert run_fine_tuned_reader(config)["raw"] == ft["raw"]
+    other = load_config(ProfileDpoRecipeConfig, "tiny/profile-dpo", {
+        "base_model": str(tiny_llama_dir), "out": str(out), "test.reader_users": "4", "test.reader_epochs": "2"})
+    with pytest.raises(pytest.fail.Exception, match="trained again"):  # another reader setting: not reused
+        run_fine_tuned_reader(other)
 
 
 def test_candidate_cache_keeps_the_written_texts_when_scoring_is_cut_short(tmp_path, monkeypatch):

@@ -232,9 +232,11 @@ def reader_examples(data, *, users: int, exclude: Sequence[str], seed: int) -> l
     return [ex for ex in rows if ex.user_id in chosen]
 
 
-def kind_profiles(writer, base, tokenizer, data, examples, pair_cfg, cache: Path) -> dict[str, dict[str, Any]]:
+def kind_profiles(writer, base, tokenizer, data, examples, pair_cfg, cache: Path,
+                  key: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every profile kind of every example's context (keyed by :func:`context_key`): none, template, the zero-shot
-    writer's (``base``) and the aligned writer's, greedy as in :func:`evaluate_writers`; cached in ``cache``."""
+    writer's (``base``) and the aligned writer's, greedy as in :func:`evaluate_writers`; cached in ``cache`` and
+    reused while ``key`` (the run's settings) is unchanged."""
     from llmrec.io import write_json_atomic
     from llmrec.tasks.profile import template_profile
     from llmrec.training.profile_pref import sample_profiles, writer_prompt
@@ -242,8 +244,8 @@ def kind_profiles(writer, base, tokenizer, data, examples, pair_cfg, cache: Path
     contexts = {context_key(ex): ex.context for ex in examples}
     keys = sorted(contexts)
     stored = json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else {}
-    if stored.get("keys") != keys or stored.get("pairs") != json.loads(json.dumps(pair_cfg.to_dict())):
-        stored = {"keys": keys, "pairs": pair_cfg.to_dict(), "profiles": {
+    if stored.get("keys") != keys or stored.get("key") != key:
+        stored = {"keys": keys, "key": key, "profiles": {
             "none": dict.fromkeys(keys), "template": {k: template_profile(contexts[k], data) for k in keys}}}
     prompts = [writer_prompt(contexts[k], data, max_items=pair_cfg.max_items, grounded=True) for k in keys]
     for kind, model in (("zero_shot", base), ("aligned", writer)):
@@ -274,17 +276,20 @@ def fine_tuned_reader(writer, base, tokenizer, data, test_examples, exclude: Seq
     from llmrec.training.qa import QATrainConfig, qa_rows, train_qa
 
     seed, test = config.train.seed, config.test
-    pair_cfg, _ = library_configs(config)
+    pair_cfg, train_cfg = library_configs(config)
     train = reader_examples(data, users=test.reader_users, exclude=exclude, seed=seed)
     workdir.mkdir(parents=True, exist_ok=True)
+    # what the cached profiles and reads depend on: another writer, reader setting or user sample writes them again
+    key = json.loads(json.dumps({"pairs": pair_cfg.to_dict(), "dpo": train_cfg.to_dict(), "base": config.base_model,
+                                 "dtype": dtype, "reader": [test.reader_users, test.reader_epochs, test.reader_lr]}))
     profiles = kind_profiles(writer, base, tokenizer, data, train + list(test_examples), pair_cfg,
-                             workdir / "profiles.json")
+                             workdir / "profiles.json", key)
     logps: dict[str, list[np.ndarray]] = {}
     reports: dict[str, Any] = {}
     for kind in KINDS:
         done = workdir / f"{kind}.json"
-        if done.is_file():
-            stored = json.loads(done.read_text(encoding="utf-8"))
+        stored = json.loads(done.read_text(encoding="utf-8")) if done.is_file() else {}
+        if stored.get("key") == key:
             logps[kind] = [np.asarray(x) for x in stored["logps"]]
             reports[kind] = stored["train"]
             continue
@@ -300,7 +305,7 @@ def fine_tuned_reader(writer, base, tokenizer, data, test_examples, exclude: Seq
         logps[kind] = read_examples(HFModel(loaded=(llm, tok)), profiles[kind], test_examples, key=context_key)
         reports[kind] = {**{k: v for k, v in report.items() if k not in ("loss_curve", "resumed_from")},
                          "read_seconds_per_example": round((time.perf_counter() - t0) / len(test_examples), 3)}
-        write_json_atomic(done, {"logps": [x.tolist() for x in logps[kind]], "train": reports[kind]})
+        write_json_atomic(done, {"key": key, "logps": [x.tolist() for x in logps[kind]], "train": reports[kind]})
         logger.info("fine-tuned reader %s: trained and read", kind)
         del llm
     result = compare_kinds(logps, test_examples, COMPARISONS, seed=seed)
