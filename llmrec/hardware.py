@@ -139,6 +139,17 @@ def running_elsewhere(samples: int = 5, interval: float = 0.02, read=None) -> in
     return max(0, round(statistics.median(counts)) - 1)
 
 
+def load_at_start() -> dict[str, float]:
+    """What else runs as a benchmark starts: other runnable processes and the 1-minute load average; a benchmark
+    records ``load_at_end(start)`` with its figures."""
+    return {"running_elsewhere_at_start": running_elsewhere(), "loadavg_1min_start": os.getloadavg()[0]}
+
+
+def load_at_end(start: dict[str, float]) -> dict[str, float]:
+    """``start`` (:func:`load_at_start`) with the 1-minute load average now."""
+    return {**start, "loadavg_1min_end": os.getloadavg()[0]}
+
+
 def auto_threads(cores: int | None = None, busy: int | None = None) -> int:
     """Threads for ``--threads auto``: the cores nobody else is using now, at least 1 (one thread per core a
     neighbour leaves free; more threads than free cores only queue behind the neighbour)."""

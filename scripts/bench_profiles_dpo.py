@@ -37,7 +37,7 @@ def main() -> None:
                         "the same overrides; added to --out under fine_tuned_reader")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. pairs.users=40")
     args = p.parse_args()
-    from llmrec.hardware import machine_facts, running_elsewhere
+    from llmrec.hardware import load_at_end, load_at_start, machine_facts
     from llmrec.io import write_json_atomic
     from llmrec.recipes.config import load_config
     from llmrec.recipes.profile_dpo import ProfileDpoRecipeConfig, run, run_fine_tuned_reader
@@ -46,17 +46,16 @@ def main() -> None:
     overrides = dict(o.split("=", 1) for o in args.overrides)
     overrides["out"] = args.model_out
     config = load_config(ProfileDpoRecipeConfig, args.config, overrides)
-    # what else ran: other runnable processes at the start, the 1-minute load average at start and end
-    load = {"running_elsewhere_at_start": running_elsewhere(), "loadavg_1min_start": os.getloadavg()[0]}
+    load = load_at_start()  # what else ran
+    command = (f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} nice -n {os.nice(0)} .venv/bin/python -u "
+               + " ".join(sys.argv))
     t0 = time.perf_counter()
     if args.reader_only:
         result = run_fine_tuned_reader(config)
         report = json.loads(Path(args.out).read_text(encoding="utf-8"))
         report["fine_tuned_reader"] = {
-            **result, "command": f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} .venv/bin/python -u "
-                                 + " ".join(sys.argv),
-            "wall_minutes": round((time.perf_counter() - t0) / 60, 1),
-            "load": {**load, "loadavg_1min_end": os.getloadavg()[0]}, "machine": machine_facts()}
+            **result, "command": command, "wall_minutes": round((time.perf_counter() - t0) / 60, 1),
+            "load": load_at_end(load), "machine": machine_facts()}
         write_json_atomic(args.out, report)
         print(f"added the fine-tuned reader to {args.out}")
         return
@@ -64,8 +63,6 @@ def main() -> None:
     wall = time.perf_counter() - t0
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    command = (f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} nice -n {os.nice(0)} .venv/bin/python -u "
-               + " ".join(sys.argv))
     report = {
         "benchmark": "profile-writer alignment (DPO) vs zero-shot writer, template and no profile (issue 20 item 2)",
         "recipe_config": f"llmrec train profile-dpo --config {args.config}"
@@ -80,7 +77,7 @@ def main() -> None:
                    "process_cpu_minutes": round((cpu.ru_utime + cpu.ru_stime) / 60, 1),
                    "cpu_share_of_one_core": round((cpu.ru_utime + cpu.ru_stime) / max(wall, 1e-9), 3),
                    "torch_threads": 1 if config.threads == 1 else config.threads,
-                   "load": {**load, "loadavg_1min_end": os.getloadavg()[0]}},
+                   "load": load_at_end(load)},
         "machine": machine_facts(),
         "versions": run_info().get("versions"),
         **{k: results[k] for k in ("dtype", "train_users", "test_users", "pairs", "train", "test", "total_seconds")

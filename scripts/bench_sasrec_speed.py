@@ -112,9 +112,11 @@ def curve(data, split, path: str, args) -> dict:
         return {"epoch": rows[i]["epoch"], "cpu_s": round(rows[i]["cpu_s"], 1), "valid_ndcg@10": round(valid[i], 4),
                 "test_ndcg@10": round(rows[i]["test_ndcg@10"], 4)}
 
-    stop = len(rows)  # where the config's patience would have stopped
-    for j in range(len(rows)):
-        if j - max(range(j + 1), key=lambda i: (valid[i], -i)) >= patience:
+    best, stop = 0, len(rows)  # where the config's patience would have stopped, by pretrain's rule
+    for j in range(1, len(rows)):
+        if valid[j] > valid[best]:
+            best = j
+        elif rows[j]["epoch"] - rows[best]["epoch"] >= patience:
             stop = j + 1
             break
     return {"epochs": len(rows), "patience_of_config": patience,
@@ -194,12 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         for path in [p.strip() for p in args.paths.split(",") if p.strip()]:
             curves[path] = cached(args.state, f"curve_{path}", lambda path=path: curve(data, split, path, args))
             if set(PATHS) <= curves.keys():
-                ref, fast = curves["reference"]["valid_curve"], curves["fast"]["valid_curve"]
-                ref_t, fast_t = curves["reference"]["test_curve"], curves["fast"]["test_curve"]
-                n = min(len(ref), len(fast))
                 curves["mean_abs_gap_fast_vs_reference"] = {
-                    "valid_ndcg@10": round(statistics.fmean(abs(a - b) for a, b in zip(ref[:n], fast[:n], strict=True)), 4),
-                    "test_ndcg@10": round(statistics.fmean(abs(a - b) for a, b in zip(ref_t[:n], fast_t[:n], strict=True)), 4)}
+                    f"{split_name}_ndcg@10": round(statistics.fmean(
+                        abs(a - b) for a, b in zip(curves["reference"][key], curves["fast"][key], strict=False)), 4)
+                    for split_name, key in (("valid", "valid_curve"), ("test", "test_curve"))}
             write()
     print(f"wrote {args.out}", flush=True)
     return 0

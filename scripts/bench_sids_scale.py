@@ -183,7 +183,7 @@ def main() -> None:
         print(markdown(json.loads(out.read_text())["sid_building"]))
         return
 
-    from llmrec.hardware import machine_facts, running_elsewhere
+    from llmrec.hardware import load_at_end, load_at_start, machine_facts
     from llmrec.io import write_json_atomic
 
     existing = json.loads(out.read_text()) if out.exists() else {}
@@ -193,8 +193,7 @@ def main() -> None:
         "benchmark": "semantic-ID building: quantizer fit + encode (collision-aware) + table, synthetic vectors",
         "command": command,
         "threads": "1 (OMP/MKL/OpenBLAS env, faiss and torch)",
-        # what else ran: other runnable processes at the start, and the 1-minute load average at start and end
-        "load": {"running_elsewhere_at_start": running_elsewhere(), "loadavg_1min_start": os.getloadavg()[0]},
+        "load": load_at_start(),  # what else ran (load_at_end after each row)
         "vectors": "n points around n/100 Gaussian centres in 384-d, within-cluster variation along a shared 16-d "
                    "subspace (std 0.35) + isotropic noise 0.05, L2-normalised, float32",
         "rows": rows,
@@ -212,7 +211,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
             section["machine"] = machine_facts()
-            section["load"]["loadavg_1min_end"] = os.getloadavg()[0]
+            section["load"] = load_at_end(section["load"])
             write_json_atomic(out, _insert(existing, section))  # after every row: a killed run keeps its rows
     print(markdown(section))
 

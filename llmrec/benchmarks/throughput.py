@@ -208,6 +208,7 @@ def _genrec_rows(config: ThroughputConfig, data, split, vectors, sids, dtype: st
 def _qa_rows(config: ThroughputConfig, data, split, vectors, dtype: str, tmp: Path) -> dict[str, Any]:
     import torch
 
+    from llmrec.lm.compiled import compiler_available
     from llmrec.lm.soft_prompt import build_soft_prompt_lm
     from llmrec.recipes.soft_prompt import (
         SoftEncoderConfig,
@@ -263,8 +264,6 @@ def _qa_rows(config: ThroughputConfig, data, split, vectors, dtype: str, tmp: Pa
                                     "transformers' default SDPA attention", dtype, bare, lambda: shapes)
     rows["qa_llmrec_sdpa"] = _measure(what + ", with SDPA attention (before issue 18's speed work)", dtype,
                                       trainer("qa_sdpa", "sdpa"), lambda: shapes)
-    from llmrec.lm.compiled import compiler_available
-
     rows["qa_llmrec_compiled"] = _measure(what + ", each decoder layer compiled (llmrec.lm.compiled; compilation "
                                           "falls in the warm-up steps)", dtype, trainer("qa_compiled", None, True),
                                           lambda: shapes) if compiler_available() else NO_COMPILER

@@ -258,12 +258,13 @@ def kind_profiles(writer, base, tokenizer, data, examples, pair_cfg, cache: Path
     return stored["profiles"]
 
 
-def fine_tuned_reader(writer, base, tokenizer, data, test_examples, exclude: Sequence[str], config, dtype: str,
-                      workdir: Path) -> dict[str, Any]:
+def fine_tuned_reader(writer, base, tokenizer, data, test_examples, exclude: Sequence[str], config,
+                      dtype: str) -> dict[str, Any]:
     """The held-out comparison read by a fine-tuned reader: per profile kind, a fresh LoRA on the base model trains on
     ``config.test.reader_users`` users' rows with that kind's profiles (same rows, steps and seed for every kind),
     then scores the test examples like the zero-shot reader (paired CIs, see ``COMPARISONS``). Each kind's reader
-    checkpoints into ``workdir`` and its test log-probs are kept there: a killed run resumes per kind."""
+    checkpoints into ``<checkpoints>/fine-tuned-reader`` and its test log-probs are kept there: a killed run
+    resumes per kind."""
     import numpy as np
     import torch
 
@@ -278,6 +279,7 @@ def fine_tuned_reader(writer, base, tokenizer, data, test_examples, exclude: Seq
     seed, test = config.train.seed, config.test
     pair_cfg, train_cfg = library_configs(config)
     train = reader_examples(data, users=test.reader_users, exclude=exclude, seed=seed)
+    workdir = Path(train_cfg.output_dir) / READER_DIR
     workdir.mkdir(parents=True, exist_ok=True)
     # what the cached profiles and reads depend on: another writer, reader setting or user sample writes them again
     key = json.loads(json.dumps({"pairs": pair_cfg.to_dict(), "dpo": train_cfg.to_dict(), "base": config.base_model,
@@ -343,7 +345,7 @@ def run_fine_tuned_reader(config: ProfileDpoRecipeConfig) -> dict[str, Any]:
 
     if config.test.reader_users <= 0:
         raise ConfigError("the fine-tuned reader needs --test.reader_users > 0")
-    pair_cfg, train_cfg = library_configs(config)
+    pair_cfg, _ = library_configs(config)
     data, _ = load_recipe_data(config)
     dtype = resolve_dtype(config.dtype)
     test_users, test_examples, tasks = held_out_split(config, data, pair_cfg)
@@ -352,8 +354,7 @@ def run_fine_tuned_reader(config: ProfileDpoRecipeConfig) -> dict[str, Any]:
     base, tok = load_causal_lm(config.base_model, dtype=dtype)
     base.eval()
     result = fine_tuned_reader(writer.model, base, tok, data, test_examples,
-                               [*test_users, *(t.user_id for t in tasks)], config, dtype,
-                               Path(train_cfg.output_dir) / READER_DIR)
+                               [*test_users, *(t.user_id for t in tasks)], config, dtype)
     path = Path(config.out) / "results.json"
     results = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     results["fine_tuned_reader"] = result
@@ -407,8 +408,7 @@ def run(config: ProfileDpoRecipeConfig) -> Path:
         results["test"] = evaluate_writers(writer, base, tok, data, test_examples, pair_cfg, seed)
         if config.test.reader_users > 0:
             results["fine_tuned_reader"] = fine_tuned_reader(
-                writer, base, tok, data, test_examples, [*test_users, *(t.user_id for t in tasks)], config, dtype,
-                Path(train_cfg.output_dir) / READER_DIR)
+                writer, base, tok, data, test_examples, [*test_users, *(t.user_id for t in tasks)], config, dtype)
     results["total_seconds"] = time.perf_counter() - t_start
     write_json_atomic(out / "results.json", results)
     write_records(out, config, "profile-dpo", dtype_resolved=dtype)
