@@ -19,6 +19,7 @@ from llmrec.users.pretrain import (
     encode_batches,
     evaluate_examples,
     fast_next_item_loss,
+    lr_factor,
     next_item_loss,
     pretrain,
     train_sequence_model,
@@ -314,3 +315,41 @@ def test_fast_options_are_checked():
         PretrainConfig(fast=True, dtype="fp16")
     with pytest.raises(ConfigError, match="valid_from"):
         PretrainConfig(max_epochs=5, valid_from=6)
+    with pytest.raises(ConfigError, match="schedule"):
+        PretrainConfig(schedule="linear")
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        PretrainConfig(max_epochs=5, warmup_epochs=5)
+
+
+def test_lr_factor_warms_up_then_follows_a_half_cosine_to_zero():
+    total, warm = 100, 10
+    assert [lr_factor(s, total, warm, "cosine") for s in (0, 4, 9)] == [0.1, 0.5, 1.0]
+    assert lr_factor(10, total, warm, "cosine") == 1.0
+    assert lr_factor(55, total, warm, "cosine") == pytest.approx(0.5)
+    assert lr_factor(total, total, warm, "cosine") == pytest.approx(0.0)
+    factors = [lr_factor(s, total, warm, "cosine") for s in range(warm, total)]
+    assert all(a >= b for a, b in zip(factors, factors[1:], strict=False))  # never rises after the warm-up
+    assert [lr_factor(s, total, 0, "constant") for s in (0, 50, 99)] == [1.0, 1.0, 1.0]
+    assert lr_factor(2, total, 4, "constant") == 0.75
+
+
+def test_cosine_schedule_drives_the_optimizer_and_constant_changes_nothing(monkeypatch):
+    split = _cyclic_split(n_users=20)
+    base = dict(lr=5e-3, batch_size=8, max_epochs=3, patience=5, seed=7)
+    plain = train_sequence_model(split, ITEMS, _tiny(), PretrainConfig(**base))
+    constant = train_sequence_model(split, ITEMS, _tiny(), PretrainConfig(**base, schedule="constant"))
+    assert [h["loss"] for h in plain.history] == [h["loss"] for h in constant.history]
+    cosine = train_sequence_model(split, ITEMS, _tiny(), PretrainConfig(**base, schedule="cosine", warmup_epochs=1))
+    assert [h["loss"] for h in cosine.history] != [h["loss"] for h in plain.history]
+    seen: list[float] = []
+    original = torch.optim.AdamW.step
+
+    def spy(self, *a, **kw):  # the learning rate each optimizer step runs with
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    train_sequence_model(split, ITEMS, _tiny(), PretrainConfig(**base, schedule="cosine", warmup_epochs=1))
+    per_epoch = len(seen) // 3
+    assert seen[per_epoch - 1] == pytest.approx(5e-3)  # the warm-up ends with epoch 1 at the full rate
+    assert seen[0] < seen[per_epoch - 1] and seen[-1] < 0.1 * 5e-3  # rises, then ends near 0

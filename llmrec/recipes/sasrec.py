@@ -50,6 +50,9 @@ class SasrecTrainConfig(RecipeConfig):
                             "CPU runs them natively, see --dtype): the same model and objective, another random "
                             "stream; false = the reference path")
     valid_from: int = opt(1, "first epoch scored on validation (earlier epochs only train)")
+    schedule: str = opt("constant", "learning rate over training: constant, or linear warm-up then a half cosine "
+                                    "to 0 at the last epoch", choices=("constant", "cosine"))
+    warmup_epochs: float = opt(0.0, "epochs of linear learning-rate warm-up")
 
 
 @dataclasses.dataclass
@@ -84,7 +87,8 @@ def encoder_configs(config: SasrecRecipeConfig, n_items: int, item_vector_dim: i
                               item_vector_dim=item_vector_dim),
         PretrainConfig(lr=t.lr, weight_decay=t.weight_decay, batch_size=t.batch_size, max_epochs=t.epochs,
                        patience=t.patience, windows=t.windows, seed=t.seed, fast=t.fast,
-                       dtype=config.dtype if t.fast else "fp32", valid_from=t.valid_from),
+                       dtype=config.dtype if t.fast else "fp32", valid_from=t.valid_from, schedule=t.schedule,
+                       warmup_epochs=t.warmup_epochs),
     )
 
 

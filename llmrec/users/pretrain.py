@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,19 @@ from llmrec.users.sequence import SequenceEncoder, SequenceEncoderConfig
 logger = logging.getLogger(__name__)
 
 
+SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """The learning-rate multiplier of ``schedule`` at optimizer step ``step`` (0-based) of ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress_ = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_)))
+
+
 @dataclass
 class PretrainConfig(Config):
     """Optimisation of next-item pretraining. ``windows="all"`` also trains on the older parts of histories
@@ -41,6 +55,10 @@ class PretrainConfig(Config):
     validation histories encoded once); its random stream differs, so a seed gives different (not worse) weights.
     ``dtype`` is its matrix-multiply dtype (``auto``: bf16 where the CPU runs it natively, llmrec.hardware).
     ``valid_from`` skips validation before that epoch (early epochs are never the best).
+
+    ``schedule``: ``constant`` keeps ``lr``; ``cosine`` warms up linearly over ``warmup_epochs`` and then decays
+    to 0 along a half cosine that ends with epoch ``max_epochs`` (stepped every batch), so the last epochs train at
+    small steps and the model settles instead of riding the noise of a constant rate (early stopping still applies).
     """
 
     lr: float = 1e-3
@@ -57,6 +75,8 @@ class PretrainConfig(Config):
     fast: bool = False
     dtype: str = "fp32"
     valid_from: int = 1
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip <= 0:
@@ -71,6 +91,10 @@ class PretrainConfig(Config):
             raise ConfigError(f"dtype must be auto, fp32 or bf16, got {self.dtype!r}")
         if self.dtype != "fp32" and not self.fast:
             raise ConfigError(f"dtype {self.dtype!r} needs fast=True (the reference path trains in fp32)")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not 0 <= self.warmup_epochs < self.max_epochs:
+            raise ConfigError(f"warmup_epochs must be in [0, max_epochs ({self.max_epochs})), got {self.warmup_epochs}")
         if not 1 <= self.valid_from <= self.max_epochs:
             raise ConfigError(f"valid_from must be in 1..max_epochs ({self.max_epochs}), got {self.valid_from}")
 
@@ -274,6 +298,10 @@ def pretrain(model: SequenceEncoder, split: Split, config: PretrainConfig | None
         raise DataError("no training sequence has 2 or more items", field="train")
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                             fused=True if config.fast else None)
+    steps_per_epoch = math.ceil(n_rows / config.batch_size)
+    total_steps, warmup_steps = steps_per_epoch * config.max_epochs, round(config.warmup_epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(step, total_steps, warmup_steps, config.schedule))
     best_metric, best_epoch, best_state, best_valid = -1.0, 0, None, {}
     history: list[dict[str, float]] = []
     t0, cpu0 = time.perf_counter(), time.process_time()  # CPU time too: wall time on a shared machine is noise
@@ -296,6 +324,7 @@ def pretrain(model: SequenceEncoder, split: Split, config: PretrainConfig | None
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             opt.step()
+            sched.step()
             n = int((idx[:, 1:] != 0).sum())
             total += loss.item() * n
             count += n
