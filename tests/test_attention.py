@@ -58,6 +58,29 @@ def test_matmul_attention_equals_sdpa_with_gradients(case):
         torch.testing.assert_close(mine, ref, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("mask_heads", [1, 6])
+@pytest.mark.parametrize("q_len", [1, 4])
+def test_grouped_heads_without_repeating_kv_equal_repeated_kv(q_len, mask_heads):
+    """Query heads stacked per KV head (no K/V copy) = transformers' repeat_kv + eager attention, with a padding
+    mask per sequence or per head, for a cached decoding step (q = 1) and a short cached chunk."""
+    query, key, value = _qkv(b=3, h=6, kv_heads=2, q=q_len, k=9)
+    keep = torch.ones(3, mask_heads, q_len, 9, dtype=torch.bool).tril(9 - q_len)
+    keep[1, ..., :3] = False  # left padding
+    if mask_heads > 1:
+        keep[2, 4, :, 5] = False  # one head of one row masks one more key
+    outs = []
+    for kv_rep, groups in ((False, 3), (True, 1)):
+        for t in (query, key, value):
+            t.grad = None
+        k, v = (key.repeat_interleave(3, 1), value.repeat_interleave(3, 1)) if kv_rep else (key, value)
+        out, probs = matmul_attention(_module(groups=groups), query, k, v, keep, scaling=0.3)
+        out.pow(2).sum().backward()
+        outs.append((out.detach(), probs.detach(), query.grad.clone(), key.grad.clone(), value.grad.clone()))
+    assert outs[0][1].shape == (3, 6, q_len, 9)
+    for mine, ref in zip(*outs, strict=True):
+        torch.testing.assert_close(mine, ref, atol=1e-6, rtol=1e-5)
+
+
 def test_cpu_attention_sends_fp32_and_large_score_matrices_to_sdpa(monkeypatch):
     calls = []
     monkeypatch.setattr(attention, "matmul_attention", lambda *a, **k: calls.append("matmul") or (a[1], None))

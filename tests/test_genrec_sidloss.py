@@ -13,7 +13,7 @@ from test_genrec import _catalogue_data, _index, _sids, _tiny_model, _tiny_run
 from llmrec.errors import ConfigError, LlmrecError
 from llmrec.lm.decoding import constrained_beam_search, score_all_items
 from llmrec.lm.personal import PersonalLM, PersonalLMConfig
-from llmrec.lm.sid_vocab import sid_vocab_loss
+from llmrec.lm.sid_vocab import column_log_softmax, restricted_log_softmax, sid_vocab_loss
 from llmrec.tasks.genrec import build_genrec_rows
 from llmrec.training.collate import CausalCollator, PackingCollator, padding_fraction, padding_fractions
 
@@ -201,3 +201,17 @@ def test_training_with_sid_loss_and_packing(plm, tmp_path):
     assert plm.genrec_loss == "sid"
     summary, ranked, _ = evaluate_genrec(plm, split.test, beams=10)
     assert summary["invalid_rate"] == 0.0 and all(len(set(r)) == 10 for r in ranked)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("restricted", [False, True])
+def test_column_log_softmax_is_the_block_of_the_full_one(dtype, restricted):
+    """Beam search reads only the SID columns: the block must equal those columns of the full (or
+    vocabulary-restricted) log-softmax, -inf outside the restricted vocabulary."""
+    logits = torch.randn(5, 40, generator=torch.Generator().manual_seed(0)).to(dtype)
+    vocab = torch.tensor([3, 12, 13, 20, 25, 39]) if restricted else None
+    block = column_log_softmax(logits, vocab, 10, 30)
+    assert block.dtype == torch.float32 and block.shape == (5, 20)
+    torch.testing.assert_close(block, restricted_log_softmax(logits, vocab)[:, 10:30], atol=1e-6, rtol=1e-6)
+    if restricted:
+        assert torch.isinf(block[:, 0]).all() and torch.isfinite(block[:, 2]).all()

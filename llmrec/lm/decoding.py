@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from llmrec.items.trie import SidTrie
-from llmrec.lm.sid_vocab import restricted_log_softmax, vocab_tensor
+from llmrec.lm.sid_vocab import column_log_softmax, restricted_log_softmax, vocab_tensor
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,13 @@ class PrefixIndex:
         for level in range(1, self.levels + 1):
             uniq, inv = np.unique(codes[:, :level], axis=0, return_inverse=True)
             self._groups.append(([tuple(u) for u in uniq.tolist()], inv.reshape(-1)))
+
+    @property
+    def token_span(self) -> tuple[int, int]:
+        """``(lo, hi)``: every SID token an item uses lies in ``lo..hi-1``."""
+        lo = min(self.level_offsets)
+        hi = max(off + int(self.codes[:, lv].max()) + 1 for lv, off in enumerate(self.level_offsets))
+        return lo, hi
 
     def token_ids(self, item_index: int) -> list[int]:
         return [self.level_offsets[lv] + int(c) for lv, c in enumerate(self.codes[item_index])]
@@ -133,8 +140,23 @@ def output_cache(out):
     return cache if cache is not None else out.past_key_values
 
 
-def _forward(model, input_ids, attention_mask, position_ids, past, cache_name: str = "past_key_values",
-             vocab: torch.Tensor | None = None, **extra):
+def last_logits_only(model, width: int) -> dict[str, torch.Tensor]:
+    """``{"logits_to_keep": [width - 1]}`` where the wrapped HF model's ``forward`` takes it: the LM head over the
+    last prompt position only (a prompt pass otherwise builds ``[batch, prompt, vocab]`` logits, ~15 % of its
+    multiply-adds at SmolLM2's 49k vocabulary, to read one row of them). An index tensor, not the int 1: the int
+    slices a strided ``[batch, 1, d]`` view, which bf16 ``F.linear`` on CPU runs as a batched matmul over a copy of
+    the LM head per row (measured: 1.8 s for 12 prompts); indexing gathers a contiguous one."""
+    from llmrec.lm.attention import transformers_model
+
+    if "logits_to_keep" not in inspect.signature(transformers_model(model).forward).parameters:
+        return {}
+    return {"logits_to_keep": torch.tensor([width - 1], device=next(model.parameters()).device)}
+
+
+def _forward(model, input_ids, attention_mask, position_ids, past, span: tuple[int, int],
+             cache_name: str = "past_key_values", vocab: torch.Tensor | None = None, **extra):
+    """One KV-cached step -> (log-probabilities of the token columns ``span`` at the last position, the cache);
+    ``extra`` holds further model inputs (``logits_to_keep``, a prompt's user states)."""
     out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -143,7 +165,7 @@ def _forward(model, input_ids, attention_mask, position_ids, past, cache_name: s
         **{cache_name: past},
         **extra,
     )
-    return restricted_log_softmax(out.logits[:, -1, :], vocab), output_cache(out)
+    return column_log_softmax(out.logits[:, -1, :], vocab, *span), output_cache(out)
 
 
 @torch.no_grad()
@@ -193,7 +215,9 @@ def constrained_beam_search(
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     cache_name = cache_kwarg(model)
     vocab = vocab_tensor(vocab, device)
-    logp, past = _forward(model, ids, mask, pos, None, cache_name, vocab, **(prompt_inputs or {}))
+    span = index.token_span  # the log-probability columns read: SID token t is column t - span[0]
+    logp, past = _forward(model, ids, mask, pos, None, span, cache_name, vocab, **last_logits_only(model, width),
+                          **(prompt_inputs or {}))
 
     # Beam state per user: list of (prefix codes, score); expanded to n * beams rows after the first level.
     prefixes: list[list[tuple[int, ...]]] = [[()] for _ in range(n)]
@@ -202,7 +226,7 @@ def constrained_beam_search(
     rows_per_user = 1
     next_pos = pos[:, -1] + 1
     for level in range(index.levels):
-        off = index.level_offsets[level]
+        off = index.level_offsets[level] - span[0]
         lp = logp.cpu().numpy()
         new_prefixes, new_scores, new_ranks, parent_rows, chosen_tokens = [], [], [], [], []
         for u in range(n):
@@ -229,22 +253,17 @@ def constrained_beam_search(
             new_ranks.append([t[0] for t in top])
             new_scores.append([t[1] for t in top])
             parent_rows.extend(t[2] for t in top)
-            chosen_tokens.extend(off + t[3][-1] for t in top)
+            chosen_tokens.extend(span[0] + off + t[3][-1] for t in top)
         prefixes, scores, ranks = new_prefixes, new_scores, new_ranks
         if level == index.levels - 1:
             break
+        # after the prompt the parent rows are the users' rows: one gather both repeats and orders the cache
         sel = torch.tensor(parent_rows, dtype=torch.long, device=device)
-        if rows_per_user == 1:
-            past.batch_repeat_interleave(beams)
-            mask = mask.repeat_interleave(beams, dim=0)
-            next_pos = next_pos.repeat_interleave(beams, dim=0)
-            # parent rows were computed with rows_per_user=1, i.e. they index users; map to the repeated rows
-            sel = sel * beams
         past.reorder_cache(sel)
         mask = torch.cat([mask.index_select(0, sel), torch.ones((len(sel), 1), dtype=mask.dtype, device=device)], -1)
         cur_pos = next_pos.index_select(0, sel)
         tok = torch.tensor(chosen_tokens, dtype=torch.long, device=device).unsqueeze(-1)
-        logp, past = _forward(model, tok, mask, cur_pos.unsqueeze(-1), past, cache_name, vocab)
+        logp, past = _forward(model, tok, mask, cur_pos.unsqueeze(-1), past, span, cache_name, vocab)
         next_pos = cur_pos + 1
         rows_per_user = beams
 
