@@ -134,6 +134,60 @@ def _tokens_merged(fn):
     return run
 
 
+@functools.cache
+def _roomy_layer_class():
+    """A ``DynamicLayer`` whose buffers keep room for the few tokens beam search appends: ``update`` writes them
+    in place instead of ``torch.cat`` copying the whole cache (with the beam reorder, one of two full copies of the
+    KV cache per layer and step), and ``reorder_cache`` gathers the rows into a new buffer with the same room."""
+    from transformers.cache_utils import DynamicLayer
+
+    class RoomyLayer(DynamicLayer):
+        def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int) -> None:
+            super().__init__()
+            self.device, self.is_initialized, self.length = keys.device, True, keys.shape[-2]
+            shape = (*keys.shape[:-2], self.length + room, keys.shape[-1])
+            self._k, self._v = keys.new_empty(shape), values.new_empty(shape)
+            self._k[..., : self.length, :] = keys
+            self._v[..., : self.length, :] = values
+            self._views()
+
+        def _views(self) -> None:
+            self.keys, self.values = self._k[..., : self.length, :], self._v[..., : self.length, :]
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+            end = self.length + key_states.shape[-2]
+            if end > self._k.shape[-2]:  # out of room (never in beam search): grow as DynamicLayer does
+                self._k = torch.cat([self.keys, key_states], dim=-2)
+                self._v = torch.cat([self.values, value_states], dim=-2)
+            else:
+                self._k[..., self.length : end, :] = key_states
+                self._v[..., self.length : end, :] = value_states
+            self.length = end
+            self._views()
+            return self.keys, self.values
+
+        def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+            self._k = self._k.index_select(0, beam_idx.to(self._k.device))
+            self._v = self._v.index_select(0, beam_idx.to(self._v.device))
+            self._views()
+
+    return RoomyLayer
+
+
+def with_room(cache, room: int):
+    """``cache`` (a prompt's ``DynamicCache``) with room for ``room`` more tokens per layer (:func:`_roomy_layer_class`);
+    any other cache (sliding windows, remote-code models) is returned as it is."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    if room < 1 or not isinstance(cache, DynamicCache) or not layers or any(type(x) is not DynamicLayer
+                                                                            for x in layers):
+        return cache
+    roomy = _roomy_layer_class()
+    cache.layers = [roomy(x.keys, x.values, room) for x in layers]
+    return cache
+
+
 def output_cache(out):
     """The KV cache of a forward's output, under either name (reading ``past_key_values`` warns where renamed)."""
     cache = getattr(out, "cache", None)
@@ -218,6 +272,7 @@ def constrained_beam_search(
     span = index.token_span  # the log-probability columns read: SID token t is column t - span[0]
     logp, past = _forward(model, ids, mask, pos, None, span, cache_name, vocab, **last_logits_only(model, width),
                           **(prompt_inputs or {}))
+    past = with_room(past, index.levels - 1)
 
     # Beam state per user: list of (prefix codes, score); expanded to n * beams rows after the first level.
     prefixes: list[list[tuple[int, ...]]] = [[()] for _ in range(n)]
