@@ -12,7 +12,7 @@ from llmrec.data.schema import Interaction, InteractionData, Item
 from llmrec.data.splits import leave_one_out
 from llmrec.errors import LlmrecError
 from llmrec.items.semantic_ids import SemanticIds
-from llmrec.lm.decoding import PrefixIndex, constrained_beam_search, score_all_items
+from llmrec.lm.decoding import PrefixIndex, constrained_beam_search, score_all_items, with_room
 from llmrec.lm.personal import PersonalLM, PersonalLMConfig
 
 N_ITEMS = 40
@@ -100,6 +100,27 @@ def test_exclusion_removes_items_and_dead_prefixes():
     assert {r.item_index for r in only} == keep
     with pytest.raises(ValueError, match="no item left"):
         constrained_beam_search(model, [[5]], index, k=2, exclude=[list(range(index.n_items))])
+
+
+def test_cache_with_room_behaves_as_the_dynamic_cache():
+    """The beam-search cache writes appended tokens in place; reorders and appends give what DynamicCache gives."""
+    from transformers import DynamicCache
+
+    g = torch.Generator().manual_seed(0)
+    kv = [(torch.randn(2, 3, 5, 4, generator=g), torch.randn(2, 3, 5, 4, generator=g)) for _ in range(2)]
+    plain, roomy = DynamicCache(), DynamicCache()
+    for i, (k, v) in enumerate(kv):
+        plain.update(k, v, i)
+        roomy.update(k.clone(), v.clone(), i)
+    roomy = with_room(roomy, 2)
+    for step, sel in enumerate((torch.tensor([0, 0, 1, 1, 1]), torch.tensor([4, 2, 0, 1, 3]), torch.tensor([1, 1]))):
+        for cache in (plain, roomy):
+            cache.reorder_cache(sel)
+        for i in range(2):
+            new = (torch.randn(len(sel), 3, 1, 4, generator=g), torch.randn(len(sel), 3, 1, 4, generator=g))
+            a, b = plain.update(*new, i), roomy.update(*new, i)  # the third append outgrows the room
+            assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True)), (step, i)
+        assert plain.get_seq_length() == roomy.get_seq_length() == 6 + step
 
 
 def test_prefix_index_rejects_duplicate_ids():
