@@ -69,6 +69,17 @@ def one_run(data, split, config_name: str, overrides: dict, seed: int) -> dict:
     }
 
 
+def recipe_run(folder: Path) -> dict:
+    """A saved ``llmrec train sasrec`` run: its training settings and its test metrics (metrics.json)."""
+    import yaml
+
+    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    return {"folder": str(folder), "train": config["train"], "best_epoch": metrics["best_epoch"], "valid": metrics["valid_rated_removed"],
+            "test": metrics["test"]["rated_removed"], "test_ci95_bootstrap": metrics["test_ci95_bootstrap"],
+            "train_wall_s": metrics["train_wall_s"]}
+
+
 def summarise(runs: dict[str, dict[int, dict]]) -> dict:
     from llmrec.evaluation.ranking import bootstrap_ci
 
@@ -89,7 +100,9 @@ def summarise(runs: dict[str, dict[int, dict]]) -> dict:
                                        and r["test_ndcg@10"] >= TARGET["test_ndcg@10"] for r in by_seed.values()),
         }
     selected = max(table, key=lambda n: table[n]["valid_ndcg@10_mean"])
-    out = {"table": table, "selected_on_validation": selected}
+    out = {"table": table, "selected_on_validation": selected, "selected": {"variant": selected, **table[selected]},
+           "variants_meeting_target_every_seed": [n for n, row in table.items()
+                                                  if row["runs_meeting_target"] == len(row["seeds"])]}
     if "shipped" in runs and selected != "shipped":
         seeds = sorted(set(runs[selected]) & set(runs["shipped"]))
         per_user = {n: np.mean([runs[n][s]["per_user_test_ndcg@10"] for s in seeds], axis=0)
@@ -109,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--state", type=Path, default=STATE, help="finished runs are kept here (resume)")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--recipe-runs", type=Path, nargs="*", default=[],
+                    help="`llmrec train sasrec` output folders of the selected config (e.g. seeds 0 and 1, the "
+                         "models fusion uses): their metrics.json and config are added to the record")
     args = ap.parse_args(argv)
 
     from llmrec.data import leave_one_out, load_dataset
@@ -144,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
                      for n, by_seed in runs.items()},
             "load": load_at_end(load),
         }
+        if args.recipe_runs:
+            runs_by_seed = [recipe_run(d) for d in args.recipe_runs]
+            record["recipe_runs"] = {f"seed{r['train']['seed']}": r for r in runs_by_seed}
         write_json_atomic(args.out, {**record, **run_info(None, command=command)})
 
     for seed in seeds:  # seed-major: a stopped run leaves every variant with the same seeds done

@@ -144,7 +144,7 @@ CHECKS = [
           False, 0.05, {f: f"semantic_ids:ml-100k/rqvae/{f}" for f in SID_FIGURES},
           lambda _: _sid_diagnostics("rqvae")),
     Check("sasrec", "llmrec train sasrec --config sasrec/ml-100k --threads 1 (seed 0): test, rated removed",
-          False, 0.01, {f"test/{m}": f"baselines_ml100k:sasrec/test/rated_removed/{m}"
+          False, 0.01, {f"test/{m}": f"sasrec_tuning_ml100k:recipe_runs/seed0/test/{m}"
                         for m in ("recall@10", "ndcg@10", "recall@5", "ndcg@5")}, run_sasrec),
 ]
 

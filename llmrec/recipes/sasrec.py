@@ -1,6 +1,7 @@
 """`llmrec train sasrec`: the SASRec-style next-item encoder (full cross-entropy over the catalogue), trained on the
 leave-one-out split with early stopping on validation NDCG@10 (rated items removed), test scored under both
-protocols. The defaults are the settings tuned on ml-100k validation (eval/results/baselines_ml100k.json).
+protocols. The defaults are the settings tuned on ml-100k validation (architecture and lr:
+eval/results/baselines_ml100k.json; training budget: eval/results/sasrec_tuning_ml100k.json).
 
 The output directory is a :class:`~llmrec.users.sequence.SequenceEncoder` folder (config.json, model.safetensors,
 items.json, meta.json with the training config and curves) plus metrics.json, config.yaml and run.json.
@@ -41,12 +42,12 @@ class SasrecTrainConfig(RecipeConfig):
     lr: float = opt(3e-3, "AdamW learning rate")
     weight_decay: float = opt(0.1, "AdamW weight decay")
     batch_size: int = opt(32, "sequences per batch")
-    epochs: int = opt(40, "maximum epochs")
-    patience: int = opt(8, "stop after this many epochs without a better validation NDCG@10")
+    epochs: int = opt(200, "maximum epochs")
+    patience: int = opt(30, "stop after this many epochs without a better validation NDCG@10")
     windows: str = opt("all", "train on every max_len+1 window of a history, or on its last one only",
                        choices=("all", "last"))
     seed: int = opt(0, "random seed")
-    fast: bool = opt(False, "the fast training path (cheap dropout, fused catalogue loss, bf16 matmuls where the "
+    fast: bool = opt(True, "the fast training path (cheap dropout, fused catalogue loss, bf16 matmuls where the "
                             "CPU runs them natively, see --dtype): the same model and objective, another random "
                             "stream; false = the reference path")
     valid_from: int = opt(1, "first epoch scored on validation (earlier epochs only train)")

@@ -1,0 +1,54 @@
+"""scripts/bench_sasrec_tuning.py's summary on hand-made runs: the variant is selected on validation (never on
+test), the paired difference against the shipped config is over the same users and seeds, the issue-18 target is
+counted per run."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_sasrec_tuning", REPO / "scripts" / "bench_sasrec_tuning.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(valid, test, per_user, cpu=100.0):
+    return {"valid_ndcg@10": valid, "test_ndcg@10": test, "best_epoch": 10, "to_best_cpu_s": cpu,
+            "total_cpu_s": cpu + 20, "per_user_test_ndcg@10": per_user}
+
+
+def test_selection_is_on_validation_and_the_paired_difference_on_test(bench):
+    users = np.linspace(0, 1, 50)
+    runs = {
+        "shipped": {0: _run(0.11, 0.09, users * 0.1), 1: _run(0.12, 0.10, users * 0.1, cpu=50)},
+        "long": {0: _run(0.13, 0.08, users * 0.1 + 0.02), 1: _run(0.13, 0.09, users * 0.1 + 0.04)},
+        "test_best": {0: _run(0.10, 0.20, users), 1: _run(0.10, 0.20, users)},  # best on test, never selected
+    }
+    out = bench.summarise(runs)
+    assert out["selected_on_validation"] == "long" == out["selected"]["variant"]
+    assert out["table"]["long"]["valid_ndcg@10_mean"] == 0.13
+    assert out["table"]["long"]["test_ndcg@10_by_seed"] == [0.08, 0.09]
+    paired = out["selected_vs_shipped_test_ndcg@10"]
+    assert paired["seeds"] == [0, 1] and paired["difference"] == pytest.approx(0.03)
+    assert paired["ci95_paired_bootstrap"] == [pytest.approx(0.03), pytest.approx(0.03)]  # a constant shift
+    assert out["table"]["shipped"]["runs_meeting_target"] == 0  # 50 CPU-s but test 0.10 < 0.1018
+    assert out["variants_meeting_target_every_seed"] == []
+
+
+def test_every_variant_is_the_recipe_config_plus_valid_overrides(bench):
+    from llmrec.recipes.config import load_config
+    from llmrec.recipes.sasrec import SasrecRecipeConfig, encoder_configs
+
+    for name, overrides in bench.VARIANTS.items():
+        config = load_config(SasrecRecipeConfig, "sasrec/ml-100k", {**overrides, "train.fast": True})
+        _, train = encoder_configs(config, 100)
+        assert train.fast, name
