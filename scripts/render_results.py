@@ -33,7 +33,7 @@ TOPICS: list[tuple[str, list[str]]] = [
         "genrec_llm_w50_ml100k", "genrec_sasrec_overlap_ml100k", "genrec_hybrid_ml100k",
         "genrec_fusion_paired_ml100k", "genrec_fusion_paired_avg_ml100k", "genrec_fusion_ensemble_ml100k",
         "genrec_llm_ml100k", "genrec_ml100k",
-        "genrec_sidloss_ml100k", "genrec_pref_ml100k",
+        "genrec_sidloss_ml100k", "genrec_sidfast_ml100k", "genrec_repro_amd_ml100k", "genrec_pref_ml100k",
     ]),
     ("Evaluation harness", ["harness_ml100k", "harness_timings"]),
     ("Soft prompts and personalized QA", [
