@@ -12,8 +12,10 @@ training, agreement between the searches is measured on the model used. Both sea
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
+from pathlib import Path
 
 
 def _hf_prefix_fn(index, prompt_width: int, excluded_counts: list[dict]):
@@ -119,6 +121,9 @@ def agreement(a, b, k: int) -> dict:
     return {"overlap@10": statistics.fmean(overlap), "exact_order_match_rate": statistics.fmean(exact)}
 
 
+SEARCHES = (("llmrec", ours), ("llmrec_unmerged", ours_unmerged), ("hf_generate", hf_generate))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="eval/results/decoding_ml100k.json")
@@ -129,6 +134,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default=None, help="a saved genrec model folder (default: an untrained LoRA)")
+    p.add_argument("--before", default=None,
+                   help="the JSON of this benchmark run with earlier code (same model, machine and settings, run "
+                        "just before or after): its llmrec timings are kept beside these, with the speed-ups")
+    p.add_argument("--before-code", default="", help="which code --before ran (a commit)")
+    p.add_argument("--searches", default="llmrec,llmrec_unmerged,hf_generate",
+                   help="comma list of the searches to time (the comparisons need all three)")
     args = p.parse_args()
     import torch
 
@@ -141,6 +152,7 @@ def main() -> None:
     from llmrec.runinfo import package_versions
 
     set_threads(args.threads)
+    before = json.loads(Path(args.before).read_text(encoding="utf-8")) if args.before else None
     k = 10
     data = load_dataset("ml-100k")
     split = leave_one_out(data.histories())
@@ -160,14 +172,15 @@ def main() -> None:
                                     item_vectors=vectors, vocabulary=data.vocabulary)
         run = {"dtype_requested": name, "dtype": dtype, "levels": plm.index.levels}
         lists = {}
-        for label, fn in (("llmrec", ours), ("llmrec_unmerged", ours_unmerged), ("hf_generate", hf_generate)):
+        searches = [(label, fn) for label, fn in SEARCHES if label in args.searches.split(",")]
+        for label, fn in searches:
             for batch in (args.batch, 1):
                 timing, got = timed(fn, histories, batch, args.beams, k, plm)
                 timing["invalid_rate"] = invalid_rate(plm, histories, got, k)
                 run[f"{label}_batch{batch}"] = timing
                 lists[(label, batch)] = got
                 print(name, label, batch, timing, flush=True)
-        for batch in (args.batch, 1):
+        for batch in (args.batch, 1) if len(searches) == len(SEARCHES) else ():
             run[f"hf_over_llmrec_batch{batch}"] = (run[f"hf_generate_batch{batch}"]["median_s_per_user"]
                                                    / run[f"llmrec_batch{batch}"]["median_s_per_user"])
             run[f"agreement_batch{batch}"] = agreement(lists[("llmrec", batch)], lists[("hf_generate", batch)], k)
@@ -175,7 +188,13 @@ def main() -> None:
                                                          / run[f"llmrec_batch{batch}"]["median_s_per_user"])
             run[f"merged_vs_unmerged_agreement_batch{batch}"] = agreement(
                 lists[("llmrec", batch)], lists[("llmrec_unmerged", batch)], k)
-        run["llmrec_batched_vs_single_agreement"] = agreement(lists[("llmrec", args.batch)], lists[("llmrec", 1)], k)
+        if ("llmrec", 1) in lists:
+            run["llmrec_batched_vs_single_agreement"] = agreement(lists[("llmrec", args.batch)], lists[("llmrec", 1)], k)
+        if before is not None and name in before["runs"]:
+            for batch in (args.batch, 1):
+                old = before["runs"][name][f"llmrec_batch{batch}"]["median_s_per_user"]
+                run[f"before_llmrec_batch{batch}_median_s_per_user"] = old
+                run[f"before_over_now_batch{batch}"] = old / run[f"llmrec_batch{batch}"]["median_s_per_user"]
         runs[name] = run
         del plm
     result = {
@@ -189,6 +208,8 @@ def main() -> None:
                  + " (speed and validity do not depend on training; agreement measured on this model)",
         "users": len(histories), "beams": args.beams, "k": k, "threads": torch.get_num_threads(),
         "semantic_id_build_seconds": sid_seconds,
+        **({"before": {"code": args.before_code, "command": before["command"], "created": before.get("created"),
+                       "file": args.before}} if before else {}),
         "runs": runs,
         "machine": machine_facts(),
         "versions": package_versions(),
