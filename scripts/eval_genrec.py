@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import sys
 import time
 
 from llmrec.cli_args import add_hardware_args, apply_hardware_args
@@ -80,9 +81,14 @@ def main() -> None:
             if distributed.is_main():
                 print(f"beams {key}: " + json.dumps(rows[key]), flush=True)
     if args.results and distributed.is_main():
+        from llmrec.runinfo import run_info
+
+        info = run_info(None, command="python scripts/eval_genrec.py " + " ".join(sys.argv[1:]))
         write_json_atomic(args.results, {"model": args.model, "split": args.split, "users": len(examples),
                                          "max_history": plm.config.max_history, "sasrec": args.sasrec or None,
-                                         "dtype": dtype, "torch_threads": torch.get_num_threads(), "by_beams": rows})
+                                         "dtype": dtype, "torch_threads": torch.get_num_threads(), "by_beams": rows,
+                                         "command": info["command"], "machine": info["machine"],
+                                         "versions": info["versions"]})
 
 
 if __name__ == "__main__":
