@@ -110,8 +110,8 @@ HEADLINES: list[Headline] = [
              "uqa_worked_ml100k", config_path="runs/2/recipe_config"),
     Headline("shipped configs re-run", "SASRec test NDCG@10 {s:.4f} (committed {sc:.4f}); genrec {g:.4f} ({gc:.4f}); "
              "soft-prompt QA macro {q:.3f} ({qc:.3f})",
-             {"s": "sasrec_config_repro_ml100k:reproduced/test/rated_removed/ndcg@10",
-              "sc": "sasrec_config_repro_ml100k:committed/test/rated_removed/ndcg@10",
+             {"s": "sasrec_tuning_ml100k:recipe_runs/seed0/test/ndcg@10",
+              "sc": "sasrec_tuning_ml100k:runs/long_constant/0/test_ndcg@10",
               "q": "soft_prompt_repro_ml100k:reproduced/macro",
               "qc": "soft_prompt_repro_ml100k:committed/figures/macro",
               "g": "genrec_config_repro_ml100k:reproduced/ndcg@10",
