@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -89,15 +89,21 @@ class PrefixIndex:
         return _prefix_counts(self.codes[sorted(set(excluded))].tolist())
 
 
+def _forward_parameters(model) -> Mapping[str, inspect.Parameter]:
+    """The parameters of the wrapped HF model's ``forward`` (none where ``model`` holds no transformers model)."""
+    from llmrec.errors import ConfigError
+    from llmrec.lm.attention import transformers_model
+
+    try:
+        return inspect.signature(transformers_model(model).forward).parameters
+    except ConfigError:
+        return {}
+
+
 def cache_kwarg(model) -> str:
     """The name the wrapped HF model's ``forward`` takes its KV cache by: ``cache`` in recent transformers 5.x
     (``past_key_values`` still works there but warns), ``past_key_values`` before that and in remote-code models."""
-    from transformers import PreTrainedModel
-
-    for module in model.modules():
-        if isinstance(module, PreTrainedModel):
-            return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
-    return "past_key_values"
+    return "cache" if "cache" in _forward_parameters(model) else "past_key_values"
 
 
 @contextmanager
@@ -200,9 +206,7 @@ def last_logits_only(model, width: int) -> dict[str, torch.Tensor]:
     multiply-adds at SmolLM2's 49k vocabulary, to read one row of them). An index tensor, not the int 1: the int
     slices a strided ``[batch, 1, d]`` view, which bf16 ``F.linear`` on CPU runs as a batched matmul over a copy of
     the LM head per row (measured: 1.8 s for 12 prompts); indexing gathers a contiguous one."""
-    from llmrec.lm.attention import transformers_model
-
-    if "logits_to_keep" not in inspect.signature(transformers_model(model).forward).parameters:
+    if "logits_to_keep" not in _forward_parameters(model):
         return {}
     return {"logits_to_keep": torch.tensor([width - 1], device=next(model.parameters()).device)}
 
@@ -281,7 +285,8 @@ def constrained_beam_search(
     rows_per_user = 1
     next_pos = pos[:, -1] + 1
     for level in range(index.levels):
-        off = index.level_offsets[level] - span[0]
+        off = index.level_offsets[level]
+        col = off - span[0]  # lp holds the columns of tokens span[0]..span[1]-1
         lp = logp.cpu().numpy()
         new_prefixes, new_scores, new_ranks, parent_rows, chosen_tokens = [], [], [], [], []
         for u in range(n):
@@ -291,7 +296,7 @@ def constrained_beam_search(
                 codes = index.trie.next_codes(prefix)
                 if not len(codes):
                     continue
-                for c, v in zip(codes.tolist(), lp[row, off + codes].tolist(), strict=True):
+                for c, v in zip(codes.tolist(), lp[row, col + codes].tolist(), strict=True):
                     p = prefix + (c,)
                     if ex_counts[u].get(p, 0) >= index.counts[p]:
                         continue  # every item below this prefix is excluded
@@ -308,7 +313,7 @@ def constrained_beam_search(
             new_ranks.append([t[0] for t in top])
             new_scores.append([t[1] for t in top])
             parent_rows.extend(t[2] for t in top)
-            chosen_tokens.extend(span[0] + off + t[3][-1] for t in top)
+            chosen_tokens.extend(off + t[3][-1] for t in top)
         prefixes, scores, ranks = new_prefixes, new_scores, new_ranks
         if level == index.levels - 1:
             break

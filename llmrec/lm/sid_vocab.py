@@ -96,21 +96,18 @@ def sid_vocab_loss(model, batch: dict[str, torch.Tensor], vocab: torch.Tensor,
 
 
 def restricted_log_softmax(logits: torch.Tensor, vocab: torch.Tensor | None) -> torch.Tensor:
-    """``log_softmax`` over the last dim, or over the ``vocab`` columns only (others -inf) when given."""
-    logits = logits.float()
+    """``log_softmax`` over the last dim in fp32, or over the ``vocab`` columns only (others -inf) when given. The
+    upcast happens inside the fused kernel as it reads (no fp32 copy of ``[rows, vocab]`` logits first)."""
     if vocab is None:
-        return logits.log_softmax(-1)
-    out = torch.full_like(logits, -torch.inf)
-    out[..., vocab] = logits[..., vocab].log_softmax(-1)
+        return F.log_softmax(logits, dim=-1, dtype=torch.float32)
+    out = torch.full(logits.shape, -torch.inf, dtype=torch.float32, device=logits.device)
+    out[..., vocab] = F.log_softmax(logits[..., vocab], dim=-1, dtype=torch.float32)
     return out
 
 
 def column_log_softmax(logits: torch.Tensor, vocab: torch.Tensor | None, lo: int, hi: int) -> torch.Tensor:
-    """``restricted_log_softmax(logits, vocab)[..., lo:hi]`` (the SID token columns beam search reads) in fp32:
-    one fused log-softmax that upcasts as it reads (no fp32 copy of the logits first), and only the block leaves
-    (the old full ``[rows, vocab]`` copy to NumPy was ~5 % of a batched search)."""
-    if vocab is None:
-        return F.log_softmax(logits, dim=-1, dtype=torch.float32)[..., lo:hi]
+    """``restricted_log_softmax(logits, vocab)[..., lo:hi]``: the SID token columns beam search reads, the only
+    ones that go on to NumPy (the old full ``[rows, vocab]`` copy was ~5 % of a batched search)."""
     return restricted_log_softmax(logits, vocab)[..., lo:hi]
 
 
