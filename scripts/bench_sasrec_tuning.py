@@ -29,25 +29,59 @@ OUT = REPO / "eval" / "results" / "sasrec_tuning_ml100k.json"
 STATE = REPO / "runs" / "bench_sasrec_tuning"
 TARGET = {"to_best_cpu_s": 60.0, "test_ndcg@10": 0.1018}
 
-# The experiments as data: name -> recipe overrides on top of sasrec/ml-100k with --train.fast true.
+# The experiments as data: name -> recipe overrides on top of sasrec/ml-100k with --train.fast true. Every variant
+# names its budget explicitly: the recipe defaults moved (to long_constant, selected here), and a finished run under
+# --state is only reused when it trained with the settings its variant resolves to now.
 VARIANTS: dict[str, dict[str, object]] = {
-    "shipped": {},
+    "shipped": {"train.epochs": 40, "train.patience": 8},  # the config shipped before this benchmark
     "long_constant": {"train.epochs": 200, "train.patience": 30},
     "cosine_20": {"train.epochs": 20, "train.patience": 20, "train.schedule": "cosine", "train.warmup_epochs": 1},
     "cosine_40": {"train.epochs": 40, "train.patience": 40, "train.schedule": "cosine", "train.warmup_epochs": 1},
     "cosine_80": {"train.epochs": 80, "train.patience": 80, "train.schedule": "cosine", "train.warmup_epochs": 2},
     "cosine_20_lr6e-3": {"train.epochs": 20, "train.patience": 20, "train.schedule": "cosine",
                          "train.warmup_epochs": 1, "train.lr": 6e-3},
+    # shorter routes to the 60 s target: validation only where a cosine run's best can be, bigger batches
+    # (fewer, better-filled steps) at a higher lr, lighter dropout
+    "cosine_40_valid_from_20": {"train.epochs": 40, "train.patience": 40, "train.schedule": "cosine",
+                                "train.warmup_epochs": 1, "train.valid_from": 20},
+    "cosine_40_bs128_lr6e-3": {"train.epochs": 40, "train.patience": 40, "train.schedule": "cosine",
+                               "train.warmup_epochs": 2, "train.batch_size": 128, "train.lr": 6e-3},
+    "cosine_30_bs128_lr1e-2": {"train.epochs": 30, "train.patience": 30, "train.schedule": "cosine",
+                               "train.warmup_epochs": 2, "train.batch_size": 128, "train.lr": 1e-2},
+    "cosine_40_bs64_lr5e-3": {"train.epochs": 40, "train.patience": 40, "train.schedule": "cosine",
+                              "train.warmup_epochs": 1, "train.batch_size": 64, "train.lr": 5e-3},
+    "cosine_40_dropout0.3": {"train.epochs": 40, "train.patience": 40, "train.schedule": "cosine",
+                             "train.warmup_epochs": 1, "model.dropout": 0.3},
+    "cosine_30_dropout0.3": {"train.epochs": 30, "train.patience": 30, "train.schedule": "cosine",
+                             "train.warmup_epochs": 1, "model.dropout": 0.3},
+    "cosine_20_dropout0.3": {"train.epochs": 20, "train.patience": 20, "train.schedule": "cosine",
+                             "train.warmup_epochs": 1, "model.dropout": 0.3},
+    "cosine_30_dropout0.2": {"train.epochs": 30, "train.patience": 30, "train.schedule": "cosine",
+                             "train.warmup_epochs": 1, "model.dropout": 0.2},
 }
 
 
-def one_run(data, split, config_name: str, overrides: dict, seed: int) -> dict:
+def variant_configs(data, config_name: str, overrides: dict, seed: int):
+    """The (SequenceEncoderConfig, PretrainConfig) a variant trains with for ``seed``."""
     from llmrec.recipes.config import load_config
     from llmrec.recipes.sasrec import SasrecRecipeConfig, encoder_configs
-    from llmrec.users.pretrain import evaluate_examples, train_sequence_model
 
     config = load_config(SasrecRecipeConfig, config_name, {**overrides, "train.fast": True, "train.seed": seed})
-    model_cfg, train_cfg = encoder_configs(config, len(data.items))
+    return encoder_configs(config, len(data.items))
+
+
+def settings(model_cfg, train_cfg) -> dict:
+    """What a stored run must match to be reused: the training config and the architecture."""
+    import dataclasses
+
+    # through JSON, as stored (tuples become lists)
+    return json.loads(json.dumps({"train_config": train_cfg.to_dict(), "model_config": dataclasses.asdict(model_cfg)}))
+
+
+def one_run(data, split, config_name: str, overrides: dict, seed: int) -> dict:
+    from llmrec.users.pretrain import evaluate_examples, train_sequence_model
+
+    model_cfg, train_cfg = variant_configs(data, config_name, overrides, seed)
 
     def test_ndcg(epoch, model) -> dict:
         return {"test_ndcg@10": evaluate_examples(model, split.test, protocols=("rated_removed",))[
@@ -58,7 +92,7 @@ def one_run(data, split, config_name: str, overrides: dict, seed: int) -> dict:
     rows = [h for h in result.history if "valid_ndcg@10" in h]
     best = next(h for h in rows if h["epoch"] == result.best_epoch)
     return {
-        "train_config": train_cfg.to_dict(), "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+        **settings(model_cfg, train_cfg), "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
         "to_best_cpu_s": round(best["cpu_s"], 1), "to_best_wall_s": round(best["elapsed_s"], 1),
         "total_cpu_s": round(rows[-1]["cpu_s"], 1), "cpu_s_per_epoch": round(rows[-1]["cpu_s"] / len(rows), 2),
         "valid_ndcg@10": round(result.best_valid["ndcg@10"], 4), "test_ndcg@10": round(test["ndcg@10"], 4),
@@ -169,8 +203,14 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             path = args.state / f"{name}_seed{seed}.json"
             if path.is_file():
-                runs.setdefault(name, {})[seed] = json.loads(path.read_text(encoding="utf-8"))
-                continue
+                stored = json.loads(path.read_text(encoding="utf-8"))
+                want = settings(*variant_configs(data, args.config, VARIANTS[name], seed))
+                # runs stored before the architecture was recorded carry the training config only
+                if all(stored.get(key, want[key]) == want[key] for key in want):
+                    runs.setdefault(name, {})[seed] = stored
+                    continue
+                print(f"{path}: trained with other settings than {name} resolves to now; training again",
+                      flush=True)
             t0 = time.perf_counter()
             run = one_run(data, split, args.config, VARIANTS[name], seed)
             run["measured_wall_s"] = round(time.perf_counter() - t0, 1)

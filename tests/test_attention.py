@@ -81,6 +81,37 @@ def test_grouped_heads_without_repeating_kv_equal_repeated_kv(q_len, mask_heads)
         torch.testing.assert_close(mine, ref, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("mask_heads", [1, 6])
+@pytest.mark.parametrize("q_len", [1, 3])
+def test_shared_prefix_attention_equals_attention_over_the_repeated_prefix(q_len, mask_heads):
+    """Rows attending over [their block's shared prefix; their own keys] (cascade attention, as beam search's cache
+    keeps the prompt) = matmul attention over each row's own copy of the prefix, with padding in the prefix, a
+    per-head mask and a causal multi-token suffix; the tagged keys reach it through cpu_attention in fp32 too."""
+    g = torch.Generator().manual_seed(3)
+    n, per, width, s_len = 2, 3, 5, q_len + 1
+    prefix_k, prefix_v = torch.randn(n, 2, width, 8, generator=g), torch.randn(n, 2, width, 8, generator=g)
+    query = torch.randn(n * per, 6, q_len, 8, generator=g)
+    key, value = torch.randn(n * per, 2, s_len, 8, generator=g), torch.randn(n * per, 2, s_len, 8, generator=g)
+    total = width + s_len
+    keep = torch.ones(n * per, mask_heads, q_len, total, dtype=torch.bool).tril(total - q_len)
+    keep[per:, ..., :2] = False  # the second prompt is left-padded: all its rows mask the pad keys
+    if mask_heads > 1:
+        keep[1, 4, :, width] = False
+    full_k = torch.cat([prefix_k.repeat_interleave(per, 0), key], dim=2)
+    full_v = torch.cat([prefix_v.repeat_interleave(per, 0), value], dim=2)
+    ref, ref_probs = matmul_attention(_module(groups=3), query, full_k, full_v, keep, scaling=0.3)
+    shared = attention.SharedPrefix(prefix_k, prefix_v, per)
+    out, probs = attention.shared_prefix_attention(_module(groups=3), query, key, value, keep, shared, scaling=0.3)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(probs, ref_probs, atol=1e-6, rtol=1e-5)
+    tagged = key[:]
+    tagged.shared_prefix = shared
+    via_dispatch, _ = cpu_attention(_module(groups=3), query, tagged, value, keep, scaling=0.3)
+    torch.testing.assert_close(via_dispatch, ref, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="prefixes"):
+        attention.shared_prefix_attention(_module(groups=3), query[:-1], key[:-1], value[:-1], keep[:-1], shared)
+
+
 def test_cpu_attention_sends_fp32_and_large_score_matrices_to_sdpa(monkeypatch):
     calls = []
     monkeypatch.setattr(attention, "matmul_attention", lambda *a, **k: calls.append("matmul") or (a[1], None))

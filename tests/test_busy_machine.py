@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 
 import pytest
 import torch
@@ -71,3 +72,30 @@ def test_threads_flag_takes_auto_or_a_count():
     assert p.parse_args(["--threads", "3"]).threads == 3
     with pytest.raises(SystemExit):
         p.parse_args(["--threads", "lots"])
+
+
+def test_allocator_keep_raises_the_glibc_thresholds_once_and_system_leaves_them(monkeypatch):
+    """LLMREC_MALLOC: keep (default) sets both mallopt thresholds, system none; once kept it stays for the process;
+    a refused mallopt (no glibc) reports system; an unknown policy is a config error naming the variable."""
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(hardware, "_mallopt", lambda param, value: calls.append((param, value)) or True)
+    monkeypatch.setattr(hardware, "_allocator_policy", None)
+    monkeypatch.setenv("LLMREC_MALLOC", "system")
+    assert hardware.configure_allocator() == "system" and calls == []
+    monkeypatch.delenv("LLMREC_MALLOC")
+    assert hardware.configure_allocator() == "keep"
+    assert sorted(calls) == sorted([(hardware._M_MMAP_THRESHOLD, hardware.KEEP_MMAP_THRESHOLD),
+                                    (hardware._M_TRIM_THRESHOLD, hardware.KEEP_TRIM_THRESHOLD)])
+    assert hardware.configure_allocator("system") == "keep" and len(calls) == 2  # glibc's adaptive state is gone
+    monkeypatch.setattr(hardware, "_allocator_policy", None)
+    monkeypatch.setattr(hardware, "_mallopt", lambda param, value: False)
+    assert hardware.configure_allocator("keep") == "system"
+    with pytest.raises(ConfigError, match="LLMREC_MALLOC"):
+        hardware.configure_allocator("jemalloc")
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_mallopt_reaches_glibc():
+    # the values keep sets (set_threads already applied them in this test process): accepted
+    assert hardware._mallopt(hardware._M_MMAP_THRESHOLD, hardware.KEEP_MMAP_THRESHOLD)
+    assert hardware._mallopt(hardware._M_TRIM_THRESHOLD, hardware.KEEP_TRIM_THRESHOLD)

@@ -12,7 +12,13 @@ from llmrec.data.schema import Interaction, InteractionData, Item
 from llmrec.data.splits import leave_one_out
 from llmrec.errors import LlmrecError
 from llmrec.items.semantic_ids import SemanticIds
-from llmrec.lm.decoding import PrefixIndex, constrained_beam_search, score_all_items, with_room
+from llmrec.lm.decoding import (
+    PrefixIndex,
+    constrained_beam_search,
+    score_all_items,
+    shared_prefix_cache,
+    with_room,
+)
 from llmrec.lm.personal import PersonalLM, PersonalLMConfig
 
 N_ITEMS = 40
@@ -121,6 +127,61 @@ def test_cache_with_room_behaves_as_the_dynamic_cache():
             a, b = plain.update(*new, i), roomy.update(*new, i)  # the third append outgrows the room
             assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True)), (step, i)
         assert plain.get_seq_length() == roomy.get_seq_length() == 6 + step
+
+
+def test_shared_prefix_cache_holds_what_the_dynamic_cache_holds():
+    """The beam-search cache that keeps each prompt's states once: after reorders (beams of one prompt, then rows
+    that leave their prompt's block, which fall back to a copy per row) and appends, prefix + own states per row
+    equal DynamicCache's, and so does the sequence length that transformers builds masks from."""
+    from transformers import DynamicCache
+
+    from llmrec.lm.attention import ATTENTION, set_attention
+
+    model = _tiny_model()
+    set_attention(model, ATTENTION)
+    g = torch.Generator().manual_seed(0)
+    kv = [(torch.randn(2, 3, 5, 4, generator=g), torch.randn(2, 3, 5, 4, generator=g)) for _ in range(2)]
+    plain, shared = DynamicCache(), DynamicCache()
+    for i, (k, v) in enumerate(kv):
+        plain.update(k, v, i)
+        shared.update(k.clone(), v.clone(), i)
+    shared = shared_prefix_cache(model, shared, 2)
+    sels = (torch.tensor([0, 0, 0, 1, 1, 1]), torch.tensor([2, 0, 0, 4, 3, 3]), torch.tensor([3, 1, 5]))
+    for step, sel in enumerate(sels):
+        for cache in (plain, shared):
+            cache.reorder_cache(sel)
+        for i in range(2):
+            new = (torch.randn(len(sel), 3, 1, 4, generator=g), torch.randn(len(sel), 3, 1, 4, generator=g))
+            want, got = plain.update(*new, i), shared.update(*new, i)  # the third append outgrows the room
+            prefix = got[0].shared_prefix
+            assert prefix.rows_per_prefix == (3 if step < 2 else 1)
+            for full, mine, pre in zip(want, got, prefix[:2], strict=True):
+                rows = torch.arange(len(sel)) // prefix.rows_per_prefix
+                assert torch.equal(full, torch.cat([pre.index_select(0, rows), mine], dim=2)), (step, i)
+        assert plain.get_seq_length() == shared.get_seq_length() == 6 + step
+    set_attention(model, "sdpa")  # a kernel that does not read shared prefixes: the roomy cache instead
+    other = DynamicCache()
+    other.update(*kv[0], 0)
+    assert type(shared_prefix_cache(model, other, 2).layers[0]).__name__ == "RoomyLayer"
+
+
+def test_beam_search_through_the_shared_prefix_kernel_equals_sdpa(monkeypatch):
+    """Beam search with llmrec's CPU attention (prompt states shared by the beams) returns what it returns under
+    SDPA with a plain cache: same items, same scores, for prompts of different lengths (left padding)."""
+    from llmrec.lm import attention
+
+    model, index = _tiny_model(), _index()
+    prompts = [[5, 6, 7, 8], [9, 10], [11, 12, 13, 14, 15, 16]]
+    ref = constrained_beam_search(model, prompts, index, k=5, num_beams=7)
+    calls = []
+    real = attention.shared_prefix_attention
+    monkeypatch.setattr(attention, "shared_prefix_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    attention.set_attention(model, attention.ATTENTION)
+    got = constrained_beam_search(model, prompts, index, k=5, num_beams=7)
+    assert len(calls) == 2 * (index.levels - 1)  # every layer of every step after the prompt
+    for mine, want in zip(got, ref, strict=True):
+        assert [r.item_index for r in mine] == [r.item_index for r in want]
+        np.testing.assert_allclose([r.score for r in mine], [r.score for r in want], atol=1e-5)
 
 
 def test_prefix_index_rejects_duplicate_ids():

@@ -19,6 +19,7 @@ restarts) are masked exactly as under SDPA.
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import torch
 from torch.nn import functional as F
@@ -31,44 +32,98 @@ EAGER_MAX_SCORES = 1 << 22  # score entries per layer call (4M: 8 MB in bf16, ke
 CHOICES = ("auto", "sdpa", "eager", ATTENTION)
 
 
+def _mask_scores(module, scores: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """``scores`` ``[b, kv_heads, groups, q, k]`` with masked keys at the dtype's lowest value (not -inf: a fully
+    masked row gives a uniform row, not NaN); the causal mask is applied here when transformers passed none (it
+    leaves that to SDPA's ``is_causal``)."""
+    b, kv_heads, groups, q_len, k_len = scores.shape
+    low = torch.finfo(scores.dtype).min
+    if attention_mask is None:
+        if q_len > 1 and getattr(module, "is_causal", True):
+            keep = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).tril(k_len - q_len)
+            scores = scores.masked_fill(~keep, low)
+        return scores
+    mask = attention_mask[..., :k_len]
+    mask = mask.view(mask.shape[0], -1, 1, *mask.shape[-2:]) if mask.shape[1] == 1 else mask.view(
+        mask.shape[0], kv_heads, groups, *mask.shape[-2:])
+    return scores.masked_fill(~mask, low) if mask.dtype == torch.bool else scores + mask
+
+
 def matmul_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                      attention_mask: torch.Tensor | None, *, scaling: float | None = None, dropout: float = 0.0,
                      **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
     """transformers' eager attention for any model with the standard ``[batch, heads, seq, dim]`` layout:
-    softmax in fp32, boolean or additive masks, the causal mask applied here when transformers passed none (it
-    leaves that to SDPA's ``is_causal``). Grouped KV heads are not repeated: the query heads that share a KV head
-    are stacked along the query axis (``[b, kv_heads, groups * q, d]``), which gives the same scores without
-    copying K and V (in KV-cached beam search that copy of the whole cache, every layer and step, was 40 % of the
-    time of a batched search)."""
+    softmax in fp32, boolean or additive masks, the causal mask applied here when transformers passed none.
+    Grouped KV heads are not repeated: the query heads that share a KV head are stacked along the query axis
+    (``[b, kv_heads, groups * q, d]``), which gives the same scores without copying K and V (in KV-cached beam
+    search that copy of the whole cache, every layer and step, was 40 % of the time of a batched search)."""
     b, heads, q_len, d = query.shape
     kv_heads, k_len = key.shape[1], key.shape[2]
     groups = heads // kv_heads
     scale = scaling if scaling is not None else d ** -0.5
     # heads h = g_kv * groups + j use KV head g_kv (repeat_interleave's order)
     scores = torch.matmul(query.reshape(b, kv_heads, groups * q_len, d), key.transpose(2, 3)) * scale
-    scores = scores.view(b, kv_heads, groups, q_len, k_len)
-    low = torch.finfo(scores.dtype).min  # not -inf: a fully masked row gives a uniform row, not NaN
-    if attention_mask is None:
-        if q_len > 1 and getattr(module, "is_causal", True):
-            keep = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)
-            scores = scores.masked_fill(~keep, low)
-    else:
-        mask = attention_mask[..., :k_len]
-        mask = mask.view(mask.shape[0], -1, 1, *mask.shape[-2:]) if mask.shape[1] == 1 else mask.view(
-            mask.shape[0], kv_heads, groups, *mask.shape[-2:])
-        scores = scores.masked_fill(~mask, low) if mask.dtype == torch.bool else scores + mask
+    scores = _mask_scores(module, scores.view(b, kv_heads, groups, q_len, k_len), attention_mask)
     probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     probs = F.dropout(probs, p=dropout, training=module.training)
     out = torch.matmul(probs.view(b, kv_heads, groups * q_len, k_len), value)
     return out.view(b, heads, q_len, d).transpose(1, 2).contiguous(), probs.view(b, heads, q_len, k_len)
 
 
+class SharedPrefix(NamedTuple):
+    """KV states that consecutive blocks of ``rows_per_prefix`` query rows share (a prompt's cache under its
+    beams): ``keys``/``values`` ``[prefixes, kv_heads, length, d]``; rows ``r`` read prefix ``r // rows_per_prefix``."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    rows_per_prefix: int
+
+
+def shared_prefix_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                            attention_mask: torch.Tensor | None, prefix: SharedPrefix, *,
+                            scaling: float | None = None, dropout: float = 0.0,
+                            **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`matmul_attention` over ``[prefix of the row's block; the row's own key/value]`` without the prefix
+    being copied per row (cascade attention): the queries of a block's rows are stacked like grouped heads and
+    multiply its prefix once, their own (short) suffix keys per row; one softmax over both parts. Why: beam search
+    otherwise repeats the prompt's cache for every beam and gathers it again at every step (two copies of the
+    whole cache per layer, ~15 % of a batched search), and the prompt's keys are read once per user instead of
+    once per beam. ``key``/``value``: the rows' own states ``[rows, kv_heads, s, d]``; ``attention_mask`` spans
+    prefix then suffix."""
+    rows, heads, q_len, d = query.shape
+    n, kv_heads, width, _ = prefix.keys.shape
+    per, s_len = prefix.rows_per_prefix, key.shape[2]
+    if n * per != rows:
+        raise ValueError(f"{rows} query rows for {n} prefixes of {per} rows each")
+    groups, gq = heads // kv_heads, heads // kv_heads * q_len
+    scale = scaling if scaling is not None else d ** -0.5
+    # [rows, heads, q, d] -> [n, kv_heads, per * groups * q, d]: a block's rows as extra query rows of its prefix
+    stacked = query.reshape(n, per, kv_heads, gq, d).transpose(1, 2).reshape(n, kv_heads, per * gq, d)
+    head = torch.matmul(stacked, prefix.keys.transpose(2, 3))  # [n, kv_heads, per * gq, width]
+    head = head.view(n, kv_heads, per, gq, width).transpose(1, 2).reshape(rows, kv_heads, groups, q_len, width)
+    tail = torch.matmul(query.reshape(rows, kv_heads, gq, d), key.transpose(2, 3))
+    scores = torch.cat([head, tail.view(rows, kv_heads, groups, q_len, s_len)], dim=-1) * scale
+    scores = _mask_scores(module, scores, attention_mask)
+    probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    probs = F.dropout(probs, p=dropout, training=module.training)
+    p_head, p_tail = probs.split([width, s_len], dim=-1)
+    p_head = p_head.reshape(n, per, kv_heads, gq, width).transpose(1, 2).reshape(n, kv_heads, per * gq, width)
+    out = torch.matmul(p_head, prefix.values).view(n, kv_heads, per, gq, d).transpose(1, 2)
+    out = out.reshape(rows, kv_heads, gq, d) + torch.matmul(p_tail.reshape(rows, kv_heads, gq, s_len), value)
+    return (out.reshape(rows, heads, q_len, d).transpose(1, 2).contiguous(),
+            probs.view(rows, heads, q_len, width + s_len))
+
+
 def cpu_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                   attention_mask: torch.Tensor | None, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`matmul_attention` on CPU in :data:`MATMUL_DTYPES` up to :data:`EAGER_MAX_SCORES` score entries,
-    else transformers' SDPA."""
+    else transformers' SDPA; keys that carry a ``shared_prefix`` (a cache of shared prefixes, as beam search
+    keeps the prompt's) go to :func:`shared_prefix_attention` on any device and dtype: nothing else reads them."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    prefix = getattr(key, "shared_prefix", None)
+    if prefix is not None:
+        return shared_prefix_attention(module, query, key, value, attention_mask, prefix, **kwargs)
     b, h, q_len, _ = query.shape
     if (query.device.type == "cpu" and query.dtype in MATMUL_DTYPES
             and b * h * q_len * key.shape[2] <= EAGER_MAX_SCORES):

@@ -194,6 +194,79 @@ def with_room(cache, room: int):
     return cache
 
 
+@functools.cache
+def _shared_prefix_layer_class():
+    """A ``DynamicLayer`` that keeps the prompt's key/value states once per prompt and each beam's own appended
+    tokens apart (:class:`~llmrec.lm.attention.SharedPrefix`): a reorder gathers only the beams' few tokens, and
+    ``update`` hands the attention the beams' states with the shared prefix attached, which only
+    :func:`~llmrec.lm.attention.cpu_attention` reads (:func:`shared_prefix_cache` checks that it is the kernel)."""
+    from transformers.cache_utils import DynamicLayer
+
+    from llmrec.lm.attention import SharedPrefix
+
+    class SharedPrefixLayer(DynamicLayer):
+        def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int) -> None:
+            super().__init__()
+            self.device, self.is_initialized, self.length = keys.device, True, 0
+            self.prefix = SharedPrefix(keys, values, 1)
+            self.owner = torch.arange(keys.shape[0], device=keys.device)  # the prefix row each beam row reads
+            shape = (keys.shape[0], keys.shape[1], room, keys.shape[-1])
+            self._k, self._v = keys.new_empty(shape), values.new_empty(shape)
+            self._views()
+
+        def _views(self) -> None:
+            self.keys, self.values = self._k[..., : self.length, :], self._v[..., : self.length, :]
+
+        def get_seq_length(self) -> int:
+            return self.prefix.keys.shape[-2] + self.length
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+            end = self.length + key_states.shape[-2]
+            if end > self._k.shape[-2]:  # out of room (never in beam search): grow
+                self._k = torch.cat([self.keys, key_states], dim=-2)
+                self._v = torch.cat([self.values, value_states], dim=-2)
+            else:
+                self._k[..., self.length : end, :] = key_states
+                self._v[..., self.length : end, :] = value_states
+            self.length = end
+            self._views()
+            self.keys.shared_prefix = self.prefix  # a fresh view each call: the tag goes nowhere else
+            return self.keys, self.values
+
+        def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+            beam_idx = beam_idx.to(self._k.device)
+            self._k, self._v = self._k.index_select(0, beam_idx), self._v.index_select(0, beam_idx)
+            self.owner = self.owner.index_select(0, beam_idx)
+            n, rows = self.prefix.keys.shape[0], len(beam_idx)
+            per = rows // n
+            if rows != n * per or not torch.equal(self.owner, torch.arange(rows, device=self.owner.device) // per):
+                # rows left their prompt's block (never in beam search): give every row its own copy
+                keys, values = (x.index_select(0, self.owner) for x in self.prefix[:2])
+                self.owner, per = torch.arange(rows, device=self.owner.device), 1
+                self.prefix = SharedPrefix(keys, values, 1)
+            self.prefix = self.prefix._replace(rows_per_prefix=per)
+            self._views()
+
+    return SharedPrefixLayer
+
+
+def shared_prefix_cache(model, cache, room: int):
+    """``cache`` (a prompt's ``DynamicCache``) with its states shared by the rows that reorders later derive from
+    each prompt row, and room for ``room`` appended tokens per row (:func:`_shared_prefix_layer_class`), where
+    ``model`` attends with llmrec's CPU kernel; otherwise :func:`with_room`."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    from llmrec.lm.attention import ATTENTION, current_attention
+
+    layers = getattr(cache, "layers", None)
+    if (room < 1 or current_attention(model) != ATTENTION or not isinstance(cache, DynamicCache) or not layers
+            or any(type(x) is not DynamicLayer for x in layers)):
+        return with_room(cache, room)
+    shared = _shared_prefix_layer_class()
+    cache.layers = [shared(x.keys, x.values, room) for x in layers]
+    return cache
+
+
 def output_cache(out):
     """The KV cache of a forward's output, under either name (reading ``past_key_values`` warns where renamed)."""
     cache = getattr(out, "cache", None)
@@ -276,7 +349,7 @@ def constrained_beam_search(
     span = index.token_span  # the log-probability columns read: SID token t is column t - span[0]
     logp, past = _forward(model, ids, mask, pos, None, span, cache_name, vocab, **last_logits_only(model, width),
                           **(prompt_inputs or {}))
-    past = with_room(past, index.levels - 1)
+    past = shared_prefix_cache(model, past, index.levels - 1)
 
     # Beam state per user: list of (prefix codes, score); expanded to n * beams rows after the first level.
     prefixes: list[list[tuple[int, ...]]] = [[()] for _ in range(n)]
