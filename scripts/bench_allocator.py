@@ -99,6 +99,29 @@ def decoding_rows(record: dict) -> dict:
             for name, row in run.items() if isinstance(row, dict) and "median_s_per_user" in row}
 
 
+def summarise(runs: dict[str, dict[str, list[dict]]]) -> dict[str, dict]:
+    """Per workload: medians over rounds for each policy and ``keep_speedup`` (> 1: keep is faster; tokens/s
+    ratios for throughput rows, system/keep time ratios otherwise); workloads missing a policy are left out."""
+    summary: dict[str, dict] = {}
+    for w, by_policy in runs.items():
+        if not all(by_policy.get(pol) for pol in POLICIES):
+            continue
+        if w == "sasrec":
+            med = {pol: {k: statistics.median(x[k] for x in by_policy[pol])
+                         for k in ("cpu_ms_per_step", "minor_faults_per_step")} for pol in POLICIES}
+            summary[w] = {**med, "keep_speedup": med["system"]["cpu_ms_per_step"] / med["keep"]["cpu_ms_per_step"]}
+            continue
+        rate = w == "throughput"  # tokens/s (higher is better) vs seconds per user
+        key = "real_tokens_per_second" if rate else "median_s_per_user"
+        med = {pol: {n: statistics.median(x[key][n] for x in by_policy[pol]) for n in by_policy["keep"][0][key]}
+               for pol in POLICIES}
+        speed = {n: med["keep"][n] / med["system"][n] if rate else med["system"][n] / med["keep"][n]
+                 for n in med["keep"]}
+        faults = {pol: statistics.median(x["minor_faults"] for x in by_policy[pol]) for pol in POLICIES}
+        summary[w] = {f"median_{key}": med, "keep_speedup": speed, "child_minor_faults_median": faults}
+    return summary
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=REPO / "eval" / "results" / "allocator.json")
@@ -148,22 +171,7 @@ def main() -> int:
                                    "allocator": record["machine"].get("allocator")}
                     runs[w][policy].append({**figures, **usage})
                     print(r, w, policy, json.dumps(figures)[:300], usage, flush=True)
-    summary: dict[str, dict] = {}
-    for w, by_policy in runs.items():
-        if not all(by_policy.values()):
-            continue
-        if w == "sasrec":
-            med = {pol: {k: statistics.median(x[k] for x in rs) for k in ("cpu_ms_per_step", "minor_faults_per_step")}
-                   for pol, rs in by_policy.items()}
-            summary[w] = {**med, "keep_speedup": med["system"]["cpu_ms_per_step"] / med["keep"]["cpu_ms_per_step"]}
-        else:
-            key = "real_tokens_per_second" if w == "throughput" else "median_s_per_user"
-            names = by_policy["keep"][0][key]
-            med = {pol: {n: statistics.median(x[key][n] for x in rs) for n in names} for pol, rs in by_policy.items()}
-            speed = {n: (med["keep"][n] / med["system"][n] if w == "throughput" else med["system"][n] / med["keep"][n])
-                     for n in names}
-            faults = {pol: statistics.median(x["minor_faults"] for x in rs) for pol, rs in by_policy.items()}
-            summary[w] = {f"median_{key}": med, "keep_speedup": speed, "child_minor_faults_median": faults}
+    summary = summarise(runs)
     record = {
         "benchmark": "C allocator policy: LLMREC_MALLOC=system (glibc defaults) vs keep (llmrec's default), "
                      "alternating child processes, one thread",

@@ -29,19 +29,20 @@ def _adapter_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     return [(name, p) for name, p in model.named_parameters() if "lora_" in name or "trainable_tokens" in name]
 
 
-def adapter_fingerprint(model: nn.Module) -> tuple[Any, ...]:
+def adapter_fingerprint(model: nn.Module, tensors: list[tuple[str, torch.Tensor]] | None = None) -> tuple[Any, ...]:
     """Changes whenever an adapter tensor is replaced or the active adapter/mode changes; in-place changes of
-    the values are caught by :class:`DecodingCopy`'s snapshot (version counters miss fused optimizers)."""
-    state = tuple((name, p.data_ptr(), p.dtype, p.device, tuple(p.shape)) for name, p in _adapter_tensors(model))
+    the values are caught by :class:`DecodingCopy`'s snapshot (version counters miss fused optimizers).
+    ``tensors``: the model's adapter tensors when the caller has them (each walk of the model costs ~10 ms)."""
+    tensors = _adapter_tensors(model) if tensors is None else tensors
+    state = tuple((name, p.data_ptr(), p.dtype, p.device, tuple(p.shape)) for name, p in tensors)
     return (id(model), tuple(getattr(model, "active_adapters", ()) or ()), state)
 
 
-def adapter_snapshot(model: nn.Module) -> list[torch.Tensor]:
-    return [p.detach().clone() for _, p in _adapter_tensors(model)]
+def adapter_snapshot(tensors: list[tuple[str, torch.Tensor]]) -> list[torch.Tensor]:
+    return [p.detach().clone() for _, p in tensors]
 
 
-def same_adapter_values(model: nn.Module, snapshot: list[torch.Tensor]) -> bool:
-    tensors = _adapter_tensors(model)
+def same_adapter_values(tensors: list[tuple[str, torch.Tensor]], snapshot: list[torch.Tensor]) -> bool:
     return len(tensors) == len(snapshot) and all(
         torch.equal(p.detach(), s) for (_, p), s in zip(tensors, snapshot, strict=True))
 
@@ -90,11 +91,12 @@ class DecodingCopy:
         if not can_merge_for_decoding(model):
             self.clear()
             return model
-        key = adapter_fingerprint(model)
-        if key != self._key or self._model is None or not same_adapter_values(model, self._snapshot):
+        tensors = _adapter_tensors(model)  # one walk of the model per call: single-user decoding feels each
+        key = adapter_fingerprint(model, tensors)
+        if key != self._key or self._model is None or not same_adapter_values(tensors, self._snapshot):
             self._model = None  # free the stale copy before building the next one
             self._model = merged_copy(model)
-            self._key, self._snapshot = key, adapter_snapshot(model)
+            self._key, self._snapshot = key, adapter_snapshot(tensors)
             logger.debug("decoding: rebuilt the LoRA-merged copy")
         return self._model
 
