@@ -52,6 +52,10 @@ def test_shipped_measured_configs_hold_the_measured_settings():
     tuning = json.loads((REPO / "eval/results/sasrec_tuning_ml100k.json").read_text(encoding="utf-8"))
     selected = tuning["variants"][tuning["selected_on_validation"]]
     assert {k: getattr(sas.train, k.split(".")[1]) for k in selected} == selected and sas.train.fast
+    fast = load_config(SasrecRecipeConfig, "sasrec/ml-100k-fast")  # the fast budget selected the same way
+    chosen = tuning["variants"][tuning["selected_fast"]["variant"]]
+    assert {k: getattr(getattr(fast, k.split(".")[0]), k.split(".")[1]) for k in chosen} == chosen and fast.train.fast
+    assert dataclasses.replace(fast.model, dropout=sas.model.dropout) == sas.model
     assert SasrecRecipeConfig() == dataclasses.replace(sas, data="ml-100k", out="runs/sasrec", threads=0)
     gen = load_config(GenrecRecipeConfig, "smollm2-135m/genrec")  # genrec_llm_cf_ml100k.json's command
     assert (gen.ids.vectors, gen.model.max_history, gen.train.max_windows, gen.train.epochs, gen.train.eval_steps,

@@ -21,9 +21,9 @@ def bench():
     return module
 
 
-def _run(valid, test, per_user, cpu=100.0):
+def _run(valid, test, per_user, cpu=100.0, epochs=40):
     return {"valid_ndcg@10": valid, "test_ndcg@10": test, "best_epoch": 10, "to_best_cpu_s": cpu,
-            "total_cpu_s": cpu + 20, "per_user_test_ndcg@10": per_user}
+            "total_cpu_s": cpu + 20, "per_user_test_ndcg@10": per_user, "train_config": {"max_epochs": epochs}}
 
 
 def test_selection_is_on_validation_and_the_paired_difference_on_test(bench):
@@ -42,6 +42,20 @@ def test_selection_is_on_validation_and_the_paired_difference_on_test(bench):
     assert paired["ci95_paired_bootstrap"] == [pytest.approx(0.03), pytest.approx(0.03)]  # a constant shift
     assert out["table"]["shipped"]["runs_meeting_target"] == 0  # 50 CPU-s but test 0.10 < 0.1018
     assert out["variants_meeting_target_every_seed"] == []
+    assert out["selected_fast"] is None  # no budget of <= 30 epochs among these
+
+
+def test_the_fast_budget_is_selected_on_validation_among_short_budgets(bench):
+    users = np.linspace(0, 1, 20)
+    runs = {
+        "long": {0: _run(0.13, 0.11, users, epochs=200)},
+        "short_a": {0: _run(0.12, 0.09, users, cpu=40, epochs=30)},
+        "short_b": {0: _run(0.11, 0.12, users, cpu=30, epochs=20)},  # better on test: not what selects
+    }
+    out = bench.summarise(runs)
+    assert out["selected_on_validation"] == "long"
+    assert out["selected_fast"]["variant"] == "short_a" and out["selected_fast"]["max_epochs_allowed"] == 30
+    assert bench.summarise(runs, fast_max_epochs=20)["selected_fast"]["variant"] == "short_b"
 
 
 def test_every_variant_is_the_recipe_config_plus_valid_overrides(bench):
