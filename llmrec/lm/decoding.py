@@ -196,47 +196,30 @@ def with_room(cache, room: int):
 
 @functools.cache
 def _shared_prefix_layer_class():
-    """A ``DynamicLayer`` that keeps the prompt's key/value states once per prompt and each beam's own appended
-    tokens apart (:class:`~llmrec.lm.attention.SharedPrefix`): a reorder gathers only the beams' few tokens, and
-    ``update`` hands the attention the beams' states with the shared prefix attached, which only
-    :func:`~llmrec.lm.attention.cpu_attention` reads (:func:`shared_prefix_cache` checks that it is the kernel)."""
-    from transformers.cache_utils import DynamicLayer
-
+    """A roomy layer (:func:`_roomy_layer_class`) for each beam's own appended tokens only, beside the prompt's
+    key/value states kept once per prompt (:class:`~llmrec.lm.attention.SharedPrefix`): a reorder gathers only the
+    beams' few tokens, and ``update`` hands the attention the beams' states with the shared prefix attached, which
+    only :func:`~llmrec.lm.attention.cpu_attention` reads (:func:`shared_prefix_cache` checks that it is the
+    kernel)."""
     from llmrec.lm.attention import SharedPrefix
 
-    class SharedPrefixLayer(DynamicLayer):
+    class SharedPrefixLayer(_roomy_layer_class()):
         def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int) -> None:
-            super().__init__()
-            self.device, self.is_initialized, self.length = keys.device, True, 0
+            super().__init__(keys[..., :0, :], values[..., :0, :], room)  # no own tokens yet
             self.prefix = SharedPrefix(keys, values, 1)
-            self.owner = torch.arange(keys.shape[0], device=keys.device)  # the prefix row each beam row reads
-            shape = (keys.shape[0], keys.shape[1], room, keys.shape[-1])
-            self._k, self._v = keys.new_empty(shape), values.new_empty(shape)
-            self._views()
-
-        def _views(self) -> None:
-            self.keys, self.values = self._k[..., : self.length, :], self._v[..., : self.length, :]
+            self.owner = torch.arange(keys.shape[0], device=keys.device)  # the prefix row each row reads
 
         def get_seq_length(self) -> int:
             return self.prefix.keys.shape[-2] + self.length
 
         def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-            end = self.length + key_states.shape[-2]
-            if end > self._k.shape[-2]:  # out of room (never in beam search): grow
-                self._k = torch.cat([self.keys, key_states], dim=-2)
-                self._v = torch.cat([self.values, value_states], dim=-2)
-            else:
-                self._k[..., self.length : end, :] = key_states
-                self._v[..., self.length : end, :] = value_states
-            self.length = end
-            self._views()
-            self.keys.shared_prefix = self.prefix  # a fresh view each call: the tag goes nowhere else
-            return self.keys, self.values
+            keys, values = super().update(key_states, value_states)
+            keys.shared_prefix = self.prefix  # a fresh view each call: the tag goes nowhere else
+            return keys, values
 
         def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-            beam_idx = beam_idx.to(self._k.device)
-            self._k, self._v = self._k.index_select(0, beam_idx), self._v.index_select(0, beam_idx)
-            self.owner = self.owner.index_select(0, beam_idx)
+            super().reorder_cache(beam_idx)
+            self.owner = self.owner.index_select(0, beam_idx.to(self.owner.device))
             n, rows = self.prefix.keys.shape[0], len(beam_idx)
             per = rows // n
             if rows != n * per or not torch.equal(self.owner, torch.arange(rows, device=self.owner.device) // per):
@@ -245,7 +228,6 @@ def _shared_prefix_layer_class():
                 self.owner, per = torch.arange(rows, device=self.owner.device), 1
                 self.prefix = SharedPrefix(keys, values, 1)
             self.prefix = self.prefix._replace(rows_per_prefix=per)
-            self._views()
 
     return SharedPrefixLayer
 
