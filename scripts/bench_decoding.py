@@ -15,6 +15,7 @@ import argparse
 import json
 import statistics
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 
@@ -213,6 +214,7 @@ def main() -> None:
         "runs": runs,
         "machine": machine_facts(),
         "versions": package_versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     write_json_atomic(args.out, result)
     print({n: {key: r[key] for key in r if key.startswith(("hf_over", "unmerged_over", "agreement"))} for n, r in runs.items()})
