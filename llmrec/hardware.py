@@ -129,9 +129,10 @@ def configure_allocator(policy: str | None = None) -> str:
     fresh ``mmap`` pages or from heap memory trimmed back to the OS after the previous step, so every step pays a
     page fault per 4 KiB it touches first: a SASRec step made ~3,000-4,400 minor faults and spent more time in the
     catalogue softmax's first touch than in its arithmetic; with the two thresholds raised, ~600 (measured in
-    eval/results/allocator.json, with the step times). Peak memory is the same (the step's high-water mark), the
-    memory is just not handed back between steps. glibc only (``mallopt``); elsewhere a no-op reported as
-    ``system``."""
+    eval/results/allocator.json, with the step times). The cost: freed memory is not handed back to the OS until
+    the process ends, so a process that runs several models in turn keeps its largest footprint (a SASRec run's
+    peak is unchanged, 652 MB either way; the throughput benchmark, which builds one model after another in one
+    process, peaked 200-400 MB higher). glibc only (``mallopt``); elsewhere a no-op reported as ``system``."""
     global _allocator_policy
     choice = policy or os.environ.get(ALLOCATOR_ENV) or "keep"
     if choice not in ALLOCATOR_POLICIES:
