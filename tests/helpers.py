@@ -1,15 +1,29 @@
 """Builders for test fixtures: tiny random Llama folders, tiny GGUF files, small MovieLens folders and
-generic JSONL / JSON / CSV / TSV / Parquet datasets. ``conftest.py`` wraps these as fixtures; import them
-directly (``from helpers import ...``) when a test needs a variant."""
+generic JSONL / JSON / CSV / TSV / Parquet datasets, and ``load_script`` for the benchmark scripts' summaries.
+``conftest.py`` wraps these as fixtures; import them directly (``from helpers import ...``) when a test needs a
+variant."""
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` as a module (not on the import path): its summary functions tested on hand-made runs."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
 

@@ -3,23 +3,12 @@ that > 1 means the keep policy is faster (tokens/s ratios, inverted time ratios)
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_allocator", REPO / "scripts" / "bench_allocator.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_script
 
 
 def test_summary_orients_speedups_and_takes_medians():
-    bench = _bench()
+    bench = load_script("bench_allocator")
     sasrec = lambda ms, faults: {"cpu_ms_per_step": ms, "minor_faults_per_step": faults}  # noqa: E731
     tput = lambda genrec, faults: {"real_tokens_per_second": {"genrec": genrec}, "minor_faults": faults}  # noqa: E731
     dec = lambda s: {"median_s_per_user": {"auto/llmrec_batch12": s}, "minor_faults": 10}  # noqa: E731

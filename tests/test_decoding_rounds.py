@@ -3,23 +3,12 @@ meeting the decoding targets, from bench_decoding.py records."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("decoding_rounds", REPO / "scripts" / "decoding_rounds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_script
 
 
 def test_rounds_summary():
-    script = _script()
+    script = load_script("decoding_rounds")
     record = {"runs": {"auto": {"llmrec_batch12": {"median_s_per_user": 0.09}, "llmrec_batch1": {
         "median_s_per_user": 0.31}, "hf_generate_batch12": {"median_s_per_user": 3.0}}}}
     assert script.round_figures(record) == {"batched": 0.09, "single": 0.31}

@@ -108,16 +108,22 @@ def test_exclusion_removes_items_and_dead_prefixes():
         constrained_beam_search(model, [[5]], index, k=2, exclude=[list(range(index.n_items))])
 
 
-def test_cache_with_room_behaves_as_the_dynamic_cache():
-    """The beam-search cache writes appended tokens in place; reorders and appends give what DynamicCache gives."""
+def _prompt_caches(g: torch.Generator):
+    """Two DynamicCaches holding the same random prompt states (2 layers of 2 rows, 3 heads, 5 tokens), and them."""
     from transformers import DynamicCache
 
-    g = torch.Generator().manual_seed(0)
     kv = [(torch.randn(2, 3, 5, 4, generator=g), torch.randn(2, 3, 5, 4, generator=g)) for _ in range(2)]
-    plain, roomy = DynamicCache(), DynamicCache()
+    plain, other = DynamicCache(), DynamicCache()
     for i, (k, v) in enumerate(kv):
         plain.update(k, v, i)
-        roomy.update(k.clone(), v.clone(), i)
+        other.update(k.clone(), v.clone(), i)
+    return plain, other, kv
+
+
+def test_cache_with_room_behaves_as_the_dynamic_cache():
+    """The beam-search cache writes appended tokens in place; reorders and appends give what DynamicCache gives."""
+    g = torch.Generator().manual_seed(0)
+    plain, roomy, _ = _prompt_caches(g)
     roomy = with_room(roomy, 2)
     for step, sel in enumerate((torch.tensor([0, 0, 1, 1, 1]), torch.tensor([4, 2, 0, 1, 3]), torch.tensor([1, 1]))):
         for cache in (plain, roomy):
@@ -140,11 +146,7 @@ def test_shared_prefix_cache_holds_what_the_dynamic_cache_holds():
     model = _tiny_model()
     set_attention(model, ATTENTION)
     g = torch.Generator().manual_seed(0)
-    kv = [(torch.randn(2, 3, 5, 4, generator=g), torch.randn(2, 3, 5, 4, generator=g)) for _ in range(2)]
-    plain, shared = DynamicCache(), DynamicCache()
-    for i, (k, v) in enumerate(kv):
-        plain.update(k, v, i)
-        shared.update(k.clone(), v.clone(), i)
+    plain, shared, kv = _prompt_caches(g)
     shared = shared_prefix_cache(model, shared, 2)
     sels = (torch.tensor([0, 0, 0, 1, 1, 1]), torch.tensor([2, 0, 0, 4, 3, 3]), torch.tensor([3, 1, 5]))
     for step, sel in enumerate(sels):

@@ -3,12 +3,11 @@ scripts/bench_profiles.py against HFModel.score_options on a tiny random Llama."
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import load_script
 from test_uqa import hand_data
 
 from llmrec.data.schema import UserHistory
@@ -16,14 +15,9 @@ from llmrec.errors import DataError
 from llmrec.evaluation.models import HFModel
 from llmrec.tasks.profile import expected_rating, majority_context_genre, mean_context_rating
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_profiles.py"
-
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_profiles", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_profiles")
 
 
 def test_expected_rating_by_hand():

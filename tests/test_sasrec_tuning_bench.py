@@ -4,21 +4,14 @@ counted per run."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_sasrec_tuning", REPO / "scripts" / "bench_sasrec_tuning.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_sasrec_tuning")
 
 
 def _run(valid, test, per_user, cpu=100.0, epochs=40):
