@@ -100,7 +100,7 @@ def test_shared_prefix_attention_equals_attention_over_the_repeated_prefix(q_len
     full_k = torch.cat([prefix_k.repeat_interleave(per, 0), key], dim=2)
     full_v = torch.cat([prefix_v.repeat_interleave(per, 0), value], dim=2)
     ref, ref_probs = matmul_attention(_module(groups=3), query, full_k, full_v, keep, scaling=0.3)
-    shared = attention.SharedPrefix(prefix_k, prefix_v, per)
+    shared = attention.SharedPrefix(prefix_k, prefix_v)
     out, probs = attention.shared_prefix_attention(_module(groups=3), query, key, value, keep, shared, scaling=0.3)
     torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(probs, ref_probs, atol=1e-6, rtol=1e-5)

@@ -156,9 +156,10 @@ def test_shared_prefix_cache_holds_what_the_dynamic_cache_holds():
             new = (torch.randn(len(sel), 3, 1, 4, generator=g), torch.randn(len(sel), 3, 1, 4, generator=g))
             want, got = plain.update(*new, i), shared.update(*new, i)  # the third append outgrows the room
             prefix = got[0].shared_prefix
-            assert prefix.rows_per_prefix == (3 if step < 2 else 1)
-            for full, mine, pre in zip(want, got, prefix[:2], strict=True):
-                rows = torch.arange(len(sel)) // prefix.rows_per_prefix
+            per = len(sel) // prefix.keys.shape[0]  # the rows reading each stored prefix
+            assert per == (3 if step < 2 else 1)
+            for full, mine, pre in zip(want, got, prefix, strict=True):
+                rows = torch.arange(len(sel)) // per
                 assert torch.equal(full, torch.cat([pre.index_select(0, rows), mine], dim=2)), (step, i)
         assert plain.get_seq_length() == shared.get_seq_length() == 6 + step
     set_attention(model, "sdpa")  # a kernel that does not read shared prefixes: the roomy cache instead

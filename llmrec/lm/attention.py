@@ -71,12 +71,12 @@ def matmul_attention(module, query: torch.Tensor, key: torch.Tensor, value: torc
 
 
 class SharedPrefix(NamedTuple):
-    """KV states that consecutive blocks of ``rows_per_prefix`` query rows share (a prompt's cache under its
-    beams): ``keys``/``values`` ``[prefixes, kv_heads, length, d]``; rows ``r`` read prefix ``r // rows_per_prefix``."""
+    """KV states that consecutive, equal blocks of query rows share (a prompt's cache under its beams):
+    ``keys``/``values`` ``[prefixes, kv_heads, length, d]``; of ``rows`` query rows, row ``r`` reads prefix
+    ``r // (rows // prefixes)``."""
 
     keys: torch.Tensor
     values: torch.Tensor
-    rows_per_prefix: int
 
 
 def shared_prefix_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -92,9 +92,9 @@ def shared_prefix_attention(module, query: torch.Tensor, key: torch.Tensor, valu
     prefix then suffix."""
     rows, heads, q_len, d = query.shape
     n, kv_heads, width, _ = prefix.keys.shape
-    per, s_len = prefix.rows_per_prefix, key.shape[2]
-    if n * per != rows:
-        raise ValueError(f"{rows} query rows for {n} prefixes of {per} rows each")
+    if rows % n:
+        raise ValueError(f"{rows} query rows do not split into equal blocks over {n} prefixes")
+    per, s_len = rows // n, key.shape[2]
     groups, gq = heads // kv_heads, heads // kv_heads * q_len
     scale = scaling if scaling is not None else d ** -0.5
     # [rows, heads, q, d] -> [n, kv_heads, per * groups * q, d]: a block's rows as extra query rows of its prefix

@@ -180,14 +180,23 @@ def _roomy_layer_class():
     return RoomyLayer
 
 
-def with_room(cache, room: int):
-    """``cache`` (a prompt's ``DynamicCache``) with room for ``room`` more tokens per layer (:func:`_roomy_layer_class`);
-    any other cache (sliding windows, remote-code models) is returned as it is."""
+def _plain_dynamic_layers(cache, room: int) -> list | None:
+    """The layers of ``cache`` where beam search may replace them: a ``DynamicCache`` of plain ``DynamicLayer``s
+    and at least one token to append; None otherwise (sliding windows, remote-code caches)."""
     from transformers.cache_utils import DynamicCache, DynamicLayer
 
     layers = getattr(cache, "layers", None)
     if room < 1 or not isinstance(cache, DynamicCache) or not layers or any(type(x) is not DynamicLayer
                                                                             for x in layers):
+        return None
+    return layers
+
+
+def with_room(cache, room: int):
+    """``cache`` (a prompt's ``DynamicCache``) with room for ``room`` more tokens per layer (:func:`_roomy_layer_class`);
+    any other cache (sliding windows, remote-code models) is returned as it is."""
+    layers = _plain_dynamic_layers(cache, room)
+    if layers is None:
         return cache
     roomy = _roomy_layer_class()
     cache.layers = [roomy(x.keys, x.values, room) for x in layers]
@@ -206,7 +215,7 @@ def _shared_prefix_layer_class():
     class SharedPrefixLayer(_roomy_layer_class()):
         def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int) -> None:
             super().__init__(keys[..., :0, :], values[..., :0, :], room)  # no own tokens yet
-            self.prefix = SharedPrefix(keys, values, 1)
+            self.prefix = SharedPrefix(keys, values)
             self.owner = torch.arange(keys.shape[0], device=keys.device)  # the prefix row each row reads
 
         def get_seq_length(self) -> int:
@@ -221,13 +230,11 @@ def _shared_prefix_layer_class():
             super().reorder_cache(beam_idx)
             self.owner = self.owner.index_select(0, beam_idx.to(self.owner.device))
             n, rows = self.prefix.keys.shape[0], len(beam_idx)
-            per = rows // n
-            if rows != n * per or not torch.equal(self.owner, torch.arange(rows, device=self.owner.device) // per):
+            blocks = torch.arange(rows, device=self.owner.device)
+            if rows % n or not torch.equal(self.owner, blocks // (rows // n)):
                 # rows left their prompt's block (never in beam search): give every row its own copy
-                keys, values = (x.index_select(0, self.owner) for x in self.prefix[:2])
-                self.owner, per = torch.arange(rows, device=self.owner.device), 1
-                self.prefix = SharedPrefix(keys, values, 1)
-            self.prefix = self.prefix._replace(rows_per_prefix=per)
+                self.prefix = SharedPrefix(*(x.index_select(0, self.owner) for x in self.prefix))
+                self.owner = blocks
 
     return SharedPrefixLayer
 
@@ -236,13 +243,10 @@ def shared_prefix_cache(model, cache, room: int):
     """``cache`` (a prompt's ``DynamicCache``) with its states shared by the rows that reorders later derive from
     each prompt row, and room for ``room`` appended tokens per row (:func:`_shared_prefix_layer_class`), where
     ``model`` attends with llmrec's CPU kernel; otherwise :func:`with_room`."""
-    from transformers.cache_utils import DynamicCache, DynamicLayer
-
     from llmrec.lm.attention import ATTENTION, current_attention
 
-    layers = getattr(cache, "layers", None)
-    if (room < 1 or current_attention(model) != ATTENTION or not isinstance(cache, DynamicCache) or not layers
-            or any(type(x) is not DynamicLayer for x in layers)):
+    layers = _plain_dynamic_layers(cache, room)
+    if layers is None or current_attention(model) != ATTENTION:
         return with_room(cache, room)
     shared = _shared_prefix_layer_class()
     cache.layers = [shared(x.keys, x.values, room) for x in layers]
