@@ -161,8 +161,9 @@ def summarise(runs: dict[str, dict[int, dict]], fast_max_epochs: int = FAST_MAX_
     short = [n for n, by_seed in runs.items()
              if all(r.get("train_config", {}).get("max_epochs", 10**9) <= fast_max_epochs for r in by_seed.values())]
     fast = max(short, key=lambda n: table[n]["valid_ndcg@10_mean"]) if short else None
-    out = {"selected_fast": ({"variant": fast, "max_epochs_allowed": fast_max_epochs, **table[fast]} if fast
-                             else None),"table": table, "selected_on_validation": selected, "selected": {"variant": selected, **table[selected]},
+    out = {"table": table, "selected_on_validation": selected, "selected": {"variant": selected, **table[selected]},
+           "selected_fast": ({"variant": fast, "max_epochs_allowed": fast_max_epochs, **table[fast]} if fast
+                             else None),
            "variants_meeting_target_every_seed": [n for n, row in table.items()
                                                   if row["runs_meeting_target"] == len(row["seeds"])]}
     if "shipped" in runs and selected != "shipped":
