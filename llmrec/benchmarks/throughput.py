@@ -274,21 +274,31 @@ def _qa_rows(config: ThroughputConfig, data, split, vectors, dtype: str, tmp: Pa
 @contextlib.contextmanager
 def attention_kernel(model, implementation: str | None):
     """Run a block with ``model`` on another attention kernel (None: the one it has); yields the kernel used.
-    ``"sdpa"`` times the step as it was before issue 18: SDPA and torch's LoRA dropout."""
+    ``"sdpa"`` times the step as it was before issue 18: SDPA, torch's LoRA dropout, peft's fp32 LoRA products and
+    peft's whole-matrix trainable-tokens lookup."""
     from llmrec.lm.attention import current_attention, set_attention
+    from llmrec.lm.lora_compute import use_compute_dtype_lora
+    from llmrec.lm.trainable_rows import use_row_lookup_embeddings
     from llmrec.users.fast_dropout import use_bit_dropout
 
     if implementation is None:
         yield current_attention(model)
         return
     previous = set_attention(model, implementation)
-    swapped = use_bit_dropout(model, undo=True) if implementation == "sdpa" else 0
+    before = implementation == "sdpa"
+    swapped = use_bit_dropout(model, undo=True) if before else 0
+    recast = use_compute_dtype_lora(model, undo=True) if before else 0
+    looked_up = use_row_lookup_embeddings(model, undo=True) if before else 0
     try:
         yield implementation
     finally:
         set_attention(model, previous)
         if swapped:
             use_bit_dropout(model)
+        if recast:
+            use_compute_dtype_lora(model)
+        if looked_up:
+            use_row_lookup_embeddings(model)
 
 
 def _summary(raw: _Raw, peaks: dict[str, dict[str, Any]], warmup: int) -> dict[str, Any]:

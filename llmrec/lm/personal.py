@@ -99,12 +99,23 @@ def with_lora(model, adapter: str | dict[str, Any] = "lora", **extra: Any):
     """``model`` wrapped in PEFT LoRA from an ``adapters/`` preset (a name, a YAML path or a loaded preset)."""
     from peft import get_peft_model
 
-    from llmrec.users.fast_dropout import use_bit_dropout
-
     preset = adapter if isinstance(adapter, dict) else load_adapter_preset(adapter)
     peft_model = get_peft_model(model, lora_config(preset, **extra))
-    use_bit_dropout(peft_model)  # the same dropout at a fraction of the CPU cost (see use_bit_dropout)
+    _fast_adapters(peft_model)
     return peft_model
+
+
+def _fast_adapters(peft_model) -> None:
+    """The CPU-cheap forms of LoRA's dropout and mixed precision and of the trainable rows' lookup; same parameters
+    and saved files (see :func:`~llmrec.users.fast_dropout.use_bit_dropout`,
+    :func:`~llmrec.lm.lora_compute.use_compute_dtype_lora`, :func:`~llmrec.lm.trainable_rows.use_row_lookup_embeddings`)."""
+    from llmrec.lm.lora_compute import use_compute_dtype_lora
+    from llmrec.lm.trainable_rows import use_row_lookup_embeddings
+    from llmrec.users.fast_dropout import use_bit_dropout
+
+    use_bit_dropout(peft_model)
+    use_compute_dtype_lora(peft_model)
+    use_row_lookup_embeddings(peft_model)
 
 
 def _model_dtype(model) -> str:
@@ -553,11 +564,10 @@ def _load_saved_adapter(model, path: Path, base_model: str):
     from peft import PeftModel
 
     from llmrec.lm.model_dir import ADAPTER_CONFIG, ADAPTER_WEIGHTS, RESAVE
-    from llmrec.users.fast_dropout import use_bit_dropout
 
     try:
         peft_model = PeftModel.from_pretrained(model, path)
-        use_bit_dropout(peft_model)  # a loaded model may train on (genrec-pref, resumed runs)
+        _fast_adapters(peft_model)  # a loaded model may train on (genrec-pref, resumed runs)
         return peft_model
     except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""

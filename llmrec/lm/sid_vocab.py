@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from llmrec.errors import LlmrecError
+from llmrec.lm.trainable_rows import merged_rows
 
 GENREC_LOSSES = ("full", "sid")
 
@@ -36,21 +37,7 @@ def output_rows(model, token_ids: torch.Tensor) -> torch.Tensor:
         if getattr(head, "bias", None) is not None:
             raise LlmrecError("the SID-vocabulary loss supports LM heads without bias only")
         return head.weight.index_select(0, token_ids)
-    base = layer.base_layer.weight
-    rows = base.index_select(0, token_ids)
-    if layer.disable_adapters or layer.merged or not layer.active_adapters:
-        return rows
-    for name in layer.active_adapters:
-        trained = torch.tensor(layer.token_indices[name], dtype=torch.long, device=base.device)
-        lookup = torch.full((base.shape[0],), -1, dtype=torch.long, device=base.device)
-        lookup[trained] = torch.arange(len(trained), device=base.device)
-        where = lookup[token_ids]
-        hit = where >= 0
-        if hit.any():
-            delta = layer.trainable_tokens_delta[name].to(rows.dtype)
-            rows = rows.clone()
-            rows[hit] = delta[where[hit]]
-    return rows
+    return merged_rows(layer, token_ids)
 
 
 def hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
