@@ -14,6 +14,7 @@ from llmrec.errors import ConfigError, LlmrecError
 from llmrec.lm.decoding import constrained_beam_search, score_all_items
 from llmrec.lm.personal import PersonalLM, PersonalLMConfig
 from llmrec.lm.sid_vocab import column_log_softmax, restricted_log_softmax, sid_vocab_loss
+from llmrec.lm.target_loss import full_vocab_loss
 from llmrec.tasks.genrec import build_genrec_rows
 from llmrec.training.collate import CausalCollator, PackingCollator, padding_fraction, padding_fractions
 
@@ -77,6 +78,38 @@ def test_sid_loss_is_the_full_loss_restricted_and_renormalised_over_sid_rows(plm
     # num_items_in_batch: the Trainer's sum / count normalisation
     n_targets = int((batch["labels"][:, 1:] != -100).sum())
     torch.testing.assert_close(sid_vocab_loss(model, batch, vocab, num_items_in_batch=2 * n_targets), loss / 2)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_full_loss_at_target_positions_is_the_models_own_loss(plm, packed):
+    """Loss ``full`` builds logits at the target positions only: the same loss and gradients (LoRA, the tied SID
+    rows through both the input and the output side) as ``model(**batch).loss`` over every position, on padded and
+    packed batches, with title-alignment (text) targets too."""
+    rows = build_genrec_rows(plm, dict(list(_catalogue_data().histories().items())[:3]), max_windows=None,
+                             title_alignment=True).rows
+    rows = [rows[i] for i in range(len(rows))]
+    batch = (PackingCollator(plm.tokenizer.pad_token_id) if packed
+             else CausalCollator(plm.tokenizer.pad_token_id))(rows)
+    model = plm.model
+    model.eval()
+
+    def loss_and_grads(fn):
+        model.zero_grad()
+        loss = fn()
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    want, want_grads = loss_and_grads(lambda: model(**batch).loss)
+    got, grads = loss_and_grads(lambda: full_vocab_loss(model, batch))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert any("trainable_tokens_delta" in n and g.abs().sum() > 0 for n, g in grads.items())
+    for n, g in grads.items():
+        torch.testing.assert_close(g, want_grads[n], atol=1e-5, rtol=1e-4)
+    n_targets = int((batch["labels"][:, 1:] != -100).sum())
+    torch.testing.assert_close(full_vocab_loss(model, batch, num_items_in_batch=2 * n_targets), got / 2)
+    per_target = full_vocab_loss(model, batch, reduction="none")
+    assert per_target.shape == (n_targets,)
+    torch.testing.assert_close(per_target.mean(), got)
 
 
 def test_sid_loss_refuses_text_targets(plm):

@@ -150,3 +150,32 @@ def test_build_soft_prompt_lm_wires_llm_encoder_and_vocab_anchors(tiny_llama_dir
     if adapter:  # after text alignment the user side is frozen and only LoRA trains
         model.freeze_user_modules()
         assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} == {"llm"}
+
+
+def test_loss_from_logits_at_answer_positions_equals_the_llm_loss(tiny_llama):
+    """With labels, the forward builds logits at the answer positions only: the same loss and gradients as the
+    LLM's own forward over every position (left padding, a prompt masked out of the labels)."""
+    model, tok = _model(tiny_llama, k=2, train_llm=True)
+    ids, mask, items = _batch(tok, 2)
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, : ids.shape[1] - 3] = -100  # the answer: the last three tokens of each row
+    model.eval()  # no dropout: both passes see the same network
+
+    def run(targets_only: bool):
+        model.zero_grad()
+        SoftPromptModel.logits_at_targets_only = targets_only
+        try:
+            out = model(input_ids=ids, attention_mask=mask, labels=labels, user_item_idx=items)
+        finally:
+            SoftPromptModel.logits_at_targets_only = True
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
+        return out, grads
+
+    ours, grads = run(True)
+    theirs, want = run(False)
+    assert ours.logits is None and theirs.logits is not None
+    torch.testing.assert_close(ours.loss, theirs.loss, atol=1e-5, rtol=1e-5)
+    assert grads.keys() == want.keys() and any("lora_" in n for n in grads)
+    for n, g in grads.items():
+        torch.testing.assert_close(g, want[n], atol=1e-5, rtol=1e-4)

@@ -32,8 +32,9 @@ logger = logging.getLogger(__name__)
 # ``attention`` is not a GenRecTrainConfig field: the row switches the model's attention kernel for its run.
 GENREC_VARIANTS: list[tuple[str, dict[str, Any], str]] = [
     ("genrec_llmrec", {}, "llmrec genrec step: train_genrec (GenRecTrainer, CausalCollator, group_by_length)"),
-    ("genrec_llmrec_sdpa", {"attention": "sdpa"}, "the same with transformers' default SDPA attention and "
-     "torch's LoRA dropout: the step before issue 18's speed work (full-vocabulary loss, no packing)"),
+    ("genrec_llmrec_sdpa", {"attention": "sdpa"}, "the same with transformers' default SDPA attention, torch's "
+     "LoRA dropout, peft's fp32 LoRA products and trainable-tokens lookup, and logits at every position: the step "
+     "before issue 18's speed work (full-vocabulary loss, no packing)"),
     ("genrec_llmrec_sid_loss", {"loss": "sid"}, "the same with the loss over the SID vocabulary"),
     ("genrec_llmrec_packed", {"packing": True}, "the same with several windows packed per row"),
     ("genrec_llmrec_sid_loss_packed", {"loss": "sid", "packing": True}, "SID-vocabulary loss + packing"),
@@ -127,7 +128,10 @@ def _flops_of(shapes, batches, head: str, sid_rows: int = 0) -> tuple[list[float
     flops, real, parts = [], [], {}
     for b in batches:
         t = batch_tokens(b)
-        kw = {"head_positions": t["targets"], "head_rows": sid_rows} if head == "sid" else {}
+        # "sid": logits over the SID rows at the targets; "targets": full-vocabulary logits at the targets (loss
+        # full via full_vocab_loss); both form weight gradients for the trainable SID rows only. "full": everywhere.
+        kw = ({"head_positions": t["targets"], "head_rows": sid_rows if head == "sid" else None,
+               "head_weight_rows": sid_rows} if head in ("sid", "targets") else {})
         p = step_flops(shapes, rows=t["rows"], width=t["width"], **kw)
         flops.append(p["total"])
         real.append(p["total"] * t["real"] / t["computed"])
@@ -150,6 +154,13 @@ def _measure(what: str, dtype: str, run, shapes_of, head: str = "full", sid_rows
     return _Raw(what, dtype, seconds, batches, flops, parts, rss.start_mb, peak, rss.scope, wall, extra)
 
 
+def _head(overrides: dict[str, Any]) -> str:
+    """Where a genrec row's step builds logits (see :func:`_flops_of`): the pre-speed-work row at every position."""
+    if overrides.get("loss") == "sid":
+        return "sid"
+    return "full" if overrides.get("attention") == "sdpa" else "targets"
+
+
 def _genrec_rows(config: ThroughputConfig, data, split, vectors, sids, dtype: str, tmp: Path) -> dict[str, Any]:
     import torch
 
@@ -163,7 +174,6 @@ def _genrec_rows(config: ThroughputConfig, data, split, vectors, sids, dtype: st
                                                                max_history=config.max_history, seed=config.seed),
                             item_vectors=vectors, vocabulary=data.vocabulary)
     shapes = LmShapes.from_model(plm.model)
-    n_sid = len(plm.sid_token_ids)
     rows: dict[str, Any] = {}
 
     def trainer_run(name: str, overrides: dict[str, Any]):
@@ -174,14 +184,17 @@ def _genrec_rows(config: ThroughputConfig, data, split, vectors, sids, dtype: st
                                     batch_size=config.batch_size, max_windows=config.max_windows or None,
                                     eval_users=1, logging_steps=10**6, save_total_limit=1, seed=config.seed,
                                     **train_overrides)
-            with attention_kernel(plm.model, overrides.get("attention")) as kernel:
+            with attention_kernel(plm.model, overrides.get("attention")) as kernel, \
+                    _model_loss(overrides.get("attention") == "sdpa"):
                 train_genrec(plm, split.train, split.valid[:1], cfg, callbacks=[rec])
             return rec.step_seconds(), rec.batches[: len(rec.ends)], {"attention": kernel}
         return run
 
     variants = genrec_variants()
     first_name, first_overrides, first_what, _ = variants[0]
-    rows[first_name] = _measure(first_what, dtype, trainer_run(first_name, first_overrides), lambda: shapes)
+    n_sid = len(plm.sid_token_ids)
+    rows[first_name] = _measure(first_what, dtype, trainer_run(first_name, first_overrides), lambda: shapes,
+                                head=_head(first_overrides), sid_rows=n_sid)
     same = rows[first_name].batches
 
     def bare():
@@ -195,12 +208,12 @@ def _genrec_rows(config: ThroughputConfig, data, split, vectors, sids, dtype: st
         if why:
             rows[name] = why
             continue
-        head = "sid" if overrides.get("loss") == "sid" else "full"
         rows[name] = _measure(what, dtype, trainer_run(name, overrides), lambda: LmShapes.from_model(plm.model),
-                              head=head, sid_rows=n_sid)
+                              head=_head(overrides), sid_rows=n_sid)
     if config.repeat:
         rows[f"{first_name}_repeat"] = _measure(first_what + ", run again after the others (noise)", dtype,
-                                                trainer_run(first_name + "_repeat", first_overrides), lambda: shapes)
+                                                trainer_run(first_name + "_repeat", first_overrides), lambda: shapes,
+                                                head=_head(first_overrides), sid_rows=n_sid)
     rows["_shapes"] = shapes
     return rows
 
@@ -245,7 +258,7 @@ def _qa_rows(config: ThroughputConfig, data, split, vectors, dtype: str, tmp: Pa
             cfg = QATrainConfig(output_dir=str(tmp / f"{name}-{dtype}"), max_steps=config.warmup + config.steps,
                                 learning_rate=SoftTrainConfig().lr, batch_size=config.batch_size,
                                 logging_steps=10**6, seed=config.seed, compile=compile)
-            with attention_kernel(model, attention) as kernel:
+            with attention_kernel(model, attention) as kernel, _model_loss(attention == "sdpa"):
                 train_qa(model, qa, tok.pad_token_id, cfg, callbacks=[rec])
             return rec.step_seconds(), rec.batches[: len(rec.ends)], {
                 "questions": len(questions), "soft_tokens": soft.k, "attention": kernel}
@@ -253,11 +266,11 @@ def _qa_rows(config: ThroughputConfig, data, split, vectors, dtype: str, tmp: Pa
 
     what = (f"llmrec soft-prompt QA step: train_qa (TrainableOnlyTrainer, QACollator), k = {soft.k} soft tokens, "
             "LoRA, user encoder frozen (untrained weights: speed only)")
-    rows["qa_llmrec"] = _measure(what, dtype, trainer("qa", None), lambda: shapes)
+    rows["qa_llmrec"] = _measure(what, dtype, trainer("qa", None), lambda: shapes, head="targets")
     same = rows["qa_llmrec"].batches
 
     def bare():
-        with attention_kernel(model, "sdpa") as kernel:
+        with attention_kernel(model, "sdpa") as kernel, _model_loss(True):
             return bare_loop_step_seconds(model, same, lr=SoftTrainConfig().lr), same, {"attention": kernel}
 
     rows["qa_bare_loop"] = _measure("bare loop on the qa_llmrec batches: model(**batch).loss, backward, AdamW step, "
@@ -266,9 +279,27 @@ def _qa_rows(config: ThroughputConfig, data, split, vectors, dtype: str, tmp: Pa
                                       trainer("qa_sdpa", "sdpa"), lambda: shapes)
     rows["qa_llmrec_compiled"] = _measure(what + ", each decoder layer compiled (llmrec.lm.compiled; compilation "
                                           "falls in the warm-up steps)", dtype, trainer("qa_compiled", None, True),
-                                          lambda: shapes) if compiler_available() else NO_COMPILER
+                                          lambda: shapes, head="targets") if compiler_available() else NO_COMPILER
     rows["_shapes"] = shapes
     return rows
+
+
+@contextlib.contextmanager
+def _model_loss(active: bool):
+    """Within the block (when ``active``), the genrec Trainer and the soft-prompt model take the loss from the LLM's
+    forward (logits at every position), as before issue 18, instead of building logits at the targets only
+    (:mod:`llmrec.lm.target_loss`)."""
+    from llmrec.lm.soft_prompt import SoftPromptModel
+    from llmrec.training.genrec import GenRecTrainer
+
+    previous = [(cls, cls.logits_at_targets_only) for cls in (GenRecTrainer, SoftPromptModel)]
+    for cls, value in previous:
+        cls.logits_at_targets_only = value and not active
+    try:
+        yield
+    finally:
+        for cls, value in previous:
+            cls.logits_at_targets_only = value
 
 
 @contextlib.contextmanager

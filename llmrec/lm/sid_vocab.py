@@ -16,41 +16,22 @@ import torch
 import torch.nn.functional as F
 
 from llmrec.errors import LlmrecError
+from llmrec.lm.target_loss import causal_lm, normalised_cross_entropy, target_states
 from llmrec.lm.trainable_rows import merged_rows
 
 GENREC_LOSSES = ("full", "sid")
 
 
-def _causal_lm(model):
-    """The Hugging Face causal LM inside ``model`` (a PEFT model, a UserStateLM around one, or a plain LM)."""
-    inner = getattr(model, "llm", model)  # UserStateLM
-    get_base = getattr(inner, "get_base_model", None)
-    return get_base() if get_base is not None else inner
-
-
 def output_rows(model, token_ids: torch.Tensor) -> torch.Tensor:
     """The LM head's rows for ``token_ids`` ``[n, d]`` as the forward would use them: PEFT's trainable-token
     deltas in place of the frozen rows (differentiable w.r.t. the delta), or the plain weight."""
-    head = _causal_lm(model).get_output_embeddings()
+    head = causal_lm(model).get_output_embeddings()
     layer = getattr(head, "token_adapter", None)  # peft TrainableTokensWrapper (e.g. tied to the embedding)
     if layer is None:
         if getattr(head, "bias", None) is not None:
             raise LlmrecError("the SID-vocabulary loss supports LM heads without bias only")
         return head.weight.index_select(0, token_ids)
     return merged_rows(layer, token_ids)
-
-
-def hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                  position_ids: torch.Tensor | None = None,
-                  user_item_idx: torch.Tensor | None = None) -> torch.Tensor:
-    """Last hidden states ``[B, T, d]`` from the model body (no LM head); user-state models add their shifts."""
-    body = _causal_lm(model).get_decoder()
-    if user_item_idx is not None:
-        embeds = model.embed(input_ids, user_item_idx)
-        out = body(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-    else:
-        out = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-    return out.last_hidden_state
 
 
 def sid_vocab_loss(model, batch: dict[str, torch.Tensor], vocab: torch.Tensor,
@@ -60,26 +41,15 @@ def sid_vocab_loss(model, batch: dict[str, torch.Tensor], vocab: torch.Tensor,
     token rows only. ``reduction``: ``mean`` over targets, ``sum`` divided by ``num_items_in_batch`` when given
     (the Trainer's token-count normalisation, as Hugging Face causal LMs do), or ``none`` (one loss per target,
     in row-major position order)."""
-    labels = batch["labels"]
-    hidden = hidden_states(model, batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids"),
-                           batch.get("user_item_idx"))
-    targets = labels[:, 1:]
-    keep = targets != -100
-    h = hidden[:, :-1][keep]  # [N, d]: only the positions that carry a target
-    lookup = torch.full((int(vocab.max()) + 1,), -1, dtype=torch.long, device=labels.device)
-    lookup[vocab] = torch.arange(len(vocab), device=labels.device)
-    t = targets[keep]
+    h, t = target_states(model, batch)
+    lookup = torch.full((int(vocab.max()) + 1,), -1, dtype=torch.long, device=t.device)
+    lookup[vocab] = torch.arange(len(vocab), device=t.device)
     cls = torch.where(t < len(lookup), lookup[t.clamp(max=len(lookup) - 1)], torch.full_like(t, -1))
     if (cls < 0).any():
         bad = int(t[cls < 0][0])
         raise LlmrecError(f"target token {bad} is not a semantic-ID token: loss 'sid' scores SID targets only "
                           "(title alignment rows need loss 'full')")
-    logits = (h @ output_rows(model, vocab).to(h.dtype).T).float()  # upcast as HF's loss does
-    if reduction == "none":
-        return F.cross_entropy(logits, cls, reduction="none")
-    if num_items_in_batch is not None:
-        return F.cross_entropy(logits, cls, reduction="sum") / num_items_in_batch
-    return F.cross_entropy(logits, cls)
+    return normalised_cross_entropy(h @ output_rows(model, vocab).to(h.dtype).T, cls, num_items_in_batch, reduction)
 
 
 def restricted_log_softmax(logits: torch.Tensor, vocab: torch.Tensor | None) -> torch.Tensor:

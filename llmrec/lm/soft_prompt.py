@@ -72,6 +72,10 @@ class SoftPromptModel(nn.Module):
     """LLM (plain or PEFT) + user encoder + projector. Batches carry ``user_item_idx`` ([B,T], 0 = pad) and
     optionally ``user_ratings`` and ``user_query_vec`` next to ``input_ids``/``attention_mask``/``labels``."""
 
+    # With labels, the forward returns the loss of the model's own (mean over answer tokens) from logits at the
+    # answer positions only (llmrec.lm.target_loss); False: the LLM's forward with logits everywhere (benchmarks).
+    logits_at_targets_only: bool = True
+
     def __init__(self, llm, user_encoder: nn.Module, user_token_id: int, config: SoftPromptConfig) -> None:
         super().__init__()
         self.llm = llm
@@ -128,7 +132,17 @@ class SoftPromptModel(nn.Module):
             raise LlmrecError("a soft-prompt batch needs user_item_idx")
         vectors = self.user_vectors(user_item_idx, user_query_vec, user_ratings)
         embeds = self.splice(input_ids, vectors)
-        return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
+        if labels is None or not self.logits_at_targets_only:
+            return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+
+        from llmrec.lm.target_loss import at_targets, causal_lm, head_logits, normalised_cross_entropy
+
+        body = causal_lm(self.llm).get_decoder()
+        hidden = body(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        h, targets = at_targets(hidden, labels)
+        loss = normalised_cross_entropy(head_logits(self.llm, h), targets, None, "mean")
+        return CausalLMOutputWithPast(loss=loss)  # the loss only: no per-position logits were built
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask, user_item_idx, user_ratings=None, user_query_vec=None,

@@ -99,12 +99,14 @@ class LmShapes:
 
 
 def step_flops(shapes: LmShapes, *, rows: int, width: int, head_positions: int | None = None,
-               head_rows: int | None = None) -> dict[str, float]:
+               head_rows: int | None = None, head_weight_rows: int | None = None) -> dict[str, float]:
     """FLOPs of one training step on ``rows x width`` computed tokens (see :data:`FORMULA`), by part.
-    ``head_positions`` defaults to every position, ``head_rows`` to the whole vocabulary."""
+    ``head_positions`` defaults to every position, ``head_rows`` to the whole vocabulary; ``head_weight_rows``:
+    the head rows that get a weight gradient (default: the whole vocabulary, as a PEFT merged matrix costs)."""
     tokens = rows * width
     h = tokens if head_positions is None else head_positions
     v = shapes.vocab if head_rows is None else head_rows
+    w = shapes.vocab if head_weight_rows is None else head_weight_rows
     attn = 4 * shapes.layers * width * shapes.attn_dim * tokens
     parts = {
         "linear_forward": 2 * shapes.linear_params() * tokens,
@@ -115,7 +117,7 @@ def step_flops(shapes: LmShapes, *, rows: int, width: int, head_positions: int |
         "attention_backward": 2 * attn,
         "head_forward": 2 * shapes.hidden * v * h,
         "head_backward_input": 2 * shapes.hidden * v * h,
-        "head_backward_weight": 2 * shapes.hidden * shapes.vocab * h if shapes.head_weight_grad else 0,
+        "head_backward_weight": 2 * shapes.hidden * w * h if shapes.head_weight_grad else 0,
     }
     parts = {k: float(x) for k, x in parts.items()}
     parts["total"] = sum(parts.values())

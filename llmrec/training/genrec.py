@@ -26,6 +26,7 @@ from llmrec.errors import ConfigError
 from llmrec.evaluation.ranking import ranking_metrics
 from llmrec.lm.compiled import compiled_for_training
 from llmrec.lm.sid_vocab import GENREC_LOSSES, sid_vocab_loss
+from llmrec.lm.target_loss import full_vocab_loss
 from llmrec.lm.user_states import UserStateLM
 from llmrec.progress import progress
 from llmrec.tasks.genrec import build_genrec_rows
@@ -187,6 +188,10 @@ class ValidationRankingMixin:
 class GenRecTrainer(ValidationRankingMixin, Trainer):
     """The supervised genrec Trainer: validation ranking as ``evaluate`` (mixin), compact checkpoints."""
 
+    # Loss ``full`` builds logits at the target positions only (:func:`~llmrec.lm.sid_vocab.full_vocab_loss`, the
+    # same loss as the model's own); False leaves it to the model's forward (the throughput benchmark's "before" row).
+    logits_at_targets_only: bool = True
+
     def __init__(self, *args: Any, train_config: GenRecTrainConfig | None = None, **kwargs: Any) -> None:
         super().__init__(*args, train_config=train_config or GenRecTrainConfig(), **kwargs)
         self._sid_vocab: torch.Tensor | None = None
@@ -215,15 +220,19 @@ class GenRecTrainer(ValidationRankingMixin, Trainer):
                 "tokens_per_second": float(sum(toks) / sum(secs))}
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
-        """Loss ``sid``: the SID-vocabulary cross-entropy (:func:`~llmrec.lm.sid_vocab.sid_vocab_loss`),
-        normalised as the Trainer normalises the model's own loss (by ``num_items_in_batch`` when the model takes
-        loss kwargs, else the batch mean); loss ``full``: the Trainer's."""
-        if self.train_config.loss != "sid":
+        """Loss ``sid``: the SID-vocabulary cross-entropy (:func:`~llmrec.lm.sid_vocab.sid_vocab_loss`); loss
+        ``full``: the model's own full-vocabulary loss with logits at the target positions only
+        (:func:`~llmrec.lm.sid_vocab.full_vocab_loss`). Both normalised as the Trainer normalises the model's own
+        loss (by ``num_items_in_batch`` when the model takes loss kwargs, else the batch mean)."""
+        sid = self.train_config.loss == "sid"
+        if not sid and not self.logits_at_targets_only:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        if self._sid_vocab is None:
+        if sid and self._sid_vocab is None:
             self._sid_vocab = torch.tensor(self.plm.sid_vocab, dtype=torch.long, device=inputs["input_ids"].device)
         scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
-        loss = sid_vocab_loss(model, inputs, self._sid_vocab, num_items_in_batch if scaled else None)
+        items = num_items_in_batch if scaled else None
+        loss = (sid_vocab_loss(model, inputs, self._sid_vocab, items) if sid
+                else full_vocab_loss(model, inputs, items))
         if scaled and self.args.average_tokens_across_devices:
             loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss does for the model's loss
         return (loss, None) if return_outputs else loss
