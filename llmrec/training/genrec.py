@@ -188,7 +188,7 @@ class ValidationRankingMixin:
 class GenRecTrainer(ValidationRankingMixin, Trainer):
     """The supervised genrec Trainer: validation ranking as ``evaluate`` (mixin), compact checkpoints."""
 
-    # Loss ``full`` builds logits at the target positions only (:func:`~llmrec.lm.sid_vocab.full_vocab_loss`, the
+    # Loss ``full`` builds logits at the target positions only (:func:`~llmrec.lm.target_loss.full_vocab_loss`, the
     # same loss as the model's own); False leaves it to the model's forward (the throughput benchmark's "before" row).
     logits_at_targets_only: bool = True
 
@@ -222,11 +222,17 @@ class GenRecTrainer(ValidationRankingMixin, Trainer):
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         """Loss ``sid``: the SID-vocabulary cross-entropy (:func:`~llmrec.lm.sid_vocab.sid_vocab_loss`); loss
         ``full``: the model's own full-vocabulary loss with logits at the target positions only
-        (:func:`~llmrec.lm.sid_vocab.full_vocab_loss`). Both normalised as the Trainer normalises the model's own
-        loss (by ``num_items_in_batch`` when the model takes loss kwargs, else the batch mean)."""
+        (:func:`~llmrec.lm.target_loss.full_vocab_loss`). Both normalised as the Trainer normalises the model's own
+        loss (by ``num_items_in_batch`` when the model takes loss kwargs, else the batch mean). Both call the model's
+        body directly, which a DDP/FSDP wrapper must not be bypassed for (its forward prepares the gradient
+        all-reduce): under one, loss ``full`` is the wrapper's forward and loss ``sid`` is refused."""
         sid = self.train_config.loss == "sid"
-        if not sid and not self.logits_at_targets_only:
+        wrapped = self.accelerator.unwrap_model(model) is not model
+        if not sid and (wrapped or not self.logits_at_targets_only):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if sid and wrapped:
+            raise ConfigError(f"train.loss 'sid' does not run under {type(model).__name__} (multi-process "
+                              "training): it scores the SID rows outside the wrapper's forward; use loss 'full'")
         if sid and self._sid_vocab is None:
             self._sid_vocab = torch.tensor(self.plm.sid_vocab, dtype=torch.long, device=inputs["input_ids"].device)
         scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
