@@ -179,3 +179,14 @@ def test_loss_from_logits_at_answer_positions_equals_the_llm_loss(tiny_llama):
     assert grads.keys() == want.keys() and any("lora_" in n for n in grads)
     for n, g in grads.items():
         torch.testing.assert_close(g, want[n], atol=1e-5, rtol=1e-4)
+    # the Trainer's num_items_in_batch (accumulation): sum / count on both paths, not a per-micro-batch mean
+    n_targets = int((labels[:, 1:] != -100).sum())
+    with torch.no_grad():
+        for targets_only in (True, False):
+            SoftPromptModel.logits_at_targets_only = targets_only
+            try:
+                half = model(input_ids=ids, attention_mask=mask, labels=labels, user_item_idx=items,
+                             num_items_in_batch=2 * n_targets).loss
+            finally:
+                SoftPromptModel.logits_at_targets_only = True
+            torch.testing.assert_close(half, theirs.loss.detach() / 2, atol=1e-5, rtol=1e-5)

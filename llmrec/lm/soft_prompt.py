@@ -132,8 +132,12 @@ class SoftPromptModel(nn.Module):
             raise LlmrecError("a soft-prompt batch needs user_item_idx")
         vectors = self.user_vectors(user_item_idx, user_query_vec, user_ratings)
         embeds = self.splice(input_ids, vectors)
+        # the Trainer's token count over all accumulated micro-batches (it passes it: this forward takes **kwargs);
+        # the loss is then sum / count as Hugging Face's, so accumulation averages over tokens, not micro-batches
+        items = kwargs.get("num_items_in_batch")
         if labels is None or not self.logits_at_targets_only:
-            return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
+            loss_kwargs = {} if items is None else {"num_items_in_batch": items}
+            return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **loss_kwargs)
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
         from llmrec.lm.target_loss import at_targets, causal_lm, head_logits, normalised_cross_entropy
@@ -141,7 +145,7 @@ class SoftPromptModel(nn.Module):
         body = causal_lm(self.llm).get_decoder()
         hidden = body(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
         h, targets = at_targets(hidden, labels)
-        loss = normalised_cross_entropy(head_logits(self.llm, h), targets, None, "mean")
+        loss = normalised_cross_entropy(head_logits(self.llm, h), targets, items, "mean")
         return CausalLMOutputWithPast(loss=loss)  # the loss only: no per-position logits were built
 
     @torch.no_grad()
