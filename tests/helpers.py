@@ -25,6 +25,20 @@ def load_script(name: str) -> ModuleType:
     return module
 
 
+def random_sid_personal_lm(model_dir: str | Path, data, seed: int = 0):
+    """A fp32 PersonalLM on ``model_dir`` with random 2-level semantic IDs (8 x 8 codes) for ``data``'s items."""
+    import numpy as np
+
+    from llmrec.items.semantic_ids import SemanticIds
+    from llmrec.lm.personal import PersonalLM, PersonalLMConfig
+
+    rng = np.random.default_rng(seed)
+    codes = np.stack([rng.integers(0, 8, len(data.items)), rng.integers(0, 8, len(data.items))], axis=1)
+    sids = SemanticIds.from_quantized(list(data.items), codes, (8, 8))
+    return PersonalLM.create(sids, data.items, PersonalLMConfig(base_model=str(model_dir), dtype="fp32",
+                                                                sid_init="random"))
+
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
 
 # ---------------------------------------------------------------- tiny models

@@ -81,19 +81,3 @@ def test_fp32_model_is_unchanged_and_switch_is_idempotent(tiny_llama):
     assert state.keys() == model.state_dict().keys()
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
-
-def test_loaded_personal_lm_computes_lora_in_the_base_dtype(tiny_llama_dir, ml100k, tmp_path):
-    import numpy as np
-
-    from llmrec.items.semantic_ids import SemanticIds
-    from llmrec.lm.personal import PersonalLM, PersonalLMConfig
-
-    rng = np.random.default_rng(0)
-    codes = np.stack([rng.integers(0, 8, len(ml100k.items)), rng.integers(0, 8, len(ml100k.items))], axis=1)
-    sids = SemanticIds.from_quantized(list(ml100k.items), codes, (8, 8))
-    plm = PersonalLM.create(sids, ml100k.items, PersonalLMConfig(base_model=str(tiny_llama_dir), dtype="fp32",
-                                                                 sid_init="random"))
-    plm.save(tmp_path / "m")
-    loaded = PersonalLM.load(tmp_path / "m")
-    layers = _lora_linears(loaded.model)
-    assert layers and all(not layer.cast_input_dtype_enabled for layer in layers)

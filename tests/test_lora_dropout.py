@@ -34,17 +34,18 @@ def test_with_lora_uses_bit_dropout_and_eval_is_unchanged(tiny_llama):
     assert torch.allclose(kept[kept > 0], torch.tensor(1 / 0.95))
 
 
-def test_saved_and_loaded_personal_lm_gets_bit_dropout(tiny_llama_dir, ml100k, tmp_path):
-    import numpy as np
+def test_saved_and_loaded_personal_lm_gets_the_fast_adapter_paths(tiny_llama_dir, ml100k, tmp_path):
+    """Bit dropout, compute-dtype LoRA and the row-lookup SID embedding (llmrec.lm.personal._fast_adapters) on a
+    PersonalLM built and on one loaded from its folder (it may train on: genrec-pref, resumed runs)."""
+    from helpers import random_sid_personal_lm
+    from peft.tuners.lora.layer import Linear as LoraLinear
 
-    from llmrec.items.semantic_ids import SemanticIds
-    from llmrec.lm.personal import PersonalLM, PersonalLMConfig
+    from llmrec.lm.personal import PersonalLM
 
-    rng = np.random.default_rng(0)
-    codes = np.stack([rng.integers(0, 8, len(ml100k.items)), rng.integers(0, 8, len(ml100k.items))], axis=1)
-    sids = SemanticIds.from_quantized(list(ml100k.items), codes, (8, 8))
-    plm = PersonalLM.create(sids, ml100k.items, PersonalLMConfig(base_model=str(tiny_llama_dir), dtype="fp32",
-                                                                 sid_init="random"))
+    plm = random_sid_personal_lm(tiny_llama_dir, ml100k)
     plm.save(tmp_path / "m")
-    loaded = PersonalLM.load(tmp_path / "m")
-    assert _dropouts(loaded.model) and all(isinstance(d, BitDropout) for d in _dropouts(loaded.model))
+    for model in (plm.model, PersonalLM.load(tmp_path / "m").model):
+        assert _dropouts(model) and all(isinstance(d, BitDropout) for d in _dropouts(model))
+        layers = [m for m in model.modules() if type(m) is LoraLinear]
+        assert layers and all(not layer.cast_input_dtype_enabled for layer in layers)
+        assert [type(m).__name__ for m in model.modules() if type(m).__name__ == "RowLookupTrainableTokens"]

@@ -3,21 +3,10 @@ same embeddings and the same gradient for peft's delta as peft's own ``index_cop
 
 from __future__ import annotations
 
-import numpy as np
 import torch
+from helpers import random_sid_personal_lm
 
 from llmrec.lm.trainable_rows import use_row_lookup_embeddings
-
-
-def _plm(tiny_llama_dir, ml100k):
-    from llmrec.items.semantic_ids import SemanticIds
-    from llmrec.lm.personal import PersonalLM, PersonalLMConfig
-
-    rng = np.random.default_rng(0)
-    codes = np.stack([rng.integers(0, 8, len(ml100k.items)), rng.integers(0, 8, len(ml100k.items))], axis=1)
-    sids = SemanticIds.from_quantized(list(ml100k.items), codes, (8, 8))
-    return PersonalLM.create(sids, ml100k.items, PersonalLMConfig(base_model=str(tiny_llama_dir), dtype="fp32",
-                                                                  sid_init="random"))
 
 
 def _embed_layer(model):
@@ -30,7 +19,7 @@ def _embed_layer(model):
 
 
 def test_row_lookup_equals_peft_forward_and_delta_gradient(tiny_llama_dir, ml100k):
-    plm = _plm(tiny_llama_dir, ml100k)
+    plm = random_sid_personal_lm(tiny_llama_dir, ml100k)
     layer = _embed_layer(plm.model)
     assert type(layer).__name__ == "RowLookupTrainableTokens"  # PersonalLM switched it
     assert use_row_lookup_embeddings(plm.model) == 0
