@@ -137,6 +137,22 @@ def fast_recipe_runs(folders: list[Path]) -> dict:
             and statistics.fmean(tests) >= TARGET["test_ndcg@10"]}
 
 
+def write_fast_runs_only(folders: list[Path], out: Path, argv: list[str] | None) -> int:
+    """The fast config's recipe runs alone (:func:`fast_recipe_runs`), with this machine's facts: the time-to-best
+    target checked on a machine the sweep did not run on."""
+    from llmrec.io import write_json_atomic
+    from llmrec.runinfo import run_info
+
+    if not folders:
+        raise SystemExit("--fast-runs-only needs --fast-recipe-runs FOLDER ...")
+    command = "python scripts/bench_sasrec_tuning.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    record = {"benchmark": "SASRec fast config (sasrec/ml-100k-fast) recipe runs: CPU seconds to the best validation "
+                           "epoch and test NDCG@10, per seed, one thread",
+              "target_issue_18": TARGET, "fast_recipe_runs": fast_recipe_runs(folders)}
+    write_json_atomic(out, {**record, **run_info(None, command=command)})
+    return 0
+
+
 def summarise(runs: dict[str, dict[int, dict]], fast_max_epochs: int = FAST_MAX_EPOCHS) -> dict:
     from llmrec.evaluation.ranking import bootstrap_ci
 
@@ -191,7 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fast-recipe-runs", type=Path, nargs="*", default=[],
                     help="`llmrec train sasrec --config sasrec/ml-100k-fast` output folders (one per seed): recorded "
                          "with their CPU seconds to the best epoch, measured with the code of the run")
+    ap.add_argument("--fast-runs-only", action="store_true",
+                    help="write only the --fast-recipe-runs record to --out (another machine's runs of the fast "
+                         "config, without the sweep)")
     args = ap.parse_args(argv)
+    if args.fast_runs_only:
+        return write_fast_runs_only(args.fast_recipe_runs, args.out, argv)
 
     from llmrec.data import leave_one_out, load_dataset
     from llmrec.hardware import load_at_end, load_at_start, set_threads

@@ -59,3 +59,36 @@ def test_every_variant_is_the_recipe_config_plus_valid_overrides(bench):
         config = load_config(SasrecRecipeConfig, "sasrec/ml-100k", {**overrides, "train.fast": True})
         _, train = encoder_configs(config, 100)
         assert train.fast, name
+
+
+def _recipe_folder(root, seed, best_epoch, cpu_per_epoch, test):
+    import json
+
+    import yaml
+
+    folder = root / f"seed{seed}"
+    folder.mkdir()
+    (folder / "config.yaml").write_text(yaml.safe_dump({"train": {"seed": seed, "epochs": 30}}))
+    (folder / "metrics.json").write_text(json.dumps({
+        "best_epoch": best_epoch, "valid_rated_removed": {"ndcg@10": 0.12}, "test": {"rated_removed": {"ndcg@10": test}},
+        "test_ci95_bootstrap": {}, "train_wall_s": 99.0}))
+    history = [{"epoch": e, "cpu_s": e * cpu_per_epoch, "elapsed_s": e * cpu_per_epoch + 1} for e in range(1, 31)]
+    (folder / "meta.json").write_text(json.dumps({"history": history}))
+    (folder / "run.json").write_text(json.dumps({"machine": {"allocator": "keep"}, "created": "now"}))
+    return folder
+
+
+def test_fast_runs_only_records_the_recipe_runs_against_the_target(bench, tmp_path):
+    import json
+
+    folders = [_recipe_folder(tmp_path, 0, 20, 2.5, 0.105), _recipe_folder(tmp_path, 1, 22, 3.0, 0.110),
+               _recipe_folder(tmp_path, 2, 18, 3.0, 0.099)]
+    out = tmp_path / "fast.json"
+    assert bench.main(["--fast-runs-only", "--fast-recipe-runs", *map(str, folders), "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    fast = record["fast_recipe_runs"]
+    assert [fast["runs"][f"seed{s}"]["to_best_cpu_s"] for s in range(3)] == [50.0, 66.0, 54.0]
+    assert fast["to_best_cpu_s_median"] == 54.0 and fast["test_ndcg@10_mean"] == pytest.approx(0.1047, abs=1e-4)
+    assert fast["runs_meeting_target"] == 1  # seed 0 only: seed 1 too slow, seed 2 below 0.1018
+    assert fast["target_met_on_median_time_and_mean_test"] is True
+    assert "--fast-runs-only" in record["command"] and "machine" in record
