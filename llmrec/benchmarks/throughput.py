@@ -184,8 +184,7 @@ def _genrec_rows(config: ThroughputConfig, data, split, vectors, sids, dtype: st
                                     batch_size=config.batch_size, max_windows=config.max_windows or None,
                                     eval_users=1, logging_steps=10**6, save_total_limit=1, seed=config.seed,
                                     **train_overrides)
-            with attention_kernel(plm.model, overrides.get("attention")) as kernel, \
-                    _model_loss(overrides.get("attention") == "sdpa"):
+            with attention_kernel(plm.model, overrides.get("attention")) as kernel:
                 train_genrec(plm, split.train, split.valid[:1], cfg, callbacks=[rec])
             return rec.step_seconds(), rec.batches[: len(rec.ends)], {"attention": kernel}
         return run
@@ -258,7 +257,7 @@ def _qa_rows(config: ThroughputConfig, data, split, vectors, dtype: str, tmp: Pa
             cfg = QATrainConfig(output_dir=str(tmp / f"{name}-{dtype}"), max_steps=config.warmup + config.steps,
                                 learning_rate=SoftTrainConfig().lr, batch_size=config.batch_size,
                                 logging_steps=10**6, seed=config.seed, compile=compile)
-            with attention_kernel(model, attention) as kernel, _model_loss(attention == "sdpa"):
+            with attention_kernel(model, attention) as kernel:
                 train_qa(model, qa, tok.pad_token_id, cfg, callbacks=[rec])
             return rec.step_seconds(), rec.batches[: len(rec.ends)], {
                 "questions": len(questions), "soft_tokens": soft.k, "attention": kernel}
@@ -270,7 +269,7 @@ def _qa_rows(config: ThroughputConfig, data, split, vectors, dtype: str, tmp: Pa
     same = rows["qa_llmrec"].batches
 
     def bare():
-        with attention_kernel(model, "sdpa") as kernel, _model_loss(True):
+        with attention_kernel(model, "sdpa") as kernel:
             return bare_loop_step_seconds(model, same, lr=SoftTrainConfig().lr), same, {"attention": kernel}
 
     rows["qa_bare_loop"] = _measure("bare loop on the qa_llmrec batches: model(**batch).loss, backward, AdamW step, "
@@ -305,8 +304,8 @@ def _model_loss(active: bool):
 @contextlib.contextmanager
 def attention_kernel(model, implementation: str | None):
     """Run a block with ``model`` on another attention kernel (None: the one it has); yields the kernel used.
-    ``"sdpa"`` times the step as it was before issue 18: SDPA, torch's LoRA dropout, peft's fp32 LoRA products and
-    peft's whole-matrix trainable-tokens lookup."""
+    ``"sdpa"`` times the step as it was before issue 18: SDPA, torch's LoRA dropout, peft's fp32 LoRA products,
+    peft's whole-matrix trainable-tokens lookup and the loss from the LLM's forward (:func:`_model_loss`)."""
     from llmrec.lm.attention import current_attention, set_attention
     from llmrec.lm.lora_compute import use_compute_dtype_lora
     from llmrec.lm.trainable_rows import use_row_lookup_embeddings
@@ -321,7 +320,8 @@ def attention_kernel(model, implementation: str | None):
     recast = use_compute_dtype_lora(model, undo=True) if before else 0
     looked_up = use_row_lookup_embeddings(model, undo=True) if before else 0
     try:
-        yield implementation
+        with _model_loss(before):
+            yield implementation
     finally:
         set_attention(model, previous)
         if swapped:

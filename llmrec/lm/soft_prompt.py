@@ -140,13 +140,11 @@ class SoftPromptModel(nn.Module):
             return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **loss_kwargs)
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
-        from llmrec.lm.target_loss import at_targets, causal_lm, head_logits, normalised_cross_entropy
+        from llmrec.lm.target_loss import hidden_states, loss_at_targets
 
-        body = causal_lm(self.llm).get_decoder()
-        hidden = body(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        h, targets = at_targets(hidden, labels)
-        loss = normalised_cross_entropy(head_logits(self.llm, h), targets, items, "mean")
-        return CausalLMOutputWithPast(loss=loss)  # the loss only: no per-position logits were built
+        hidden = hidden_states(self.llm, None, attention_mask, inputs_embeds=embeds)
+        # the loss only: no per-position logits were built
+        return CausalLMOutputWithPast(loss=loss_at_targets(self.llm, hidden, labels, items))
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask, user_item_idx, user_ratings=None, user_query_vec=None,

@@ -21,16 +21,16 @@ def causal_lm(model):
     return get_base() if get_base is not None else inner
 
 
-def hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                  position_ids: torch.Tensor | None = None,
-                  user_item_idx: torch.Tensor | None = None) -> torch.Tensor:
-    """Last hidden states ``[B, T, d]`` from the model body (no LM head); user-state models add their shifts."""
+def hidden_states(model, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None = None,
+                  position_ids: torch.Tensor | None = None, user_item_idx: torch.Tensor | None = None,
+                  inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """Last hidden states ``[B, T, d]`` from the model body (no LM head), of ``input_ids`` or ``inputs_embeds``;
+    user-state models add their shifts."""
     body = causal_lm(model).get_decoder()
     if user_item_idx is not None:
-        embeds = model.embed(input_ids, user_item_idx)
-        out = body(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-    else:
-        out = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+        inputs_embeds = model.embed(input_ids, user_item_idx)
+    tokens = {"input_ids": input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
+    out = body(**tokens, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
     return out.last_hidden_state
 
 
@@ -85,5 +85,14 @@ def full_vocab_loss(model, batch: dict[str, torch.Tensor], num_items_in_batch: i
     :func:`sid_vocab_loss`), with logits built only at the positions that carry a target: a genrec window's
     targets are its few SID tokens, so the ``[rows, width, vocab]`` logits (about a fifth of the forward's FLOPs
     and the head's weight gradient in backward) shrink to ``[targets, vocab]``."""
-    h, t = target_states(model, batch)
+    hidden = hidden_states(model, batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids"),
+                           batch.get("user_item_idx"))
+    return loss_at_targets(model, hidden, batch["labels"], num_items_in_batch, reduction)
+
+
+def loss_at_targets(model, hidden: torch.Tensor, labels: torch.Tensor,
+                    num_items_in_batch: int | torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+    """:func:`full_vocab_loss` from the body's hidden states ``[B, T, d]`` (for models that build their own
+    input embeddings, e.g. soft prompts)."""
+    h, t = at_targets(hidden, labels)
     return normalised_cross_entropy(head_logits(model, h), t, num_items_in_batch, reduction)
