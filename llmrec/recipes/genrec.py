@@ -30,7 +30,8 @@ class GenrecModelConfig(RecipeConfig):
 
     base_model: str = opt("smollm2-135m", "base causal LM: alias, hub id or local folder")
     adapter: str = opt("lora", "PEFT preset in adapters/ (lora, lora-all-linear, qlora) or a YAML path")
-    sid_init: str = opt("projection", "initial SID token rows", choices=("projection", "mean", "random"))
+    sid_init: str = opt("projection", "initial SID token rows (llmrec.lm.personal.init_sid_embeddings)",
+                        choices=("projection", "centred", "mean", "random"))
     max_history: int = opt(20, "history items in a prompt")
     user_states: bool = opt(False, "add the frozen SASRec's state after each history item to that item's last "
                                    "SID token embedding (llmrec.lm.user_states)")
@@ -186,7 +187,8 @@ def run(config: GenrecRecipeConfig) -> Path:
     needs_sasrec = config.model.user_states or (not config.sids and config.ids.vectors != "text")
     sasrec = collaborative_sasrec(data, split, config.ids.sasrec, seed) if needs_sasrec else None
     if config.sids:
-        sids, vectors, sid_report = reuse_sids(config.sids, data, with_vectors=config.model.sid_init == "projection")
+        projected = config.model.sid_init in ("projection", "centred")
+        sids, vectors, sid_report = reuse_sids(config.sids, data, with_vectors=projected)
     else:
         sid_cfg = semantic_id_config(config.ids, seed)
         vectors = encode_items(data, sid_cfg.encoder, sid_cfg.template, show_progress=False)
