@@ -49,7 +49,7 @@ class PersonalLMConfig(Config):
     base_model: str = "smollm2-135m"
     dtype: str = "auto"  # auto: resolved for the machine at hand; a saved model records the dtype it used
     adapter: str = "lora"  # preset name in adapters/ or a YAML path
-    sid_init: str = "projection"  # projection (text vectors -> LLM space) | centred (its spread) | mean | random
+    sid_init: str = "centred"  # centred | projection (text vectors -> LLM space, nearly parallel rows) | mean | random
     prompt: str = "genrec"
     max_history: int = 50  # items of history in a prompt
     seed: int = 0

@@ -30,7 +30,8 @@ class GenrecModelConfig(RecipeConfig):
 
     base_model: str = opt("smollm2-135m", "base causal LM: alias, hub id or local folder")
     adapter: str = opt("lora", "PEFT preset in adapters/ (lora, lora-all-linear, qlora) or a YAML path")
-    sid_init: str = opt("projection", "initial SID token rows (llmrec.lm.personal.init_sid_embeddings)",
+    sid_init: str = opt("centred", "initial SID token rows (llmrec.lm.personal.init_sid_embeddings; the committed "
+                                   "genrec results before genrec_centred_ml100k.json used projection)",
                         choices=("projection", "centred", "mean", "random"))
     max_history: int = opt(20, "history items in a prompt")
     user_states: bool = opt(False, "add the frozen SASRec's state after each history item to that item's last "
