@@ -74,10 +74,10 @@ def row_geometry(config: str, sids_dir: str, inits: list[str]) -> dict:
         plm = PersonalLM.create(sids, data.items, PersonalLMConfig(base_model=base_model, dtype="fp32", sid_init=init),
                                 item_vectors=vectors, vocabulary=data.vocabulary)
         weight = plm.model.get_input_embeddings().weight.detach()
-        first = plm.sid_token_ids[0]
         out[init] = mean_cos(weight[plm.sid_token_ids])
-        sample = torch.randperm(first, generator=torch.Generator().manual_seed(0))[:768]
-        out["vocabulary_sample"] = mean_cos(weight[sample])
+    # the base vocabulary's rows are the same whichever init built the model
+    sample = torch.randperm(plm.sid_token_ids[0], generator=torch.Generator().manual_seed(0))[:768]
+    out["vocabulary_sample"] = mean_cos(weight[sample])
     return out
 
 

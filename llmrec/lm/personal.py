@@ -42,6 +42,7 @@ LORA_KEYS = {"r", "lora_alpha", "lora_dropout", "target_modules", "load_in_4bit"
 
 
 SID_INITS = ("projection", "centred", "mean", "random")
+PROJECTED_SID_INITS = ("projection", "centred")  # the inits that read item text vectors
 
 
 @dataclasses.dataclass
@@ -602,7 +603,7 @@ def init_sid_embeddings(
         base = emb[: new_ids[0]].float()
         norm = base.norm(dim=-1).mean()
         gen = torch.Generator().manual_seed(seed)
-        projected = mode in ("projection", "centred")
+        projected = mode in PROJECTED_SID_INITS
         if mode == "random" or (projected and item_vectors is None):
             if projected:
                 logger.warning("sid_init=%s needs item_vectors; falling back to random rows", mode)

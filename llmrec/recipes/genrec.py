@@ -176,7 +176,7 @@ def run(config: GenrecRecipeConfig) -> Path:
     from llmrec.items import build_semantic_ids
     from llmrec.items.collaborative import collaborative_vectors
     from llmrec.items.encoders import encode_items
-    from llmrec.lm.personal import PersonalLM, PersonalLMConfig
+    from llmrec.lm.personal import PROJECTED_SID_INITS, PersonalLM, PersonalLMConfig
     from llmrec.training.genrec import evaluate_genrec, train_genrec
 
     t0 = time.perf_counter()
@@ -188,8 +188,8 @@ def run(config: GenrecRecipeConfig) -> Path:
     needs_sasrec = config.model.user_states or (not config.sids and config.ids.vectors != "text")
     sasrec = collaborative_sasrec(data, split, config.ids.sasrec, seed) if needs_sasrec else None
     if config.sids:
-        projected = config.model.sid_init in ("projection", "centred")
-        sids, vectors, sid_report = reuse_sids(config.sids, data, with_vectors=projected)
+        sids, vectors, sid_report = reuse_sids(config.sids, data,
+                                               with_vectors=config.model.sid_init in PROJECTED_SID_INITS)
     else:
         sid_cfg = semantic_id_config(config.ids, seed)
         vectors = encode_items(data, sid_cfg.encoder, sid_cfg.template, show_progress=False)
