@@ -305,10 +305,8 @@ def _model_loss(active: bool):
 def attention_kernel(model, implementation: str | None):
     """Run a block with ``model`` on another attention kernel (None: the one it has); yields the kernel used.
     ``"sdpa"`` times the step as it was before issue 18: SDPA, torch's LoRA dropout, peft's fp32 LoRA products,
-    peft's whole-matrix trainable-tokens lookup, transformers' RMSNorm and the loss from the LLM's forward
-    (:func:`_model_loss`)."""
+    peft's whole-matrix trainable-tokens lookup and the loss from the LLM's forward (:func:`_model_loss`)."""
     from llmrec.lm.attention import current_attention, set_attention
-    from llmrec.lm.fused_norm import use_fused_rms_norm
     from llmrec.lm.lora_compute import use_compute_dtype_lora
     from llmrec.lm.trainable_rows import use_row_lookup_embeddings
     from llmrec.users.fast_dropout import use_bit_dropout
@@ -321,7 +319,6 @@ def attention_kernel(model, implementation: str | None):
     swapped = use_bit_dropout(model, undo=True) if before else 0
     recast = use_compute_dtype_lora(model, undo=True) if before else 0
     looked_up = use_row_lookup_embeddings(model, undo=True) if before else 0
-    unfused = use_fused_rms_norm(model, undo=True) if before else 0
     try:
         with _model_loss(before):
             yield implementation
@@ -333,8 +330,6 @@ def attention_kernel(model, implementation: str | None):
             use_compute_dtype_lora(model)
         if looked_up:
             use_row_lookup_embeddings(model)
-        if unfused:
-            use_fused_rms_norm(model)
 
 
 def _summary(raw: _Raw, peaks: dict[str, dict[str, Any]], warmup: int) -> dict[str, Any]:

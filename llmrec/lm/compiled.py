@@ -97,17 +97,14 @@ def compiled_for_training(model: nn.Module, enabled: bool = True) -> Iterator[in
     them, 0 when not ``enabled``), eager again after it: a saved or returned model carries no compiled state.
     Inside, the model's config says ``use_cache=False`` unless a call asks for a cache (decoding does): a training
     forward that builds a KV cache would hand every layer a differently initialised cache object, and dynamo
-    would recompile per layer. The hand-fused RMSNorm (:mod:`llmrec.lm.fused_norm`) is switched off inside: the
-    compiler fuses transformers' plain ops with their neighbours, which an opaque autograd function would stop."""
+    would recompile per layer."""
     from llmrec.lm.attention import transformers_model
-    from llmrec.lm.fused_norm import use_fused_rms_norm
 
     if not enabled:
         yield 0
         return
     config = transformers_model(model).config
     use_cache = config.use_cache
-    unfused = use_fused_rms_norm(model, undo=True)
     n = compile_decoder_layers(model)
     config.use_cache = False
     try:
@@ -115,5 +112,3 @@ def compiled_for_training(model: nn.Module, enabled: bool = True) -> Iterator[in
     finally:
         config.use_cache = use_cache
         uncompile_decoder_layers(model)
-        if unfused:
-            use_fused_rms_norm(model)

@@ -110,11 +110,9 @@ def with_lora(model, adapter: str | dict[str, Any] = "lora", **extra: Any):
 
 
 def _fast_adapters(peft_model) -> None:
-    """The CPU-cheap forms of LoRA's dropout and mixed precision, of the trainable rows' lookup and of RMSNorm;
-    same parameters and saved files (see :func:`~llmrec.users.fast_dropout.use_bit_dropout`,
-    :func:`~llmrec.lm.lora_compute.use_compute_dtype_lora`, :func:`~llmrec.lm.trainable_rows.use_row_lookup_embeddings`,
-    :func:`~llmrec.lm.fused_norm.use_fused_rms_norm`)."""
-    from llmrec.lm.fused_norm import use_fused_rms_norm
+    """The CPU-cheap forms of LoRA's dropout and mixed precision and of the trainable rows' lookup; same parameters
+    and saved files (see :func:`~llmrec.users.fast_dropout.use_bit_dropout`,
+    :func:`~llmrec.lm.lora_compute.use_compute_dtype_lora`, :func:`~llmrec.lm.trainable_rows.use_row_lookup_embeddings`)."""
     from llmrec.lm.lora_compute import use_compute_dtype_lora
     from llmrec.lm.trainable_rows import use_row_lookup_embeddings
     from llmrec.users.fast_dropout import use_bit_dropout
@@ -122,7 +120,6 @@ def _fast_adapters(peft_model) -> None:
     use_bit_dropout(peft_model)
     use_compute_dtype_lora(peft_model)
     use_row_lookup_embeddings(peft_model)
-    use_fused_rms_norm(peft_model)
 
 
 def _model_dtype(model) -> str:
