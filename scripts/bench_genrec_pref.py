@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     distributed.init()
     t0 = time.perf_counter()
     recipe = json.loads((Path(args.aligned) / "results.json").read_text(encoding="utf-8"))
-    # the recipe restores the supervised weights when no DPO checkpoint beat them on validation: then the
+    # the recipe restores the supervised weights when no aligned checkpoint beat them on validation: then the
     # "aligned" model is the supervised one and there is nothing to load or score on test
     kept_init = recipe.get("train", {}).get("selected") == "init"
     if not kept_init:
@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     if not distributed.is_main():
         return 0
     out = {
-        "benchmark": "preference-aligned (DPO) generative recommender vs supervised, SASRec and the SASRec-fused "
-                     "hybrid, ml-100k leave-one-out (issue 20 item 1)",
+        "benchmark": f"preference-aligned ({recipe.get('method', 'dpo').upper()}) generative recommender vs "
+                     "supervised, SASRec and the SASRec-fused hybrid, ml-100k leave-one-out (issue 20 item 1)",
         "command": ("python" if distributed.world_size() == 1 else
                     f"torchrun --nproc_per_node {distributed.world_size()}")
         + " scripts/bench_genrec_pref.py " + " ".join(sys.argv[1:]),
@@ -137,10 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         "protocol": __doc__.split("Protocol ", 1)[1].split("\n\n")[0].replace("\n", " "),
         "models": {"supervised": args.supervised, "aligned": args.aligned, "sasrec": args.sasrec},
         "beams": args.beams,
-        "selected": "init (no DPO checkpoint beat the supervised model on validation; test not scored)"
+        "selected": "init (no aligned checkpoint beat the supervised model on validation; test not scored)"
                     if kept_init else "aligned",
         **scored,
-        "recipe": {k: recipe.get(k) for k in ("pairs", "train", "test", "total_seconds", "dtype")},
+        "recipe": {k: recipe.get(k) for k in ("method", "pairs", "train", "test", "total_seconds", "dtype")},
         "earlier_runs": {label: [{k: h[k] for k in ("step", "eval_ndcg_at_10", "eval_recall_at_10") if k in h}
                                  for h in json.loads(Path(path).read_text(encoding="utf-8"))["log_history"]
                                  if "eval_ndcg_at_10" in h]

@@ -198,17 +198,24 @@ def test_collator_drops_the_eos_trl_appends(init_dir):
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-def test_train_genrec_pref_end_to_end(tiny_llama_dir, ml100k, tmp_path, capsys):
-    from llmrec.cli import main
+def ml100k_init(tiny_llama_dir, ml100k, tmp_path):
+    """A tiny PersonalLM over ml-100k's catalogue (random 3-level SIDs) saved with its data: an --init for the CLI."""
     from llmrec.items.semantic_ids import SemanticIds
-    from llmrec.users.sequence import SequenceEncoder, SequenceEncoderConfig
 
     item_ids = list(ml100k.items)
     codes = np.random.default_rng(0).permutation(16 ** 3)[: len(item_ids)]
     sids = SemanticIds.from_quantized(item_ids, np.stack([codes // 256, codes // 16 % 16, codes % 16], 1),
                                       (16, 16, 16))
     cfg = PersonalLMConfig(base_model=str(tiny_llama_dir), dtype="fp32", max_history=8)
-    PersonalLM.create(sids, ml100k.items, cfg).save(tmp_path / "init", data=ml100k)
+    return PersonalLM.create(sids, ml100k.items, cfg).save(tmp_path / "init", data=ml100k)
+
+
+def test_train_genrec_pref_end_to_end(tiny_llama_dir, ml100k, tmp_path, capsys):
+    from llmrec.cli import main
+    from llmrec.users.sequence import SequenceEncoder, SequenceEncoderConfig
+
+    ml100k_init(tiny_llama_dir, ml100k, tmp_path)
+    item_ids = list(ml100k.items)
     torch.manual_seed(0)
     SequenceEncoder(SequenceEncoderConfig(n_items=len(item_ids), d_model=16, n_heads=2, max_len=16),
                     item_ids).save(tmp_path / "sas")

@@ -34,6 +34,27 @@ def test_with_lora_uses_bit_dropout_and_eval_is_unchanged(tiny_llama):
     assert torch.allclose(kept[kept > 0], torch.tensor(1 / 0.95))
 
 
+def test_libraries_that_switch_dropout_off_by_type_reach_it(tiny_llama):
+    # trl's disable_dropout (on by default in DPOTrainer, on in our GRPO) sets p = 0 on every nn.Dropout: the
+    # policy's log-probs must then be its eval-mode ones, the same as the reference's
+    from trl.trainer.utils import disable_dropout_in_model
+
+    model = with_lora(tiny_llama.model)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # an adapter that changes the output, so dropout would show
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    model.eval()
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits
+        model.train()
+        assert not torch.allclose(model(input_ids=ids).logits, ref, atol=1e-4)  # dropout on
+        disable_dropout_in_model(model)
+        assert all(d.p == 0 for d in _dropouts(model))
+        torch.testing.assert_close(model(input_ids=ids).logits, ref)
+
+
 def test_saved_and_loaded_personal_lm_gets_the_fast_adapter_paths(tiny_llama_dir, ml100k, tmp_path):
     """Bit dropout, compute-dtype LoRA and the row-lookup SID embedding (llmrec.lm.personal._fast_adapters) on a
     PersonalLM built and on one loaded from its folder (it may train on: genrec-pref, resumed runs)."""

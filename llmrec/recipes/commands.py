@@ -19,7 +19,7 @@ RECIPES = {
     "sasrec": ("llmrec.recipes.sasrec", "SasrecRecipeConfig", "SASRec next-item encoder (baseline, user encoder)"),
     "genrec": ("llmrec.recipes.genrec", "GenrecRecipeConfig", "generative recommender: LLM + LoRA + semantic IDs"),
     "genrec-pref": ("llmrec.recipes.genrec_pref", "GenrecPrefRecipeConfig",
-                    "preference alignment (DPO) of a trained generative recommender"),
+                    "preference alignment (DPO or GRPO) of a trained generative recommender"),
     "profile-dpo": ("llmrec.recipes.profile_dpo", "ProfileDpoRecipeConfig",
                     "profile-writer alignment (DPO) on what helps a downstream reader"),
     "soft-prompt": ("llmrec.recipes.soft_prompt", "SoftPromptRecipeConfig",

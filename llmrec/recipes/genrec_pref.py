@@ -1,12 +1,15 @@
-"""`llmrec train genrec-pref`: preference alignment (DPO, trl's DPOTrainer) of a supervised generative recommender.
+"""`llmrec train genrec-pref`: preference alignment of a supervised generative recommender with trl, offline
+(``--method dpo``, DPOTrainer) or online (``--method grpo``, GRPOTrainer with the model's own beams as rollouts).
 
-Starts from a saved PersonalLM (``--init DIR``, from ``llmrec train genrec``). For training users, chosen = the
+Starts from a saved PersonalLM (``--init DIR``, from ``llmrec train genrec``). DPO: for training users, chosen = the
 true next training item's semantic ID, rejected = the highest-ranked wrong items of the model's own constrained
 beams (and, with ``--sasrec DIR``, a SASRec's top items); never the target, never the user's own items (so never
-their validation/test items). The LoRA and the SID rows train against the frozen supervised model as the DPO
-reference; validation NDCG@10 from beam search picks the checkpoint (the supervised model is a candidate too),
-test is scored once. The output is a PersonalLM folder (``llmrec recommend --model DIR``) plus results.json,
-config.yaml and run.json; checkpoints go to ``<out>.checkpoints`` and a killed run resumes from the last one.
+their validation/test items); the frozen supervised model is the reference. GRPO: each training position's group is
+the model's current top beams (the true item put in when missed, ``--grpo.guided``), rewarded by hit or rank
+(:mod:`llmrec.training.grpo`). Either way the LoRA and the SID rows train; validation NDCG@10 from beam search
+picks the checkpoint (the supervised model is a candidate too), test is scored once. The output is a PersonalLM
+folder (``llmrec recommend --model DIR``) plus results.json, config.yaml and run.json; checkpoints go to
+``<out>.checkpoints`` and a killed run resumes from the last one.
 """
 
 from __future__ import annotations
@@ -59,6 +62,23 @@ class GenrecPrefTrainConfig(RecipeConfig):
 
 
 @dataclasses.dataclass
+class GenrecPrefGrpoConfig(RecipeConfig):
+    """GRPO with beam rollouts (``--method grpo``; trl GRPOTrainer; llmrec.training.grpo.GenrecGrpoConfig). The
+    training positions come from ``pairs.users`` / ``pairs.positions``; lr, epochs, max_steps, evaluation, logging,
+    time budget, checkpoints and seed from ``train``."""
+
+    generations: int = opt(8, "completions per training position (the group): the model's top beams")
+    guided: bool = opt(True, "the true item replaces the last beam when the beams missed it (a signal in every group)")
+    reward: str = opt("hit", "hit (1 for the true item) or rank (also -1/log2(r+1) for a wrong item at beam r)",
+                      choices=("hit", "rank"))
+    beams: int = opt(0, "beam width of the rollouts (0 = generations)")
+    prompts_per_step: int = opt(8, "training positions per optimizer step")
+    micro_prompts: int = opt(2, "positions per forward/backward (times generations sequences)")
+    loss_type: str = opt("dapo", "trl GRPO loss type (dapo, grpo, dr_grpo, ...)")
+    beta: float = opt(0.0, "KL coefficient to the supervised model (0 = none)")
+
+
+@dataclasses.dataclass
 class GenrecPrefTestConfig(RecipeConfig):
     """The test score at the end."""
 
@@ -74,8 +94,11 @@ class GenrecPrefRecipeConfig(RecipeBase):
     out: str = opt("runs/genrec-pref", "output directory: the aligned PersonalLM folder + results.json (replaced)")
     init: str | None = opt(None, "the supervised PersonalLM folder to align (llmrec train genrec --out DIR)")
     sasrec: str | None = opt(None, "a trained SASRec folder (llmrec train sasrec, same data) for extra negatives")
-    pairs: GenrecPrefPairsConfig = section(GenrecPrefPairsConfig, "preference pairs")
-    train: GenrecPrefTrainConfig = section(GenrecPrefTrainConfig, "DPO training")
+    method: str = opt("dpo", "dpo: offline pairs, trl DPOTrainer; grpo: online beam rollouts, trl GRPOTrainer",
+                      choices=("dpo", "grpo"))
+    pairs: GenrecPrefPairsConfig = section(GenrecPrefPairsConfig, "preference pairs (grpo: users, positions only)")
+    train: GenrecPrefTrainConfig = section(GenrecPrefTrainConfig, "training (DPO; shared leaves for grpo)")
+    grpo: GenrecPrefGrpoConfig = section(GenrecPrefGrpoConfig, "GRPO (--method grpo)")
     test: GenrecPrefTestConfig = section(GenrecPrefTestConfig, "test scoring")
 
 
@@ -95,6 +118,20 @@ def library_configs(config: GenrecPrefRecipeConfig):
         time_budget_minutes=t.time_budget, seed=t.seed,
     )
     return pairs, train
+
+
+def grpo_config(config: GenrecPrefRecipeConfig):
+    """The recipe's ``grpo`` section and the shared ``train`` leaves as the library's GenrecGrpoConfig."""
+    from llmrec.training.grpo import GenrecGrpoConfig
+
+    g, t = config.grpo, config.train
+    return GenrecGrpoConfig(
+        output_dir=t.checkpoints or f"{Path(config.out)}.checkpoints", generations=g.generations, guided=g.guided,
+        reward=g.reward, beams=g.beams, prompts_per_step=g.prompts_per_step, micro_prompts=g.micro_prompts,
+        loss_type=g.loss_type, beta=g.beta, epochs=t.epochs, max_steps=t.max_steps, learning_rate=t.lr,
+        eval_users=t.eval_users, eval_steps=t.eval_steps, eval_beams=t.eval_beams, logging_steps=t.logging_steps,
+        report_to=t.report_to, time_budget_minutes=t.time_budget, seed=t.seed,
+    )
 
 
 def load_data(config: GenrecPrefRecipeConfig, plm):
@@ -145,6 +182,8 @@ def run(config: GenrecPrefRecipeConfig) -> Path:
     if not config.init:
         raise ConfigError("genrec-pref needs --init DIR: a supervised PersonalLM (llmrec train genrec --out DIR)")
     pair_cfg, train_cfg = library_configs(config)
+    if config.method == "grpo":
+        grpo_config(config)  # checked before the model loads
     if pair_cfg.sasrec_negatives and not config.sasrec:
         raise ConfigError("pairs.sasrec_negatives > 0 needs --sasrec DIR")
     torch.manual_seed(config.train.seed)
@@ -162,19 +201,32 @@ def run(config: GenrecPrefRecipeConfig) -> Path:
         held_out.setdefault(e.user_id, set()).add(e.target)
     prompts = preference_prompts(split.train, held_out, positions=pair_cfg.positions, users=pair_cfg.users,
                                  seed=pair_cfg.seed)
-    pairs, pair_report = build_preference_pairs(plm, prompts, pair_cfg, sasrec=sasrec)
-    logger.info("preference pairs: %s", json.dumps(pair_report))
-    probe = pairs[:MARGIN_PAIRS]  # the DPO objective's own progress, on (a fixed slice of) the training pairs
-    margin_before = pair_margins(plm, probe)
-    report = train_genrec_pref(plm, pairs, split.valid, train_cfg)
-    margin_after = pair_margins(plm, probe)
-    report["pair_margin"] = {"pairs": len(probe), "before": float(margin_before.mean()),
-                             "after": float(margin_after.mean()),
-                             "chosen_preferred_before": float((margin_before > 0).mean()),
-                             "chosen_preferred_after": float((margin_after > 0).mean())}
+    if config.method == "grpo":
+        from llmrec.training.grpo import train_genrec_grpo
+        from llmrec.training.preference import completion_logps
+
+        probe = prompts[:MARGIN_PAIRS]  # the objective's own progress: log p(true item) on training positions
+        args = ([p.history for p in probe], [p.target for p in probe])
+        logp_before = completion_logps(plm, *args)
+        report = train_genrec_grpo(plm, prompts, split.valid, grpo_config(config))
+        logp_after = completion_logps(plm, *args)
+        report["target_logp"] = {"positions": len(probe), "before": float(logp_before.mean()),
+                                 "after": float(logp_after.mean())}
+        pair_report = None
+    else:
+        pairs, pair_report = build_preference_pairs(plm, prompts, pair_cfg, sasrec=sasrec)
+        logger.info("preference pairs: %s", json.dumps(pair_report))
+        probe = pairs[:MARGIN_PAIRS]  # the DPO objective's own progress, on (a fixed slice of) the training pairs
+        margin_before = pair_margins(plm, probe)
+        report = train_genrec_pref(plm, pairs, split.valid, train_cfg)
+        margin_after = pair_margins(plm, probe)
+        report["pair_margin"] = {"pairs": len(probe), "before": float(margin_before.mean()),
+                                 "after": float(margin_after.mean()),
+                                 "chosen_preferred_before": float((margin_before > 0).mean()),
+                                 "chosen_preferred_after": float((margin_after > 0).mean())}
     out = plm.save(config.out, data=data)  # same folder format: `llmrec recommend --model DIR` works
-    results = {"config": config.to_dict(), "init": config.init, "pairs": pair_report, "train": report,
-               "dtype": dtype}
+    results = {"config": config.to_dict(), "init": config.init, "method": config.method, "pairs": pair_report,
+               "train": report, "dtype": dtype}
     if not config.test.skip:
         test = split.test[: config.test.users] if config.test.users else split.test
         summary, _, per_user = evaluate_genrec(plm, test, beams=config.test.beams, show_progress=True)

@@ -301,16 +301,13 @@ def mark_trainable(peft_model) -> int:
 
 # ------------------------------------------------------------------------------------------------- training
 @dataclasses.dataclass
-class GenrecPrefTrainConfig(Config):
+class AlignmentTrainConfig(Config):
+    """What DPO and GRPO alignment runs share: the schedule, validation-based selection, logging, budget, seed."""
+
     output_dir: str = "runs/genrec-pref.checkpoints"
-    beta: float = 0.1
-    loss_type: tuple[str, ...] = ("sigmoid",)  # trl DPOConfig.loss_type, e.g. ("sigmoid", "sft") for RPO-style
-    loss_weights: tuple[float, ...] | None = None
     epochs: float = 1.0
     max_steps: int = -1
     learning_rate: float = 1e-4
-    batch_size: int = 8
-    grad_accum: int = 1
     warmup_ratio: float = 0.05
     eval_users: int = 200
     eval_steps: int = 0  # 0 = once per epoch
@@ -325,14 +322,46 @@ class GenrecPrefTrainConfig(Config):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.grad_accum < 1 or self.logging_steps < 1 or self.eval_steps < 0:
-            raise ConfigError("batch_size, grad_accum, logging_steps must be >= 1 and eval_steps >= 0")
+        if self.logging_steps < 1 or self.eval_steps < 0:
+            raise ConfigError("logging_steps must be >= 1 and eval_steps >= 0")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ConfigError("set epochs > 0 or max_steps > 0")
+
+
+@dataclasses.dataclass
+class GenrecPrefTrainConfig(AlignmentTrainConfig):
+    beta: float = 0.1
+    loss_type: tuple[str, ...] = ("sigmoid",)  # trl DPOConfig.loss_type, e.g. ("sigmoid", "sft") for RPO-style
+    loss_weights: tuple[float, ...] | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise ConfigError("batch_size and grad_accum must be >= 1")
         if self.beta <= 0:
             raise ConfigError("beta must be > 0")
         if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
             raise ConfigError("loss_weights needs one weight per loss_type")
+
+
+class CompactCheckpointMixin:
+    """For trl Trainer subclasses: checkpoints hold the adapter + SID rows only (PersonalLM.save's format); peft
+    would otherwise add the whole resized embedding matrix to every checkpoint. Resuming and best-model loading
+    read them as is."""
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        if self.args.world_size > 1 or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super().save_model(output_dir, _internal_call)
+        import os
+
+        from transformers.trainer import TRAINING_ARGS_NAME
+
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        self.model.save_pretrained(output_dir, save_embedding_layers=False)
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
 
 def _trainer_class():
@@ -340,7 +369,7 @@ def _trainer_class():
 
     from llmrec.training.genrec import ValidationRankingMixin
 
-    class GenrecDPOTrainer(ValidationRankingMixin, DPOTrainer):
+    class GenrecDPOTrainer(CompactCheckpointMixin, ValidationRankingMixin, DPOTrainer):
         """``evaluate`` = NDCG@10 of constrained beam search on validation users (model selection, the mixin), not
         the DPO loss on held-out pairs: the pairs' loss says nothing about the ranking the recommender is judged by."""
 
@@ -348,20 +377,6 @@ def _trainer_class():
 
         def __init__(self, *args: Any, train_config: GenrecPrefTrainConfig | None = None, **kwargs: Any) -> None:
             super().__init__(*args, train_config=train_config or GenrecPrefTrainConfig(), **kwargs)
-
-        def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-            # Checkpoints hold the adapter + SID rows only (PersonalLM.save's format): peft would otherwise add the
-            # whole resized embedding matrix to every checkpoint. Resuming and best-model loading read them as is.
-            if self.args.world_size > 1 or self.is_deepspeed_enabled or self.is_fsdp_enabled:
-                return super().save_model(output_dir, _internal_call)
-            import os
-
-            from transformers.trainer import TRAINING_ARGS_NAME
-
-            output_dir = output_dir or self.args.output_dir
-            os.makedirs(output_dir, exist_ok=True)
-            self.model.save_pretrained(output_dir, save_embedding_layers=False)
-            torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
     return GenrecDPOTrainer
 
@@ -374,26 +389,22 @@ def eval_sample(examples: Sequence[SplitExample], n: int, seed: int) -> list[Spl
     return examples
 
 
-def train_genrec_pref(
-    plm, pairs: Sequence[PreferencePair], valid_examples: Sequence[SplitExample], config: GenrecPrefTrainConfig,
-) -> dict[str, Any]:
-    """DPO on ``pairs`` in place; the best validation checkpoint is loaded at the end, or the supervised weights
-    are restored when no checkpoint beat them (``report["selected"]``). Resumes from ``config.output_dir``."""
-    from transformers import EarlyStoppingCallback
-    from trl import DPOConfig
-
-    from llmrec.training.callbacks import drop_printer, trainer_progress
-    from llmrec.training.checkpoints import last_complete_checkpoint
-    from llmrec.training.genrec import CHECKPOINTING_ARG, TimeBudgetCallback, evaluate_genrec
+def start_alignment(plm, valid_examples: Sequence[SplitExample], config) -> tuple[Any, int, list[SplitExample],
+                                                                             dict[str, float], dict[str, torch.Tensor]]:
+    """What every alignment run does first (DPO here, GRPO in :mod:`llmrec.training.grpo`): check the model can be
+    aligned by a trl trainer, seed, make the LoRA and SID rows trainable, score the supervised model on the
+    validation sample -> ``(peft model, trainable count, validation sample, its metrics, initial weights)``.
+    ``config`` needs ``seed``, ``eval_users``, ``eval_beams`` and ``eval_batch_users``."""
+    from llmrec.training.genrec import evaluate_genrec
 
     if plm.user_states is not None:
-        raise ConfigError("preference alignment of user-state models is not supported (DPOTrainer drives the PEFT "
+        raise ConfigError("preference alignment of user-state models is not supported (trl's trainer drives the PEFT "
                           "model itself, not the user-state wrapper)")
     if plm.genrec_loss != "full":
-        # its beams are normalised over the SID rows (llmrec.lm.sid_vocab), DPOTrainer's log-probs over the whole
-        # vocabulary: the pairs' margins and the validation ranking would measure different distributions
+        # its beams are normalised over the SID rows (llmrec.lm.sid_vocab), trl's log-probs over the whole
+        # vocabulary: the trained objective and the validation ranking would measure different distributions
         raise ConfigError(f"preference alignment of a model trained with the {plm.genrec_loss!r} genrec loss is not "
-                          "supported: trl's DPOTrainer scores log-probabilities over the full vocabulary; start from "
+                          "supported: trl's trainers score log-probabilities over the full vocabulary; start from "
                           "a model trained with --train.loss full")
     random.seed(config.seed)
     np.random.seed(config.seed)
@@ -405,6 +416,50 @@ def train_genrec_pref(
                                    show_progress=False)
     logger.info("supervised model, validation (%d users): %s", len(eval_examples), before)
     initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    return model, n_trainable, eval_examples, before, initial
+
+
+def run_alignment(trainer, model, before: Mapping[str, float], initial: Mapping[str, torch.Tensor],
+                  config: AlignmentTrainConfig) -> dict[str, Any]:
+    """Train (resuming from the last complete checkpoint in ``config.output_dir``); the best validation checkpoint
+    is loaded at the end, or the supervised weights are restored when none beat them on validation and
+    ``config.init_is_candidate`` -> ``{"output", "seconds", "steps_run", "resumed_from", "best", "selected"}``."""
+    from llmrec.training.checkpoints import last_complete_checkpoint
+
+    last = last_complete_checkpoint(config.output_dir)  # a half-written newer one is skipped
+    if last:
+        logger.info("resuming from %s", last)
+    t0 = time.perf_counter()
+    out = trainer.train(resume_from_checkpoint=last)
+    seconds = time.perf_counter() - t0
+    best = trainer.state.best_metric
+    selected = "aligned"
+    if config.init_is_candidate and (best is None or best < before["ndcg@10"]):
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name in initial:
+                    p.copy_(initial[name])
+        selected = "init"
+        logger.info("no aligned checkpoint beat the supervised model on validation (%s < %.4f): kept it",
+                    best, before["ndcg@10"])
+    model.eval()
+    steps_run = out.global_step - (int(Path(last).name.rsplit("-", 1)[1]) if last else 0)
+    return {"output": out, "seconds": seconds, "steps_run": steps_run, "resumed_from": last, "best": best,
+            "selected": selected}
+
+
+def train_genrec_pref(
+    plm, pairs: Sequence[PreferencePair], valid_examples: Sequence[SplitExample], config: GenrecPrefTrainConfig,
+) -> dict[str, Any]:
+    """DPO on ``pairs`` in place; the best validation checkpoint is loaded at the end, or the supervised weights
+    are restored when no checkpoint beat them (``report["selected"]``). Resumes from ``config.output_dir``."""
+    from transformers import EarlyStoppingCallback
+    from trl import DPOConfig
+
+    from llmrec.training.callbacks import drop_printer, trainer_progress
+    from llmrec.training.genrec import CHECKPOINTING_ARG, TimeBudgetCallback
+
+    model, n_trainable, eval_examples, before, initial = start_alignment(plm, valid_examples, config)
     dataset = preference_dataset(plm, pairs)
     ref = reference_model(model)
     expose_head_bias(model)
@@ -439,37 +494,21 @@ def train_genrec_pref(
     )
     drop_printer(trainer)
     check_tokenization(plm, pairs[0], trainer.train_dataset[0], trainer.data_collator)
-    last = last_complete_checkpoint(config.output_dir)  # a half-written newer one is skipped
-    if last:
-        logger.info("resuming from %s", last)
-    t0 = time.perf_counter()
-    out = trainer.train(resume_from_checkpoint=last)
-    seconds = time.perf_counter() - t0
-    best = trainer.state.best_metric
-    selected = "aligned"
-    if config.init_is_candidate and (best is None or best < before["ndcg@10"]):
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if name in initial:
-                    p.copy_(initial[name])
-        selected = "init"
-        logger.info("no aligned checkpoint beat the supervised model on validation (%s < %.4f): kept it",
-                    best, before["ndcg@10"])
-    model.eval()
+    run = run_alignment(trainer, model, before, initial, config)
+    out, seconds, best = run["output"], run["seconds"], run["best"]
     log = trainer.state.log_history
     strip = trainer.data_collator._strip
     n_tokens = sum(len(r["prompt_ids"]) * 2 + len(strip(r["chosen_ids"])) + len(strip(r["rejected_ids"]))
                    for r in trainer.train_dataset)
-    steps_run = out.global_step - (int(Path(last).name.rsplit("-", 1)[1]) if last else 0)
     return {
         "pairs": len(dataset), "trainable_parameters": n_trainable, "steps": out.global_step,
         "train_seconds": seconds, "train_loss": out.training_loss, "tokens_per_epoch": int(n_tokens),
         # tokens through the policy per second (the frozen reference reads them once more)
-        "tokens_per_second": n_tokens / steps_per_epoch * steps_run / max(seconds, 1e-9),
+        "tokens_per_second": n_tokens / steps_per_epoch * run["steps_run"] / max(seconds, 1e-9),
         "valid_users": len(eval_examples), "valid_before": before,
-        "best_checkpoint": trainer.state.best_model_checkpoint, "best_valid_ndcg@10": best, "selected": selected,
+        "best_checkpoint": trainer.state.best_model_checkpoint, "best_valid_ndcg@10": best, "selected": run["selected"],
         "valid_curve": [h for h in log if "eval_ndcg_at_10" in h],
         "dpo_curve": [{k: h[k] for k in ("step", "loss", "rewards/margins", "rewards/accuracies") if k in h}
                       for h in log if "loss" in h],
-        "resumed_from": last,
+        "resumed_from": run["resumed_from"],
     }

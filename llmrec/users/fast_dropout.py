@@ -31,12 +31,14 @@ def bit_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tenso
     return x * keep.view(torch.uint8).to(x.dtype).mul_(1.0 / (1.0 - p))
 
 
-class BitDropout(nn.Module):
-    """``nn.Dropout`` through :func:`bit_dropout` (same keep probability and scaling, another random stream)."""
+class BitDropout(nn.Dropout):
+    """``nn.Dropout`` through :func:`bit_dropout` (same keep probability and scaling, another random stream). A
+    subclass, so whatever finds dropouts by type finds it too: trl's ``disable_dropout`` (on by default in DPO,
+    on in our GRPO) sets ``p = 0`` on every ``nn.Dropout``; as a bare ``nn.Module`` it stayed on, and the policy's
+    log-probs (dropout) and the reference's (none) disagreed before any update."""
 
     def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
+        super().__init__(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return bit_dropout(x, self.p, self.training)
