@@ -35,6 +35,7 @@ TOPICS: list[tuple[str, list[str]]] = [
         "genrec_fusion_retuned_sasrec_ml100k",
         "genrec_llm_ml100k", "genrec_ml100k",
         "genrec_sidloss_ml100k", "genrec_sidfast_ml100k", "genrec_repro_amd_ml100k", "genrec_pref_ml100k",
+        "genrec_grpo_ml100k",
     ]),
     ("Evaluation harness", ["harness_ml100k", "harness_timings"]),
     ("Soft prompts and personalized QA", [

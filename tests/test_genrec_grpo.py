@@ -86,7 +86,8 @@ def test_tiny_grpo_raises_the_true_items_resumes_and_saves(init_dir, tmp_path): 
     prompts = preference_prompts(split.train, held)
     hist, targets = [p.history for p in prompts], [p.target for p in prompts]
     before = completion_logps(plm, hist, targets)
-    cfg = GenrecGrpoConfig(output_dir=str(tmp_path / "ck"), generations=4, prompts_per_step=4, micro_prompts=2,
+    cfg = GenrecGrpoConfig(output_dir=str(tmp_path / "ck"), generations=4, guided=True, prompts_per_step=4,
+                           micro_prompts=2,
                            max_steps=6, learning_rate=5e-3, eval_users=4, eval_steps=3, eval_beams=3,
                            logging_steps=1, init_is_candidate=False, early_stopping_patience=10)
     report = train_genrec_grpo(plm, prompts, split.valid, cfg)

@@ -28,10 +28,12 @@ RECIPES = {
 
 
 def recipe_of(config_name: str) -> str:
-    """The recipe a shipped config belongs to: ``<model>/<recipe>`` (``tiny/genrec``), or ``<recipe>/<name>``
-    for the recipes without an LLM (``sasrec/ml-100k``)."""
+    """The recipe a shipped config belongs to: ``<model>/<recipe>`` (``tiny/genrec``), a variant
+    ``<model>/<recipe>_<variant>`` (``smollm2-135m/genrec-pref_grpo``), or ``<recipe>/<name>`` for the recipes
+    without an LLM (``sasrec/ml-100k``)."""
     first, _, last = config_name.rpartition("/")
-    return last if last in RECIPES else first.split("/")[0]
+    recipe = last.split("_", 1)[0]
+    return recipe if recipe in RECIPES else first.split("/")[0]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
