@@ -131,6 +131,9 @@ def test_train_genrec_pref_grpo_end_to_end(tiny_llama_dir, ml100k, tmp_path, cap
     assert main(["train", "genrec-pref", "--config", "tiny/genrec-pref", "--init", str(tmp_path / "init"),
                  "--method", "grpo", "--grpo.generations", "1", "--out", str(tmp_path / "x")]) == 2
     assert "generations" in capsys.readouterr().err
+    assert main(["train", "genrec-pref", "--config", "tiny/genrec-pref", "--init", str(tmp_path / "init"),
+                 "--method", "grpo", "--sasrec", str(tmp_path / "init"), "--out", str(tmp_path / "y")]) == 2
+    assert "--sasrec" in capsys.readouterr().err
 
 
 def test_kl_reference_is_the_supervised_model(init_dir, tmp_path):  # noqa: F811

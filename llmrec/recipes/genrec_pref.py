@@ -183,8 +183,9 @@ def run(config: GenrecPrefRecipeConfig) -> Path:
     if not config.init:
         raise ConfigError("genrec-pref needs --init DIR: a supervised PersonalLM (llmrec train genrec --out DIR)")
     pair_cfg, train_cfg = library_configs(config)
-    if config.method == "grpo":
-        grpo_config(config)  # checked before the model loads
+    grpo_cfg = grpo_config(config) if config.method == "grpo" else None  # checked before the model loads
+    if grpo_cfg is not None and config.sasrec:
+        raise ConfigError("--sasrec gives DPO negatives; --method grpo takes its groups from the model's own beams")
     if pair_cfg.sasrec_negatives and not config.sasrec:
         raise ConfigError("pairs.sasrec_negatives > 0 needs --sasrec DIR")
     torch.manual_seed(config.train.seed)
@@ -202,14 +203,14 @@ def run(config: GenrecPrefRecipeConfig) -> Path:
         held_out.setdefault(e.user_id, set()).add(e.target)
     prompts = preference_prompts(split.train, held_out, positions=pair_cfg.positions, users=pair_cfg.users,
                                  seed=pair_cfg.seed)
-    if config.method == "grpo":
+    if grpo_cfg is not None:
         from llmrec.training.grpo import train_genrec_grpo
         from llmrec.training.preference import completion_logps
 
         probe = prompts[:MARGIN_PAIRS]  # the objective's own progress: log p(true item) on training positions
         args = ([p.history for p in probe], [p.target for p in probe])
         logp_before = completion_logps(plm, *args)
-        report = train_genrec_grpo(plm, prompts, split.valid, grpo_config(config))
+        report = train_genrec_grpo(plm, prompts, split.valid, grpo_cfg)
         logp_after = completion_logps(plm, *args)
         report["target_logp"] = {"positions": len(probe), "before": float(logp_before.mean()),
                                  "after": float(logp_after.mean())}

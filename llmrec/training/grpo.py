@@ -38,6 +38,7 @@ from llmrec.training.preference import (
     AlignmentTrainConfig,
     CompactCheckpointMixin,
     PreferencePrompt,
+    beam_rollouts,
     expose_head_bias,
     reference_model,
     run_alignment,
@@ -110,16 +111,7 @@ class BeamRollouts:
             if key not in self.by_key:
                 raise LlmrecError(f"rollout_func: unknown training position {key!r}")
         positions = [self.by_key[k] for k in keys]
-        model = self.plm.trainable_model
-        was_training = model.training
-        ranked: list[list[str]] = []
-        for start in range(0, len(positions), self.batch_users):
-            chunk = positions[start:start + self.batch_users]
-            recs = self.plm.recommend_batch([list(p.history) for p in chunk], k=self.beams, num_beams=self.beams,
-                                            exclude=[sorted(p.forbidden - {p.target}) for p in chunk])
-            ranked.extend([r["item_id"] for r in rs] for rs in recs)
-        if was_training:
-            model.train()
+        ranked = beam_rollouts(self.plm, positions, self.beams, batch_users=self.batch_users)
         out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "logprobs": [], "item": [], "position": [],
                                 "beams_hit": []}
         for p, beams in zip(positions, ranked, strict=True):

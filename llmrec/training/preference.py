@@ -144,6 +144,25 @@ def sasrec_ranked(encoder, prompts: Sequence[PreferencePrompt], item_ids: Sequen
     return out
 
 
+def beam_rollouts(plm, prompts: Sequence[PreferencePrompt], beams: int, *, batch_users: int = 16,
+                  show_progress: bool = False) -> list[list[str]]:
+    """The model's top ``beams`` items per prompt, best first, from its trie-constrained beams: the user's own items
+    other than the target are excluded from the search, so the beams spend no width on them. The model's training
+    mode is left as it was (rollouts also run inside a training step)."""
+    model = plm.trainable_model
+    was_training = model.training
+    out: list[list[str]] = []
+    for start in progress(range(0, len(prompts), batch_users), desc=f"beam rollouts ({len(prompts)} prompts)",
+                          unit="batch", enable=show_progress):
+        chunk = prompts[start:start + batch_users]
+        recs = plm.recommend_batch([list(p.history) for p in chunk], k=beams, num_beams=beams,
+                                   exclude=[sorted(p.forbidden - {p.target}) for p in chunk])
+        out.extend([r["item_id"] for r in rs] for rs in recs)
+    if was_training:
+        model.train()
+    return out
+
+
 def build_preference_pairs(
     plm, prompts: Sequence[PreferencePrompt], config: PairConfig, *, sasrec=None, show_progress: bool = True,
 ) -> tuple[list[PreferencePair], dict[str, Any]]:
@@ -155,13 +174,8 @@ def build_preference_pairs(
         raise ConfigError("pairs.sasrec_negatives > 0 needs a trained SASRec (--sasrec DIR)")
     catalogue = set(plm.item_ids)
     rewards = {kind: [] for kind in REWARDS}
-    beam_lists: list[list[str]] = []
-    for start in progress(range(0, len(prompts), config.batch_users), desc=f"beam rollouts ({len(prompts)} prompts)",
-                          unit="batch", enable=show_progress):
-        chunk = prompts[start:start + config.batch_users]
-        recs = plm.recommend_batch([list(p.history) for p in chunk], k=config.beams, num_beams=config.beams,
-                                   exclude=[sorted(p.forbidden - {p.target}) for p in chunk])
-        beam_lists.extend([r["item_id"] for r in rs] for rs in recs)
+    beam_lists = beam_rollouts(plm, prompts, config.beams, batch_users=config.batch_users,
+                               show_progress=show_progress)
     for p, ranked in zip(prompts, beam_lists, strict=True):
         for kind in REWARDS:
             rewards[kind].append(ranking_reward(ranked, p.target, kind=kind, k=config.beams))
